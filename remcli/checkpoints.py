@@ -1,0 +1,182 @@
+"""safetensors checkpoints with provenance metadata.
+
+The tensors are the model's plain `state_dict`, so a torchvision checkpoint loads with
+`get_model(arch, num_classes=K).load_state_dict(safetensors.torch.load_file(path))`.
+The metadata (a flat str -> str map; nested values JSON-encoded) says how to rebuild the
+model and how it came to be:
+
+    format                 "pt" (Hugging Face convention)
+    remcli_version         version that wrote the file
+    arch, arch_kwargs      architecture name and constructor arguments (JSON)
+    num_classes            int
+    input_shape            [C, H, W] of the data (JSON)
+    mean, std              normalisation applied to [0,1] pixels (JSON)
+    dataset, dataset_fingerprint
+    corruption_sha256      sha256 of the corruption manifest trained on ("" if none)
+    validation             {"seed", "fraction", "indices"} held out from training (JSON)
+    history                list of steps that produced the file (JSON): command, parameters,
+                           seed, wall time, versions, device, parent sha256
+
+Pickles are never loaded implicitly: `.pt/.pth` files come in only through `import_state_dict`,
+which uses `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from remcli import __version__
+from remcli.errors import InputError
+from remcli.fileio import atomic_path, check_writable_output, sha256_file
+from remcli.models import build_model, model_channels
+
+_JSON_KEYS = ("arch_kwargs", "input_shape", "mean", "std", "validation", "history")
+
+
+@dataclass
+class Checkpoint:
+    state_dict: dict[str, torch.Tensor]
+    meta: dict = field(default_factory=dict)
+    path: Path | None = None
+    sha256: str | None = None
+
+    # --- what the metadata says ------------------------------------------------------------
+    @property
+    def arch(self) -> str | None:
+        return self.meta.get("arch")
+
+    @property
+    def num_classes(self) -> int | None:
+        value = self.meta.get("num_classes")
+        return None if value is None else int(value)
+
+    @property
+    def history(self) -> list[dict]:
+        return list(self.meta.get("history", []))
+
+    @property
+    def validation_indices(self) -> torch.Tensor:
+        return torch.tensor(self.meta.get("validation", {}).get("indices", []), dtype=torch.int64)
+
+    def build(self) -> nn.Module:
+        """Rebuild the module and load the weights, checking names and shapes first."""
+        if not self.arch or self.num_classes is None:
+            raise InputError(f"checkpoint {self.path} records no arch/num_classes; pass --arch and --num-classes")
+        shape = self.meta.get("input_shape") or [3, 32, 32]
+        model = build_model(self.arch, self.num_classes, in_channels=model_channels(self.arch, shape[0]), image_size=shape[-1], **self.meta.get("arch_kwargs", {}))
+        check_state_dict_matches(model, self.state_dict, f"checkpoint {self.path}", self.arch)
+        model.load_state_dict(self.state_dict)
+        return model
+
+
+def check_state_dict_matches(model: nn.Module, state: dict[str, torch.Tensor], what: str, arch: str) -> None:
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+    if missing or extra:
+        raise InputError(f"{what} does not fit arch {arch}: missing {missing[:3]}, unexpected {extra[:3]}; pass the arch it was trained with")
+    for key, shape in expected.items():
+        if got[key] != shape:
+            raise InputError(f"{what} does not fit arch {arch}: {key} has shape {list(got[key])}, expected {list(shape)}; check --arch, --num-classes and --arch-arg")
+
+
+def history_entry(command: str, params: dict, seed: int | None, wall_time_s: float, device: str, parent_sha256: str | None = None, **extra) -> dict:
+    return {
+        "command": command,
+        "params": params,
+        "seed": seed,
+        "wall_time_s": round(wall_time_s, 3),
+        "remcli_version": __version__,
+        "torch_version": torch.__version__,
+        "device": device,
+        "host": platform.node(),
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "parent_sha256": parent_sha256,
+        **extra,
+    }
+
+
+def encode_metadata(meta: dict) -> dict[str, str]:
+    out = {"format": "pt", "remcli_version": __version__}
+    for key, value in meta.items():
+        if key in ("format", "remcli_version"):
+            continue
+        out[key] = json.dumps(value) if key in _JSON_KEYS else ("" if value is None else str(value))
+    return out
+
+
+def decode_metadata(raw: dict[str, str] | None) -> dict:
+    meta: dict = dict(raw or {})
+    for key in _JSON_KEYS:
+        if key in meta:
+            try:
+                meta[key] = json.loads(meta[key])
+            except json.JSONDecodeError:
+                raise InputError(f"checkpoint metadata field {key!r} is not valid JSON; re-save the checkpoint with remcli") from None
+    return meta
+
+
+def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], meta: dict, force: bool = False, inputs: tuple = ()) -> str:
+    """Write atomically; returns the sha256 of the written file."""
+    out = check_writable_output(path, force, inputs)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    with atomic_path(out) as tmp:
+        save_file(tensors, str(tmp), metadata=encode_metadata(meta))
+    return sha256_file(out)
+
+
+def read_metadata(path: str | Path) -> dict:
+    """Only the header: cheap, loads no tensors."""
+    p = _existing(path)
+    try:
+        with safe_open(str(p), framework="pt") as handle:
+            return decode_metadata(handle.metadata())
+    except (SafetensorError, OSError, ValueError) as err:
+        raise _not_safetensors(p, err) from None
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    p = _existing(path)
+    try:
+        with safe_open(str(p), framework="pt") as handle:
+            raw = handle.metadata()
+        state = load_file(str(p), device=str(device))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise _not_safetensors(p, err) from None
+    return Checkpoint(state_dict=state, meta=decode_metadata(raw), path=p, sha256=sha256_file(p))
+
+
+def import_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a legacy `.pt/.pth` state dict safely (weights_only); unwraps common containers."""
+    p = _existing(path)
+    try:
+        obj = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError/RuntimeError/EOFError variously
+        raise InputError(f"{p} is not a loadable weights-only PyTorch file ({err.__class__.__name__}); export a plain state_dict with torch.save(model.state_dict(), path)") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise InputError(f"{p} does not hold a state_dict of tensors; save model.state_dict() instead of the model")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _existing(path: str | Path) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"checkpoint {p} not found; check the path")
+    return p
+
+
+def _not_safetensors(path: Path, err: Exception) -> InputError:
+    hint = " (use `remcli import` for .pt/.pth files)" if path.suffix in (".pt", ".pth", ".bin", ".tar") else ""
+    return InputError(f"{path} is not a readable safetensors file, it may be truncated or another format{hint}: {str(err)[:80]}")

@@ -1,0 +1,40 @@
+"""`remcli methods` and `remcli archs`: what the registries hold."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from rich.console import Console
+from rich.table import Table
+
+from remcli.cli.options import JsonOpt
+from remcli.cli.output import emit_json
+from remcli.models import list_archs
+from remcli.unlearning import list_methods
+
+
+def methods_command(json_out: JsonOpt = None) -> None:
+    """List every unlearning method: what it does, its data, default budget and cost vs retrain."""
+    rows = [
+        {"name": m.name, "summary": m.summary, "data": m.data, "budget": m.budget, "cost_vs_retrain": m.cost,
+         "settings": {f.name: (f.default if f.default is not dataclasses.MISSING else None) for f in dataclasses.fields(m.config_cls)}}
+        for m in list_methods()
+    ]
+    if json_out:
+        emit_json({"methods": rows}, json_out)
+        return
+    table = Table()
+    for column in ("method", "what it does", "data", "default budget", "cost vs retrain"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["name"], row["summary"], row["data"], row["budget"], row["cost_vs_retrain"])
+    Console().print(table)
+
+
+def archs_command(json_out: JsonOpt = None) -> None:
+    """List the architectures `--arch` accepts (remcli's own, then torchvision's classifiers)."""
+    names = list_archs()
+    if json_out:
+        emit_json({"archs": names}, json_out)
+        return
+    Console().print(", ".join(names), soft_wrap=True)

@@ -1,0 +1,66 @@
+"""`remcli corrupt`: write a corruption manifest and nested identified-sample index files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from remcli.cli.options import DownloadOpt, ForceOpt, JsonOpt, SeedOpt
+from remcli.cli.output import emit_json, errors_to_exit, stderr
+from remcli.data.corruption import POSITIONS, Trigger, corrupt, parse_colour, parse_rates, resolve_count, write_corruption
+from remcli.data.datasets import load_dataset
+from remcli.errors import InputError
+
+
+def parse_classes(text: str) -> tuple[int, int]:
+    try:
+        first, second = (int(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--classes {text!r} must be two class indices such as 3,5") from None
+    return first, second
+
+
+@errors_to_exit
+def corrupt_command(
+    data: Annotated[str, typer.Argument(help="Dataset spec: sample, cifar10:ROOT, cifar100:ROOT, svhn:ROOT, mnist:ROOT, fashion-mnist:ROOT, imagefolder:ROOT.", show_default=False)],
+    kind: Annotated[str, typer.Option("--kind", help="poison (trigger patch + target label), interclass (swap two classes) or label-noise (random wrong labels).")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory for corruption.json and forget-<rate>.txt.")],
+    count: Annotated[Optional[int], typer.Option("--count", help="Number of corrupted samples.")] = None,
+    fraction: Annotated[Optional[float], typer.Option("--fraction", help="Corrupted fraction of the training split (instead of --count).")] = None,
+    discovery: Annotated[str, typer.Option("--discovery", help="Comma-separated discovery rates; one nested index file per rate.")] = "0.1,0.5,1.0",
+    seed: SeedOpt = 0,
+    target: Annotated[int, typer.Option("--target", help="poison: label given to poisoned samples.")] = 0,
+    patch_size: Annotated[int, typer.Option("--patch-size", help="poison: side of the square trigger, in pixels.")] = 3,
+    position: Annotated[str, typer.Option("--position", help=f"poison: trigger position, one of {', '.join(POSITIONS)}.")] = "bottom-right",
+    colour: Annotated[str, typer.Option("--colour", help="poison: trigger colour, a name (white, black, red, green, blue) or R,G,B in [0,1].")] = "white",
+    classes: Annotated[str, typer.Option("--classes", help="interclass: the two classes to swap.")] = "3,5",
+    force: ForceOpt = False,
+    download: DownloadOpt = False,
+    json_out: JsonOpt = None,
+) -> None:
+    """Corrupt a dataset's training labels (and pixels, for poison) and write what was done.
+
+    The same command always writes byte-identical files. Discovery sets are nested: the 0.1 set
+    is inside the 0.5 set, which is inside the 1.0 set.
+    """
+    dataset = load_dataset(data, download=download)
+    size = resolve_count(len(dataset.train), count, fraction)
+    rates = parse_rates(discovery)
+    params: dict = {}
+    if kind == "poison":
+        if position not in POSITIONS:
+            raise InputError(f"--position {position!r} is not valid; use one of {', '.join(POSITIONS)}")
+        height, width = dataset.input_shape[1:]
+        if not 0 < patch_size <= min(height, width):
+            raise InputError(f"--patch-size {patch_size} must be between 1 and the image side {min(height, width)}")
+        params = {"target": target, "trigger": Trigger(patch_size, position, parse_colour(colour))}
+    elif kind == "interclass":
+        params = {"classes": parse_classes(classes)}
+    manifest = corrupt(dataset.train.labels, dataset=data, fingerprint=dataset.fingerprint, num_classes=dataset.num_classes, kind=kind, count=size, seed=seed, **params)
+    written = write_corruption(manifest, out, rates, force=force)
+    summary = {"kind": kind, "corrupted": len(manifest.indices), "files": {k: str(v) for k, v in written.items()}, "discovery": manifest.discovery}
+    stderr.print(f"corrupted {len(manifest.indices)} of {len(dataset.train)} training samples ({kind}); wrote {out}/corruption.json and {len(rates)} index files")
+    if json_out:
+        emit_json(summary, json_out)

@@ -1,0 +1,45 @@
+"""`remcli inspect`: print a checkpoint's provenance (and its blocks)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from remcli.checkpoints import load_checkpoint, read_metadata
+from remcli.cli.options import CheckpointArg, JsonOpt
+from remcli.cli.output import emit_json, errors_to_exit
+from remcli.models.blocks import list_blocks
+
+
+@errors_to_exit
+def inspect_command(
+    checkpoint: CheckpointArg,
+    blocks: Annotated[bool, typer.Option("--blocks", help="List the model's blocks (as used by REM targets and cf-k/eu-k).")] = False,
+    json_out: JsonOpt = None,
+) -> None:
+    """Show how a checkpoint was made: arch, data, corruption, validation split and history."""
+    meta = read_metadata(checkpoint)
+    validation = meta.get("validation") or {}
+    summary = {k: v for k, v in meta.items() if k != "validation"}
+    summary["validation"] = {k: v for k, v in validation.items() if k != "indices"} | {"count": len(validation.get("indices", []))}
+    if blocks:
+        model = load_checkpoint(checkpoint).build()
+        summary["blocks"] = list_blocks(model)
+    if json_out:
+        emit_json(summary, json_out)
+        if json_out == "-":
+            return
+    console = Console()
+    table = Table(title=str(checkpoint), show_header=False)
+    for key in ("arch", "arch_kwargs", "num_classes", "input_shape", "dataset", "dataset_fingerprint", "corruption_sha256", "remcli_version"):
+        table.add_row(key, str(meta.get(key, "")))
+    table.add_row("validation", str(summary["validation"]))
+    console.print(table)
+    for number, step in enumerate(meta.get("history", []), start=1):
+        console.print(f"[bold]{number}. {step.get('command')}[/] {step.get('created_at', '')}  seed={step.get('seed')}  wall={step.get('wall_time_s')}s  device={step.get('device')}")
+        console.print(f"   params: {step.get('params')}", soft_wrap=True)
+    if blocks:
+        console.print("blocks (in forward order): " + ", ".join(summary["blocks"]))

@@ -1,0 +1,86 @@
+"""`remcli unlearn`: remove the identified samples' influence from a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from remcli.checkpoints import load_checkpoint, save_checkpoint
+from remcli.cli.commands.train import parse_arch_args
+from remcli.cli.options import CheckpointArg, CorruptionOpt, DataOpt, DeviceOpt, DownloadOpt, ForceOpt, JsonOpt, PrecisionOpt, QuietOpt, SeedOpt
+from remcli.cli.output import RichReporter, emit_json, errors_to_exit, stderr
+from remcli.fileio import check_writable_output
+from remcli.inputs import read_identified, resolve_inputs
+from remcli.unlearning import unlearn
+
+
+def collect_overrides(settings: list[str], **named) -> dict:
+    """Explicit options (non-None) plus `--set name=value` pairs, numbers parsed."""
+    overrides = {k: v for k, v in named.items() if v is not None}
+    overrides.update(parse_arch_args(settings, None))
+    if isinstance(overrides.get("targets"), str):
+        overrides["targets"] = tuple(t.strip() for t in overrides["targets"].split(",") if t.strip())
+    return overrides
+
+
+@errors_to_exit
+def unlearn_command(
+    checkpoint: CheckpointArg,
+    forget: Annotated[Path, typer.Option("--forget", help="Index file of identified corrupted samples (one training position per line).")],
+    out: Annotated[Path, typer.Option("--out", help="Output checkpoint (.safetensors); same tensor names and shapes as the input.")],
+    method: Annotated[str, typer.Option("--method", help="Unlearning method (see `remcli methods`).")] = "rem",
+    data: DataOpt = None,
+    corruption: CorruptionOpt = None,
+    arch: Annotated[Optional[str], typer.Option("--arch", help="Architecture, for checkpoints without remcli metadata.")] = None,
+    num_classes: Annotated[Optional[int], typer.Option("--num-classes", help="Number of classes, for checkpoints without remcli metadata.")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="REM: outer iterations (flush + one repair epoch each). Default 10.")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate. REM default: 0.005 SGD (CNNs), 2e-5 Adam (ViTs).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Samples per step. Default 512.")] = None,
+    optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="sgd or adam. Default by arch.")] = None,
+    capacity: Annotated[Optional[float], typer.Option("--capacity", help="REM: new units per target layer, as a multiple of its width. Default 1.0.")] = None,
+    mask_density: Annotated[Optional[float], typer.Option("--mask-density", help="REM: Bernoulli rate of each sample's mask over the new units. Default 0.2.")] = None,
+    gamma: Annotated[Optional[float], typer.Option("--gamma", help="REM: flush until identified accuracy (corrupted labels) <= gamma. Default 0.2.")] = None,
+    beta: Annotated[Optional[float], typer.Option("--beta", help="NPO inverse temperature. Default 1.")] = None,
+    flush_max_epochs: Annotated[Optional[int], typer.Option("--flush-max-epochs", help="REM: cap on flush epochs per outer iteration. Default 100.")] = None,
+    rem_targets: Annotated[Optional[str], typer.Option("--rem-targets", help="REM: comma-separated module names to add units beside (see `remcli inspect --blocks`).")] = None,
+    no_redirect: Annotated[bool, typer.Option("--no-redirect", help="REM ablation: repair without the new units (no redirection).")] = False,
+    no_continued_removal: Annotated[bool, typer.Option("--no-continued-removal", help="REM ablation: no NPO removal term during repair.")] = False,
+    select_on: Annotated[Optional[str], typer.Option("--select-on", help="Model selection data: auto (validation if recorded, else retain), validation or retain. Never test.")] = None,
+    settings: Annotated[list[str], typer.Option("--set", help="Any other method setting name=value (repeatable; see `remcli methods`).")] = [],
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    force: ForceOpt = False,
+    download: DownloadOpt = False,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = None,
+) -> None:
+    """Unlearn the samples in --forget from CHECKPOINT and write a new checkpoint.
+
+    Data and corruption default to what the checkpoint's metadata records. The output has
+    exactly the input's tensor names and shapes; its history records the method, every
+    setting, the seed, the per-iteration trace, wall time and gradient steps.
+    """
+    check_writable_output(out, force, (checkpoint, forget))
+    ckpt = load_checkpoint(checkpoint)
+    if arch:
+        ckpt.meta["arch"] = arch
+    if num_classes:
+        ckpt.meta["num_classes"] = num_classes
+    inputs = resolve_inputs(ckpt, data, corruption, download)
+    ckpt.meta.setdefault("input_shape", list(inputs.dataset.input_shape))
+    identified = read_identified(forget, inputs.dataset)
+    overrides = collect_overrides(
+        settings, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, capacity=capacity, mask_density=mask_density,
+        gamma=gamma, beta=beta, flush_max_epochs=flush_max_epochs, targets=rem_targets, select_on=select_on,
+        redirect=False if no_redirect else None, continued_removal=False if no_continued_removal else None,
+    )
+    with RichReporter(quiet) as reporter:
+        outcome = unlearn(ckpt, inputs, identified, method, overrides, seed=seed, device=device, precision=precision, reporter=reporter)
+    sha = save_checkpoint(out, outcome.state_dict, outcome.meta, force=force, inputs=(checkpoint,))
+    summary = {**outcome.summary, "input": str(checkpoint), "checkpoint": str(out), "checkpoint_sha256": sha}
+    stderr.print(f"{method}: {summary['steps']} gradient steps in {summary['wall_time_s']:.1f}s on {summary['device']}; wrote {out}")
+    if json_out:
+        emit_json(summary, json_out)

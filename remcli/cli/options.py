@@ -1,0 +1,19 @@
+"""Option aliases shared by several commands, declared once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random choice of this step (recorded in the output).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps.")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="auto (bf16 autocast on CUDA, fp32 elsewhere), fp32, bf16 or fp16 (CUDA).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display on stderr.")]
+JsonOpt = Annotated[Optional[str], typer.Option("--json", help="Write the result as one JSON object to PATH, or to stdout with '-'.")]
+DataOpt = Annotated[Optional[str], typer.Option("--data", help="Dataset spec: sample, cifar10:ROOT, cifar100:ROOT, svhn:ROOT, mnist:ROOT, fashion-mnist:ROOT, imagefolder:ROOT. Defaults to the checkpoint's.")]
+DownloadOpt = Annotated[bool, typer.Option("--download", help="Let torchvision download the dataset into ROOT (needs internet).")]
+CorruptionOpt = Annotated[Optional[Path], typer.Option("--corruption", help="corruption.json written by `remcli corrupt`. Defaults to the one the checkpoint was trained on.")]
+CheckpointArg = Annotated[Path, typer.Argument(help="A safetensors checkpoint.", show_default=False)]

@@ -1,0 +1,217 @@
+"""Dataset specs -> whole splits in memory as uint8 tensors.
+
+A dataset spec is `NAME:ROOT` (or just `sample`). Each loader decodes its split once into
+`(N, C, H, W)` uint8 images plus int64 labels; everything downstream (augmentation, triggers,
+batching) is batched tensor work on these. A sample's identity is its position in the training
+split as the loader orders it, so index files and corruption manifests refer to positions.
+
+Loaders use torchvision's own dataset classes (`download=False` unless asked), so the on-disk
+layouts are the ones torchvision documents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from remcli.errors import InputError
+
+# CIFAR statistics: the corrective-unlearning benches reuse them for CIFAR-100 and SVHN too.
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+SAMPLE_DATA = Path(__file__).resolve().parents[2] / "sample_data" / "cifar10"
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split in memory: `images` uint8 (N, C, H, W), `labels` int64 (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class Dataset:
+    spec: str
+    train: Split
+    test: Split
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def fingerprint(self) -> str:
+        return labels_fingerprint(self.train.labels, self.input_shape)
+
+
+def labels_fingerprint(labels: torch.Tensor, input_shape: tuple[int, ...]) -> str:
+    """Identifies a training split by its labels (in order) and image shape.
+
+    Index files and manifests carry it, so applying them to another dataset (or the same one in
+    another order) is caught instead of silently corrupting the wrong samples.
+    """
+    digest = hashlib.sha256()
+    digest.update(repr(tuple(input_shape)).encode())
+    digest.update(labels.to(torch.int64).contiguous().numpy().astype("<i8").tobytes())
+    return "sha256:" + digest.hexdigest()[:32]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loaders, one per dataset name. Each returns (train, test, classes, mean, std).
+
+Loader = Callable[[Path, bool], tuple[Split, Split, tuple[str, ...], tuple, tuple]]
+_LOADERS: dict[str, Loader] = {}
+_EXPECTED_FILES: dict[str, str] = {}
+
+
+def _register(name: str, expected: str):
+    def wrap(fn: Loader) -> Loader:
+        _LOADERS[name] = fn
+        _EXPECTED_FILES[name] = expected
+        return fn
+
+    return wrap
+
+
+def dataset_names() -> list[str]:
+    return ["sample", *sorted(_LOADERS)]
+
+
+def _split_from_hwc(data: np.ndarray, labels) -> Split:
+    images = torch.from_numpy(np.ascontiguousarray(data)).permute(0, 3, 1, 2).contiguous()
+    return Split(images, torch.as_tensor(np.asarray(labels), dtype=torch.int64))
+
+
+def _split_from_nhw(data, labels) -> Split:
+    images = torch.as_tensor(data, dtype=torch.uint8).unsqueeze(1).contiguous()
+    return Split(images, torch.as_tensor(labels, dtype=torch.int64).clone())
+
+
+def _torchvision(key: str, name: str, root: Path, download: bool, **kwargs):
+    """Instantiate torchvision's dataset class `name`, turning its 'not found' into a one-line fix."""
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, name)
+    try:
+        return cls(str(root), download=download, **kwargs)
+    except RuntimeError as err:
+        if "not found" in str(err).lower() or "download" in str(err).lower():
+            raise InputError(
+                f"{name} files not found under {root}: expected {_EXPECTED_FILES[key]}; "
+                "point ROOT at them or pass --download"
+            ) from None
+        raise
+
+
+@_register("cifar10", "ROOT/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}")
+def _load_cifar10(root: Path, download: bool):
+    train = _torchvision("cifar10", "CIFAR10", root, download, train=True)
+    test = _torchvision("cifar10", "CIFAR10", root, download, train=False)
+    return _split_from_hwc(train.data, train.targets), _split_from_hwc(test.data, test.targets), tuple(train.classes), CIFAR_MEAN, CIFAR_STD
+
+
+@_register("cifar100", "ROOT/cifar-100-python/{train,test,meta}")
+def _load_cifar100(root: Path, download: bool):
+    train = _torchvision("cifar100", "CIFAR100", root, download, train=True)
+    test = _torchvision("cifar100", "CIFAR100", root, download, train=False)
+    return _split_from_hwc(train.data, train.targets), _split_from_hwc(test.data, test.targets), tuple(train.classes), CIFAR_MEAN, CIFAR_STD
+
+
+@_register("svhn", "ROOT/{train_32x32.mat,test_32x32.mat}")
+def _load_svhn(root: Path, download: bool):
+    train = _torchvision("svhn", "SVHN", root, download, split="train")
+    test = _torchvision("svhn", "SVHN", root, download, split="test")
+
+    def split(ds) -> Split:
+        return Split(torch.from_numpy(np.ascontiguousarray(ds.data)), torch.as_tensor(ds.labels, dtype=torch.int64))
+
+    return split(train), split(test), tuple(str(i) for i in range(10)), CIFAR_MEAN, CIFAR_STD
+
+
+@_register("mnist", "ROOT/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte")
+def _load_mnist(root: Path, download: bool):
+    train = _torchvision("mnist", "MNIST", root, download, train=True)
+    test = _torchvision("mnist", "MNIST", root, download, train=False)
+    return _split_from_nhw(train.data, train.targets), _split_from_nhw(test.data, test.targets), tuple(train.classes), (0.1307,), (0.3081,)
+
+
+@_register("fashion-mnist", "ROOT/FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte")
+def _load_fashion_mnist(root: Path, download: bool):
+    train = _torchvision("fashion-mnist", "FashionMNIST", root, download, train=True)
+    test = _torchvision("fashion-mnist", "FashionMNIST", root, download, train=False)
+    return _split_from_nhw(train.data, train.targets), _split_from_nhw(test.data, test.targets), tuple(train.classes), (0.2860,), (0.3530,)
+
+
+def _decode_folder(folder: Path) -> tuple[Split, tuple[str, ...]]:
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+
+    listing = ImageFolder(str(folder))  # only for its canonical ordering: sorted classes, sorted files
+    arrays = []
+    for path, _ in listing.samples:  # decoded once at load time, never in a training loop
+        with Image.open(path) as img:
+            arrays.append(np.asarray(img.convert("RGB")))
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise InputError(f"images under {folder} have different sizes {sorted(shapes)[:3]}; resize them to one size first")
+    return _split_from_hwc(np.stack(arrays), listing.targets), tuple(listing.classes)
+
+
+@_register("imagefolder", "ROOT/train/<class>/<image> and ROOT/test/<class>/<image>")
+def _load_imagefolder(root: Path, download: bool):
+    if download:
+        raise InputError("--download is not available for imagefolder datasets; copy the images under ROOT/train and ROOT/test")
+    for part in ("train", "test"):
+        if not (root / part).is_dir():
+            raise InputError(f"imagefolder root {root} has no '{part}' folder: expected {_EXPECTED_FILES['imagefolder']}")
+    train, classes = _decode_folder(root / "train")
+    test, test_classes = _decode_folder(root / "test")
+    if test_classes != classes:
+        raise InputError(f"train and test class folders differ under {root}; make ROOT/train and ROOT/test hold the same class names")
+    if root.resolve() == SAMPLE_DATA.resolve():
+        return train, test, classes, CIFAR_MEAN, CIFAR_STD
+    pixels = train.images.to(torch.float64) / 255.0
+    mean = tuple(round(v, 4) for v in pixels.mean(dim=(0, 2, 3)).tolist())
+    std = tuple(round(v, 4) for v in pixels.std(dim=(0, 2, 3)).tolist())
+    return train, test, classes, mean, std
+
+
+def parse_spec(spec: str) -> tuple[str, Path]:
+    """`cifar10:/data` -> ('cifar10', Path('/data')); `sample` -> the shipped sample."""
+    if spec == "sample":
+        if not SAMPLE_DATA.is_dir():
+            raise InputError(f"the shipped sample data is missing at {SAMPLE_DATA}; run from a remcli checkout or use imagefolder:ROOT")
+        return "imagefolder", SAMPLE_DATA
+    name, sep, root = spec.partition(":")
+    if name not in _LOADERS or not sep or not root:
+        raise InputError(f"unknown dataset spec {spec!r}; use one of: sample, " + ", ".join(f"{n}:ROOT" for n in sorted(_LOADERS)))
+    return name, Path(root).expanduser()
+
+
+def load_dataset(spec: str, download: bool = False) -> Dataset:
+    name, root = parse_spec(spec)
+    if not root.exists() and not download:
+        raise InputError(f"dataset root {root} does not exist: expected {_EXPECTED_FILES[name]}; fix the path or pass --download")
+    if download:
+        root.mkdir(parents=True, exist_ok=True)
+    train, test, classes, mean, std = _LOADERS[name](root, download)
+    if len(train) == 0 or len(test) == 0:
+        raise InputError(f"dataset {spec} has an empty train or test split; add images to both")
+    return Dataset(spec=spec, train=train, test=test, classes=classes, mean=tuple(mean), std=tuple(std))

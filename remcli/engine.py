@@ -1,0 +1,178 @@
+"""The one training-loop engine shared by `train` and every gradient-based unlearning method.
+
+An `Engine` owns the optimiser, the learning-rate schedule and mixed precision; callers give it
+batches and a loss function `loss_fn(batch) -> scalar`. REM's repair step (three forward passes)
+and plain cross-entropy training go through the same `run_epoch`, so AMP, step counting and
+timing behave identically everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from remcli.data.pipeline import Batch
+from remcli.errors import InputError
+from remcli.progress import NullReporter
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` -> CUDA, then MPS, then CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name not in ("cpu", "cuda", "mps"):
+        raise InputError(f"unknown device {name!r}; use auto, cpu, cuda or mps")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but no CUDA GPU is visible; use --device auto or cpu")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InputError("--device mps was asked for but MPS is not available; use --device auto or cpu")
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """`auto` = bf16 autocast on CUDA, fp32 elsewhere (bf16 on CPU is opt-in: it needs AVX512-BF16/AMX)."""
+    if name == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if name not in ("fp32", "bf16", "fp16"):
+        raise InputError(f"unknown precision {name!r}; use auto, fp32, bf16 or fp16")
+    if name == "fp16" and device.type != "cuda":
+        raise InputError("fp16 autocast needs CUDA; use bf16 or fp32 on this device")
+    return name
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: str = "sgd"  # sgd (CNNs, paper) or adam (ViTs, paper)
+    lr: float = 0.025
+    momentum: float = 0.9
+    weight_decay: float = 5e-4  # L2 in the loss, as in the paper (Adam, not AdamW)
+
+
+def make_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise InputError(f"unknown optimizer {cfg.name!r}; use sgd or adam")
+
+
+def warmup_linear_decay(total_steps: int) -> Callable[[int], float]:
+    """The benches' LR factor: warm-up over 1% of steps, then linear decay with horizon 1.25x,
+    so the last step runs at about 0.2x the peak (rem-method.md §2.4)."""
+    warmup = max(total_steps // 100, 0)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, 1.0 - (step - warmup) / (1.25 * total_steps))
+
+    return factor
+
+
+@dataclass
+class EpochStats:
+    steps: int = 0
+    samples: int = 0
+    loss_sum: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss_sum / max(self.steps, 1)
+
+
+class Engine:
+    """Optimiser + schedule + autocast + step accounting for one model's training."""
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        device: torch.device,
+        precision: str = "fp32",
+        schedule: Callable[[int], float] | None = None,
+        reporter: NullReporter | None = None,
+    ):
+        self.optimizer = optimizer
+        self.device = device
+        self.precision = precision
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule) if schedule else None
+        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+        self.reporter = reporter or NullReporter()
+        self.steps = 0  # optimiser steps taken, over the engine's life
+        self.samples = 0
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def step(self, loss: torch.Tensor, advance_schedule: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        if self.scheduler is not None and advance_schedule:
+            self.scheduler.step()
+        self.steps += 1
+
+    def run_epoch(
+        self,
+        batches: Iterable[Batch],
+        loss_fn: Callable[[Batch], torch.Tensor],
+        max_steps: int | None = None,
+        advance_schedule: bool = True,
+    ) -> EpochStats:
+        """One pass: loss_fn under autocast, backward, step. Stops early after `max_steps`."""
+        stats = EpochStats()
+        start = time.perf_counter()
+        losses = []
+        for batch in batches:
+            if max_steps is not None and stats.steps >= max_steps:
+                break
+            with self.autocast():
+                loss = loss_fn(batch)
+            self.step(loss, advance_schedule)
+            losses.append(loss.detach())
+            stats.steps += 1
+            stats.samples += int(batch.labels.shape[0])
+            self.reporter.advance(1)
+        synchronize(self.device)
+        stats.seconds = time.perf_counter() - start
+        stats.loss_sum = float(torch.stack(losses).float().sum()) if losses else 0.0
+        self.samples += stats.samples
+        return stats
+
+
+@torch.no_grad()
+def predict(model: nn.Module, batches: Iterable[Batch], precision: str = "fp32") -> torch.Tensor:
+    """Predicted classes for every batch, in order (eval mode is the caller's choice)."""
+    device_type = next(model.parameters()).device.type
+    preds = []
+    for batch in batches:
+        if precision == "fp32":
+            logits = model(batch.inputs)
+        else:
+            with torch.autocast(device_type=device_type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16):
+                logits = model(batch.inputs)
+        preds.append(logits.argmax(dim=1))
+    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.int64)

@@ -1,0 +1,28 @@
+"""One user-facing error type, mapped to exit codes once, at the CLI edge.
+
+Library code raises these; it never prints or exits. Every message names the problem and the
+fix in one line. Exit codes (also in the README and `remcli --help`):
+
+    0  success
+    1  runtime failure (anything unexpected)
+    2  usage or input error (bad file, bad option, mismatched data)
+    3  `evaluate --fail-under`: a quality threshold was missed
+"""
+
+
+class RemcliError(Exception):
+    """Base class; `exit_code` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class InputError(RemcliError):
+    """The user gave us something we cannot use (file, option, data). Exit code 2."""
+
+    exit_code = 2
+
+
+class ThresholdError(RemcliError):
+    """A `--fail-under` quality threshold was missed. Exit code 3."""
+
+    exit_code = 3

@@ -1,0 +1,121 @@
+"""`remcli evaluate`: the corrective metrics of one checkpoint, as a dict.
+
+* test_acc: clean test accuracy.
+* utility: test accuracy, without the two swapped classes for interclass (paper's Utility).
+* healed: accuracy against the TRUE labels on all corrupted training samples; for poison the
+  samples carry the trigger, so healed = the backdoor no longer fires on them. Split into
+  identified / undiscovered when an index file is given. (The research code measured poison
+  healing on a shuffled loader, i.e. on random training images, rem-method.md §8.10; here it is
+  measured on the corrupted samples themselves.)
+* attack_success_rate, triggered_test_acc (poison only).
+* utility_x_healed.
+* identified_corrupted_acc: accuracy on the identified set against its corrupted labels
+  (what REM's flush drives below gamma).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from remcli import __version__
+from remcli.checkpoints import Checkpoint
+from remcli.data.corruption import Manifest
+from remcli.data.datasets import Dataset
+from remcli.data.views import as_trained_view, clean_view
+from remcli.errors import InputError
+from remcli.engine import predict, resolve_device, resolve_precision
+from remcli.evaluation.metrics import accuracy, attack_success_rate, product, utility_mask
+from remcli.train import input_spec
+
+SCHEMA_VERSION = 1
+
+
+def evaluate(
+    checkpoint: Checkpoint,
+    dataset: Dataset,
+    manifest: Manifest | None = None,
+    identified: torch.Tensor | None = None,
+    device: str = "auto",
+    batch_size: int = 1024,
+) -> dict:
+    start = time.perf_counter()
+    dev = resolve_device(device)
+    precision = resolve_precision("auto", dev)
+    model = checkpoint.build().to(dev).to(memory_format=torch.channels_last).eval()
+    spec = input_spec(dataset, checkpoint.arch or "")
+
+    def preds_of(view):
+        return predict(model, view.batches(spec, batch_size), precision).cpu()
+
+    test = clean_view(dataset.test, None, dev)
+    test_preds = preds_of(test)
+    test_labels = dataset.test.labels
+    metrics: dict[str, float | None] = {"test_acc": accuracy(test_preds, test_labels)}
+    excluded = tuple(manifest.params.get("classes", ())) if manifest and manifest.kind == "interclass" else ()
+    metrics["utility"] = accuracy(test_preds, test_labels, utility_mask(test_labels, excluded))
+
+    counts: dict[str, int] = {"test": len(test_labels)}
+    if manifest is not None:
+        trigger = manifest.trigger_spec
+        corrupted = manifest.index_tensor
+        true = torch.tensor(manifest.true_labels)
+        corrupted_preds = preds_of(clean_view(dataset.train, corrupted, dev, trigger))
+        metrics["healed"] = accuracy(corrupted_preds, true)
+        counts["corrupted"] = len(corrupted)
+        if trigger is not None:
+            target = int(manifest.params.get("target", manifest.new_labels[0]))
+            triggered_preds = preds_of(clean_view(dataset.test, None, dev, trigger))
+            metrics["attack_success_rate"] = attack_success_rate(triggered_preds, test_labels, target)
+            metrics["triggered_test_acc"] = accuracy(triggered_preds, test_labels)
+        metrics["utility_x_healed"] = product(metrics["utility"], metrics["healed"])
+        if identified is not None:
+            is_identified = torch.isin(corrupted, identified)
+            metrics["healed_identified"] = accuracy(corrupted_preds, true, is_identified)
+            metrics["healed_undiscovered"] = accuracy(corrupted_preds, true, ~is_identified)
+            counts["identified_corrupted"] = int(is_identified.sum())
+            counts["undiscovered"] = int((~is_identified).sum())
+    if identified is not None:
+        view = as_trained_view(dataset, manifest, identified, dev)
+        metrics["identified_corrupted_acc"] = accuracy(preds_of(view), view.labels.cpu())
+        counts["identified"] = len(identified)
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "remcli_version": __version__,
+        "checkpoint": str(checkpoint.path) if checkpoint.path else None,
+        "checkpoint_sha256": checkpoint.sha256,
+        "arch": checkpoint.arch,
+        "dataset": dataset.spec,
+        "corruption": None if manifest is None else {"kind": manifest.kind, "count": len(manifest.indices), "seed": manifest.seed},
+        "discovery_rate": None if identified is None or manifest is None else round(counts.get("identified_corrupted", 0) / max(len(manifest.indices), 1), 4),
+        "metrics": {k: (None if v is None else round(v, 6)) for k, v in metrics.items()},
+        "counts": counts,
+        "wall_time_s": round(time.perf_counter() - start, 3),
+    }
+
+
+def parse_thresholds(text: str) -> dict[str, float]:
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise InputError(f"--fail-under {text!r} must look like utility=0.8,healed=0.7")
+    return out
+
+
+def missed_thresholds(result: dict, thresholds: dict[str, float]) -> list[str]:
+    """Names and values of the metrics below their threshold (unknown metric names are errors)."""
+    missed = []
+    for name, floor in thresholds.items():
+        if name not in result["metrics"]:
+            raise InputError(f"--fail-under names unknown metric {name!r}; available: {', '.join(result['metrics'])}")
+        value = result["metrics"][name]
+        if value is None or value < floor:
+            missed.append(f"{name}={value} < {floor}")
+    return missed

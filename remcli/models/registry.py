@@ -1,0 +1,93 @@
+"""Architectures by name: remcli's own CIFAR nets, then anything torchvision can build.
+
+`build_model(arch, num_classes, ...)` is the one way a model is made. Names registered here
+win; every other name falls through to `torchvision.models.get_model(name, num_classes=K)`,
+so any classifier in `torchvision.models.list_models()` works and its state dict loads into
+the plain torchvision constructor. The resolved constructor arguments are returned so that
+checkpoints can record them and rebuild the exact module later.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+import torchvision
+from torch import nn
+
+from remcli.errors import InputError
+from remcli.models.resnet9 import ResNet9
+
+Builder = Callable[..., nn.Module]
+_ARCHS: dict[str, Builder] = {}
+
+
+def register_arch(name: str):
+    def wrap(fn: Builder) -> Builder:
+        if name in _ARCHS:
+            raise ValueError(f"architecture {name!r} registered twice")
+        _ARCHS[name] = fn
+        return fn
+
+    return wrap
+
+
+@register_arch("resnet9")
+def _resnet9(num_classes: int, in_channels: int, image_size: int, width: float = 1.0) -> nn.Module:
+    return ResNet9(num_classes=num_classes, in_channels=in_channels, width=width)
+
+
+@register_arch("vit_cifar")
+def _vit_cifar(num_classes: int, in_channels: int, image_size: int, width: float = 1.0, patch_size: int = 8, depth: int = 4) -> nn.Module:
+    """torchvision's VisionTransformer sized like the paper's SVHN ViT (§2.2): patch 8, dim 512,
+    depth 4, 8 heads, MLP 1536. `width` scales dim and MLP. Loads into
+    `torchvision.models.VisionTransformer(image_size, patch_size, depth, heads, dim, mlp_dim, num_classes=K)`."""
+    if in_channels != 3:
+        raise InputError("vit_cifar expects RGB input")
+    dim = max(8, round(512 * width / 8) * 8)  # 8 heads always divide it
+    return torchvision.models.VisionTransformer(
+        image_size=image_size, patch_size=patch_size, num_layers=depth, num_heads=8,
+        hidden_dim=dim, mlp_dim=3 * dim, num_classes=num_classes,
+    )
+
+
+def torchvision_archs() -> list[str]:
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def list_archs() -> list[str]:
+    return sorted(_ARCHS) + torchvision_archs()
+
+
+def model_channels(arch: str, data_channels: int) -> int:
+    """remcli's nets take the data's channels; torchvision classifiers expect RGB."""
+    return data_channels if arch in _ARCHS else 3
+
+
+def resolve_arch_kwargs(arch: str, image_size: int, user_kwargs: dict | None = None) -> dict:
+    """The constructor arguments to record: user ones plus what the input size requires."""
+    kwargs = dict(user_kwargs or {})
+    if arch in _ARCHS:
+        allowed = set(inspect.signature(_ARCHS[arch]).parameters) - {"num_classes", "in_channels", "image_size"}
+    elif arch in torchvision_archs():
+        allowed = None  # torchvision builders take **kwargs; the constructor validates them
+        if arch.startswith("vit_") and "image_size" not in kwargs:
+            kwargs["image_size"] = image_size  # ViTs need the input size; 32 is divisible by their patches
+    else:
+        raise InputError(f"unknown arch {arch!r}; use resnet9 or a torchvision classifier such as resnet18, mobilenet_v3_small, vit_b_16 (see `remcli archs`)")
+    if allowed is not None:
+        unknown = set(kwargs) - allowed
+        if unknown:
+            raise InputError(f"arch {arch} does not take {sorted(unknown)}; valid options: {sorted(allowed) or 'none'}")
+    return kwargs
+
+
+def build_model(arch: str, num_classes: int, in_channels: int = 3, image_size: int = 32, **kwargs) -> nn.Module:
+    """Build an untrained model. Weight init draws from the global RNG: wrap in `seeded_global_rng`."""
+    kwargs = resolve_arch_kwargs(arch, image_size, kwargs)
+    if arch in _ARCHS:
+        return _ARCHS[arch](num_classes=num_classes, in_channels=in_channels, image_size=image_size, **kwargs)
+    try:
+        return torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"cannot build torchvision model {arch} with {kwargs}: {err}") from None

@@ -1,0 +1,21 @@
+"""How long-running library code reports progress without printing.
+
+Library functions take a `Reporter`; the CLI passes a rich one that draws on stderr, tests and
+Python users get `NullReporter` by default. Keeping this an object (not print calls) is what
+lets `--json -` keep stdout clean.
+"""
+
+from __future__ import annotations
+
+
+class NullReporter:
+    """Does nothing; the default for library calls."""
+
+    def phase(self, name: str, total: int | None = None) -> None:
+        """A new phase begins (e.g. 'train epoch 3', 'flush'); `total` is its number of steps."""
+
+    def advance(self, steps: int = 1, **fields: float) -> None:
+        """`steps` more done; `fields` are live values to show (loss, forget_acc, proxy...)."""
+
+    def note(self, message: str) -> None:
+        """A one-line human message (stderr in the CLI)."""

@@ -1,0 +1,7 @@
+"""Unlearning: the method protocol and registry, REM's machinery, and `unlearn()`."""
+
+from remcli.unlearning import methods  # noqa: F401  (registers every method)
+from remcli.unlearning.base import MethodInfo, UnlearnResult, UnlearnTask, get_method, list_methods, register_method
+from remcli.unlearning.run import UnlearnOutcome, unlearn
+
+__all__ = ["MethodInfo", "UnlearnOutcome", "UnlearnResult", "UnlearnTask", "get_method", "list_methods", "register_method", "unlearn"]

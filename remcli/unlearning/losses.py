@@ -1,0 +1,49 @@
+"""Per-sample losses and the selection proxy shared by unlearning methods (pure functions)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def npo_term(ce: torch.Tensor, ce_ref: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+    """Per-sample l(s) = (2/beta) log sigmoid(beta (CE(s) - CE_ref(s))).
+
+    CE - CE_ref = -log(pi/pi_ref), so this is the NPO/DPO form (rem-method.md §3.2). Minimising
+    -l pushes CE up (removal) with the self-limiting weight 2 sigmoid(CE_ref - CE); minimising
+    +l pulls CE down relative to the reference (REM's redirect term).
+    """
+    return (2.0 / beta) * F.logsigmoid(beta * (ce - ce_ref))
+
+
+def npo_loss(ce: torch.Tensor, ce_ref: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+    """Standard NPO on the forget set: -mean l(s)."""
+    return -npo_term(ce, ce_ref, beta).mean()
+
+
+def rem_repair_loss(
+    ce_fit: torch.Tensor,
+    ce_drop: torch.Tensor | None,
+    ce_ref: torch.Tensor,
+    identified: torch.Tensor,
+    beta: float = 1.0,
+    fit_identified: bool = True,
+) -> torch.Tensor:
+    """REM step 3 (code form): mean over the batch of l_fit(s) - 1[s identified] l_drop(s).
+
+    `ce_fit` is the redirect view's CE (old + masked new units). The removal term is averaged
+    over the whole mixed batch, as in the paper's code (§8.4). `ce_drop=None` switches continued
+    removal off (`--no-continued-removal`); `fit_identified=False` zeroes the identified samples'
+    fit term (the `--no-redirect` ablation, where the fit runs in the drop view).
+    """
+    loss = npo_term(ce_fit, ce_ref, beta)
+    if not fit_identified:
+        loss = loss * (~identified).to(loss.dtype)
+    if ce_drop is not None:
+        loss = loss - identified.to(loss.dtype) * npo_term(ce_drop, ce_ref, beta)
+    return loss.mean()
+
+
+def selection_proxy(retain_acc: float, forget_acc: float, gamma: float) -> float:
+    """retain-acc x (1 - max(forget-acc, gamma)): higher is better; forget-acc below gamma earns nothing more."""
+    return retain_acc * (1.0 - max(forget_acc, gamma))

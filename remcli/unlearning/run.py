@@ -1,0 +1,64 @@
+"""`unlearn()`: checkpoint + identified samples + method name -> a new checkpoint's tensors and metadata."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import torch
+
+from remcli.checkpoints import Checkpoint, history_entry
+from remcli.engine import resolve_device, resolve_precision, synchronize
+from remcli.errors import InputError
+from remcli.inputs import RunInputs
+from remcli.progress import NullReporter
+from remcli.train import input_spec
+from remcli.unlearning.base import UnlearnTask, build_config, get_method
+
+
+@dataclass
+class UnlearnOutcome:
+    state_dict: dict[str, torch.Tensor]
+    meta: dict
+    summary: dict
+
+
+def unlearn(
+    checkpoint: Checkpoint,
+    inputs: RunInputs,
+    identified: torch.Tensor,
+    method: str,
+    overrides: dict | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    precision: str = "auto",
+    reporter: NullReporter | None = None,
+) -> UnlearnOutcome:
+    info = get_method(method)
+    cfg = build_config(info, overrides or {})
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    validation = checkpoint.validation_indices
+    overlap = torch.isin(identified, validation)
+    if overlap.any():
+        raise InputError(f"the index file lists {int(overlap.sum())} samples held out for validation (never trained on), e.g. {identified[overlap][:3].tolist()}; remove them")
+    model = checkpoint.build().to(dev).to(memory_format=torch.channels_last)
+    task = UnlearnTask(
+        model=model, arch=checkpoint.arch or "", dataset=inputs.dataset, manifest=inputs.manifest, identified=identified,
+        validation=validation, spec=input_spec(inputs.dataset, checkpoint.arch or ""), device=dev, precision=prec,
+        seed=seed, reporter=reporter or NullReporter(),
+    )
+    start = time.perf_counter()
+    result = info.fn(task, cfg)
+    synchronize(dev)
+    wall = time.perf_counter() - start
+    state = result.model.state_dict()
+    params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
+    entry = history_entry(
+        f"unlearn --method {method}", params, seed, wall, str(dev), checkpoint.sha256,
+        method=method, identified=len(identified), steps=result.steps, log=result.log,
+    )
+    meta = {**checkpoint.meta, "history": [*checkpoint.history, entry]}
+    summary = {"method": method, "identified": len(identified), "steps": result.steps, "wall_time_s": round(wall, 3), "device": str(dev), "precision": prec, "config": params, "log": result.log}
+    return UnlearnOutcome(state, meta, summary)

@@ -1,0 +1,78 @@
+"""Shared fixtures: tiny real datasets extracted from ../shared/data into a temporary cache.
+
+The shared data folder is read-only, so everything is extracted under pytest's tmp dirs. Where
+it is absent (a checkout elsewhere), the real CIFAR-10 JPEGs shipped in sample_data/ stand in.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("REMCLI_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def cifar_root(tmp_path_factory) -> Path:
+    """imagefolder root with 1,000 train / 200 test real CIFAR-10 JPEGs (100 / 20 per class)."""
+    root = tmp_path_factory.mktemp("cifar10-sample")
+    archive = SHARED_DATA / "cifar10" / "cifar10-jpeg-sample.tar.gz"
+    if archive.is_file():
+        with tarfile.open(archive) as tar:
+            tar.extractall(root, filter="data")
+    else:
+        for split, per_class in (("train", 100), ("test", 20)):
+            for class_dir in sorted((REPO / "sample_data" / "cifar10" / split).iterdir()):
+                target = root / split / class_dir.name
+                target.mkdir(parents=True)
+                for image in sorted(class_dir.iterdir())[:per_class]:
+                    shutil.copy(image, target / image.name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar_spec(cifar_root) -> str:
+    return f"imagefolder:{cifar_root}"
+
+
+@pytest.fixture(scope="session")
+def mnist_root(tmp_path_factory) -> Path:
+    """torchvision MNIST layout (ROOT/MNIST/raw/*-ubyte) gunzipped from ../shared/data/mnist."""
+    source = SHARED_DATA / "mnist" / "raw"
+    if not source.is_dir():
+        pytest.skip(f"MNIST not available at {source}")
+    root = tmp_path_factory.mktemp("mnist")
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for gz in source.glob("*.gz"):
+        with gzip.open(gz, "rb") as src, open(raw / gz.name[:-3], "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    return root
+
+
+@pytest.fixture(scope="session")
+def poisoned_run(tmp_path_factory, cifar_spec):
+    """A resnet9 (width 0.25) trained on real images with 100 poisoned samples, via the CLI.
+
+    Shared by the evaluate / unlearn tests so the suite trains it once.
+    """
+    from typer.testing import CliRunner
+
+    from remcli.cli.main import app
+
+    out = tmp_path_factory.mktemp("poisoned")
+    runner = CliRunner()
+    result = runner.invoke(app, ["corrupt", cifar_spec, "--kind", "poison", "--count", "150", "--patch-size", "4", "--discovery", "0.5,1.0", "--out", str(out / "c")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, [
+        "train", "--data", cifar_spec, "--corruption", str(out / "c" / "corruption.json"), "--width", "0.25",
+        "--epochs", "20", "--batch-size", "64", "--lr", "0.05", "--device", "cpu", "--quiet", "--out", str(out / "model.safetensors"),
+    ])
+    assert result.exit_code == 0, result.output
+    return out
