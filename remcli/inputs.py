@@ -49,6 +49,9 @@ def resolve_inputs(checkpoint: Checkpoint, data: str | None, corruption: str | P
         raise InputError(f"checkpoint {checkpoint.path} expects inputs {shape}, but {spec} has {list(dataset.input_shape)}; pass the matching --data")
     if checkpoint.num_classes is not None and checkpoint.num_classes != dataset.num_classes:
         raise InputError(f"checkpoint {checkpoint.path} has {checkpoint.num_classes} classes, but {spec} has {dataset.num_classes}; pass the matching --data")
+    for key, value in (("dataset", dataset.spec), ("dataset_fingerprint", dataset.fingerprint), ("input_shape", list(dataset.input_shape)),
+                       ("mean", list(dataset.mean)), ("std", list(dataset.std))):
+        checkpoint.meta.setdefault(key, value)  # checkpoints without remcli metadata gain it here
     path = Path(corruption) if corruption else None
     if path is None and checkpoint.meta.get("corruption_path"):
         recorded_path = Path(checkpoint.meta["corruption_path"])

@@ -298,6 +298,12 @@ def load_manifest(path: str | Path) -> Manifest:
         raise InputError(f"{p} is missing manifest fields ({err}); regenerate it with `remcli corrupt`") from None
     if not (len(manifest.indices) == len(manifest.true_labels) == len(manifest.new_labels)):
         raise InputError(f"{p} lists different numbers of indices and labels; regenerate it with `remcli corrupt`")
+    index = torch.tensor(manifest.indices, dtype=torch.int64)
+    labels = torch.tensor(manifest.true_labels + manifest.new_labels, dtype=torch.int64)
+    if len(index) and (index.min() < 0 or index.max() >= manifest.num_train or len(torch.unique(index)) != len(index)):
+        raise InputError(f"{p} lists indices outside 0..{manifest.num_train - 1} or repeats one; regenerate it with `remcli corrupt`")
+    if len(labels) and (labels.min() < 0 or labels.max() >= manifest.num_classes):
+        raise InputError(f"{p} lists labels outside 0..{manifest.num_classes - 1}; regenerate it with `remcli corrupt`")
     return manifest
 
 

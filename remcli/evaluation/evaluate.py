@@ -104,6 +104,8 @@ def parse_thresholds(text: str) -> dict[str, float]:
             out[name.strip()] = float(value)
         except ValueError:
             sep = ""
+        if sep and out[name.strip()] != out[name.strip()]:  # NaN could never fail the gate
+            sep = ""
         if not sep:
             raise InputError(f"--fail-under {text!r} must look like utility=0.8,healed=0.7")
     return out

@@ -74,11 +74,16 @@ def resolve_arch_kwargs(arch: str, image_size: int, user_kwargs: dict | None = N
         if arch.startswith("vit_") and "image_size" not in kwargs:
             kwargs["image_size"] = image_size  # ViTs need the input size; 32 is divisible by their patches
     else:
-        raise InputError(f"unknown arch {arch!r}; use resnet9 or a torchvision classifier such as resnet18, mobilenet_v3_small, vit_b_16 (see `remcli archs`)")
+        raise InputError(f"unknown arch {arch!r}; use one of {', '.join(sorted(_ARCHS))} or a torchvision classifier such as resnet18, mobilenet_v3_small, vit_b_16 (`remcli archs` lists all)")
     if allowed is not None:
         unknown = set(kwargs) - allowed
         if unknown:
             raise InputError(f"arch {arch} does not take {sorted(unknown)}; valid options: {sorted(allowed) or 'none'}")
+        defaults = inspect.signature(_ARCHS[arch]).parameters
+        for name, value in kwargs.items():
+            expected = type(defaults[name].default)
+            if expected in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                raise InputError(f"arch {arch} option {name}={value!r} must be a positive number")
     return kwargs
 
 

@@ -119,7 +119,14 @@ class Expansion:
     @staticmethod
     def _probe_shapes(model: nn.Module, modules: list[nn.Module], probe: torch.Tensor) -> list[tuple]:
         shapes: dict[int, tuple] = {}
-        handles = [m.register_forward_hook(lambda mod, args, out, i=i: shapes.__setitem__(i, (tuple(args[0].shape), tuple(out.shape)))) for i, m in enumerate(modules)]
+        def record(i: int):
+            def hook(module, args, out):
+                if isinstance(out, torch.Tensor) and args and isinstance(args[0], torch.Tensor):
+                    shapes[i] = (tuple(args[0].shape), tuple(out.shape))
+
+            return hook
+
+        handles = [m.register_forward_hook(record(i)) for i, m in enumerate(modules)]
         was_training = model.training
         model.eval()
         try:
@@ -130,7 +137,7 @@ class Expansion:
                 h.remove()
             model.train(was_training)
         for i, m in enumerate(modules):
-            if i not in shapes or not isinstance(shapes[i][1], tuple):
+            if i not in shapes:
                 raise InputError(f"target module {m.__class__.__name__} produced no tensor output; choose other --rem-targets")
         return [shapes[i] for i in range(len(modules))]
 

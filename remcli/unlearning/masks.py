@@ -5,8 +5,8 @@ and no RNG is reseeded: a counter-based 32-bit integer hash (Wellons' "lowbias32
 the sample id and the unit index gives a uniform number per (sample, unit); a unit is on when it
 falls below the density. A whole batch's masks are computed in one vectorised call, on any device.
 
-All identified samples share one mask, drawn from a separate key stream, so it can never
-coincide with a particular sample's own mask (the research code's shared mask was seed 0, which
+All identified samples share one mask, drawn from a separate key stream, so it is not tied to
+any particular sample's own mask (a collision needs one specific id among 2^32) (the research code's shared mask was seed 0, which
 is also sample #0's mask, §8.6).
 """
 

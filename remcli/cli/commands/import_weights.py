@@ -11,6 +11,7 @@ from remcli.checkpoints import Checkpoint, history_entry, import_state_dict, sav
 from remcli.cli.commands.train import parse_arch_args
 from remcli.cli.options import ForceOpt
 from remcli.cli.output import errors_to_exit, stderr
+from remcli.errors import InputError
 from remcli.fileio import sha256_file
 from remcli.models import resolve_arch_kwargs
 
@@ -26,7 +27,12 @@ def import_command(
     force: ForceOpt = False,
 ) -> None:
     """Import weights from a pickle-based file without executing code (torch weights_only)."""
-    shape = [int(v) for v in input_shape.split(",")]
+    try:
+        shape = [int(v) for v in input_shape.split(",")]
+    except ValueError:
+        shape = []
+    if len(shape) != 3 or min(shape) < 1:
+        raise InputError(f"--input-shape {input_shape!r} must be three positive integers C,H,W such as 3,32,32")
     state = import_state_dict(source)
     kwargs = resolve_arch_kwargs(arch, shape[-1], parse_arch_args(arch_arg, None))
     meta = {"arch": arch, "arch_kwargs": kwargs, "num_classes": num_classes, "input_shape": shape}

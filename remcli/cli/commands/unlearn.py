@@ -35,6 +35,7 @@ def unlearn_command(
     corruption: CorruptionOpt = None,
     arch: Annotated[Optional[str], typer.Option("--arch", help="Architecture, for checkpoints without remcli metadata.")] = None,
     num_classes: Annotated[Optional[int], typer.Option("--num-classes", help="Number of classes, for checkpoints without remcli metadata.")] = None,
+    arch_arg: Annotated[list[str], typer.Option("--arch-arg", help="Constructor argument name=value, for checkpoints without remcli metadata (repeatable).")] = [],
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="REM: outer iterations (flush + one repair epoch each). Default 10.")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate. REM default: 0.005 SGD (CNNs), 2e-5 Adam (ViTs).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Samples per step. Default 512.")] = None,
@@ -69,8 +70,9 @@ def unlearn_command(
         ckpt.meta["arch"] = arch
     if num_classes:
         ckpt.meta["num_classes"] = num_classes
+    if arch_arg:
+        ckpt.meta["arch_kwargs"] = parse_arch_args(arch_arg, None)
     inputs = resolve_inputs(ckpt, data, corruption, download)
-    ckpt.meta.setdefault("input_shape", list(inputs.dataset.input_shape))
     identified = read_identified(forget, inputs.dataset)
     overrides = collect_overrides(
         settings, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, capacity=capacity, mask_density=mask_density,

@@ -145,7 +145,7 @@ def rem(task: UnlearnTask, cfg: REMConfig) -> UnlearnResult:
             best_proxy, best_state, best_iteration = value, copy.deepcopy(model.state_dict()), iteration
         task.reporter.advance(0, forget_acc=forget_acc_after, proxy=value)
         iterations.append({
-            "iteration": iteration, "flush_epochs": flush_epochs, "repair_loss": round(stats.mean_loss, 5),
+            "iteration": iteration, "flush_epochs": flush_epochs, "forget_acc_after_flush": round(forget_acc, 5), "repair_loss": round(stats.mean_loss, 5),
             "forget_acc": round(forget_acc_after, 5), f"{select_on}_acc": round(keep_acc, 5), "proxy": round(value, 5), "selected": selected,
         })
     expansion.remove()

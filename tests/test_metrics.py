@@ -1,0 +1,127 @@
+"""Metric formulas on hand-built prediction tensors, and the --fail-under parsing/gating helpers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from remcli.errors import InputError
+from remcli.evaluation import missed_thresholds, parse_thresholds
+from remcli.evaluation.metrics import accuracy, attack_success_rate, product, utility_mask
+
+
+def t(*values: int) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.int64)
+
+
+# --- accuracy ----------------------------------------------------------------------------------
+
+def test_accuracy_is_fraction_correct():
+    assert accuracy(t(0, 1, 2, 3), t(0, 1, 0, 0)) == pytest.approx(0.5)
+    assert accuracy(t(1, 1, 1), t(1, 1, 1)) == 1.0
+    assert accuracy(t(0, 0, 0), t(1, 2, 3)) == 0.0
+    assert accuracy(t(4, 2, 2), t(4, 2, 9)) == pytest.approx(2 / 3)
+
+
+def test_accuracy_returns_python_float():
+    value = accuracy(t(0, 1), t(0, 0))
+    assert type(value) is float
+
+
+def test_accuracy_with_keep_mask_only_counts_kept():
+    preds, labels = t(0, 1, 2, 3), t(0, 9, 9, 3)
+    keep = torch.tensor([True, False, False, True])
+    assert accuracy(preds, labels, keep) == 1.0
+    assert accuracy(preds, labels, ~keep) == 0.0
+
+
+def test_accuracy_empty_is_none():
+    assert accuracy(t(), t()) is None
+    assert accuracy(t(1, 2), t(1, 2), torch.tensor([False, False])) is None
+
+
+# --- utility mask ------------------------------------------------------------------------------
+
+def test_utility_mask_without_exclusions_keeps_everything():
+    labels = t(0, 3, 5, 7)
+    assert utility_mask(labels, ()).tolist() == [True, True, True, True]
+
+
+def test_utility_mask_drops_the_swapped_classes():
+    labels = t(0, 3, 5, 7, 3, 5, 1)
+    assert utility_mask(labels, (3, 5)).tolist() == [True, False, False, True, False, False, True]
+
+
+def test_utility_uses_the_mask():
+    labels = t(0, 3, 5, 7)
+    preds = t(0, 5, 3, 7)  # the swapped classes are wrong, the rest right
+    assert accuracy(preds, labels) == 0.5
+    assert accuracy(preds, labels, utility_mask(labels, (3, 5))) == 1.0
+    assert accuracy(t(3, 5), t(3, 5), utility_mask(t(3, 5), (3, 5))) is None
+
+
+# --- attack success rate -----------------------------------------------------------------------
+
+def test_asr_counts_target_predictions_among_non_target_images():
+    target = 0
+    true = t(1, 2, 3, 4)
+    preds = t(0, 0, 3, 0)  # 3 of 4 non-target images flipped to the target
+    assert attack_success_rate(preds, true, target) == pytest.approx(0.75)
+
+
+def test_asr_excludes_target_class_images():
+    target = 2
+    true = t(2, 2, 2, 1, 3)
+    preds = t(2, 2, 2, 1, 3)  # target images predicted as target must not count as attack success
+    assert attack_success_rate(preds, true, target) == 0.0
+    preds = t(0, 0, 0, 2, 3)  # target-class images wrongly predicted must not lower the rate either
+    assert attack_success_rate(preds, true, target) == pytest.approx(0.5)
+
+
+def test_asr_none_when_every_test_image_is_target_class():
+    assert attack_success_rate(t(1, 1), t(1, 1), 1) is None
+
+
+# --- product -----------------------------------------------------------------------------------
+
+def test_product():
+    assert product(0.5, 0.4) == pytest.approx(0.2)
+    assert product(1.0, 0.0) == 0.0
+    assert product(None, 0.5) is None
+    assert product(0.5, None) is None
+    assert product(None, None) is None
+
+
+# --- thresholds --------------------------------------------------------------------------------
+
+def test_parse_thresholds():
+    assert parse_thresholds("utility=0.8") == {"utility": 0.8}
+    assert parse_thresholds("utility=0.8, healed = 0.7,") == {"utility": 0.8, "healed": 0.7}
+    assert parse_thresholds("") == {}
+
+
+@pytest.mark.parametrize("text", ["utility", "utility=abc", "utility=0.8,healed", "=", "utility:0.8"])
+def test_parse_thresholds_rejects_malformed(text):
+    with pytest.raises(InputError, match="--fail-under"):
+        parse_thresholds(text)
+
+
+def result_with(**metrics) -> dict:
+    return {"metrics": metrics}
+
+
+def test_missed_thresholds_lists_only_metrics_below_floor():
+    result = result_with(utility=0.75, healed=0.9, test_acc=0.8)
+    assert missed_thresholds(result, {"utility": 0.8, "healed": 0.5}) == ["utility=0.75 < 0.8"]
+    assert missed_thresholds(result, {"utility": 0.75}) == []  # equal to the floor passes
+    assert missed_thresholds(result, {}) == []
+    assert len(missed_thresholds(result, {"utility": 0.99, "healed": 0.99, "test_acc": 0.0})) == 2
+
+
+def test_missed_thresholds_none_value_counts_as_missed():
+    assert missed_thresholds(result_with(healed=None), {"healed": 0.0}) == ["healed=None < 0.0"]
+
+
+def test_missed_thresholds_unknown_metric_is_an_error_naming_available_ones():
+    with pytest.raises(InputError, match=r"unknown metric 'healed'.*utility"):
+        missed_thresholds(result_with(utility=0.5), {"healed": 0.1})

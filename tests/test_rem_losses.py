@@ -1,0 +1,147 @@
+"""REM's losses against values worked out by hand with `math`."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from remcli.unlearning.losses import npo_loss, npo_term, rem_repair_loss, selection_proxy
+
+CE = [0.5, 2.0, 1.2, 3.0]
+CE_REF = [1.0, 0.5, 1.2, 0.1]
+
+
+def log_sigmoid(x: float) -> float:
+    return -math.log1p(math.exp(-x))
+
+
+def npo_by_hand(ce: float, ce_ref: float, beta: float) -> float:
+    return (2.0 / beta) * log_sigmoid(beta * (ce - ce_ref))
+
+
+def t(values) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.5])
+def test_npo_term_matches_hand_values(beta):
+    got = npo_term(t(CE), t(CE_REF), beta)
+    expected = [npo_by_hand(c, r, beta) for c, r in zip(CE, CE_REF)]
+    assert got.tolist() == pytest.approx(expected, rel=1e-12, abs=1e-12)
+
+
+def test_npo_term_known_numbers():
+    # equal CE: (2/beta) log(1/2)
+    assert float(npo_term(t([1.3]), t([1.3]), 1.0)) == pytest.approx(2 * math.log(0.5))
+    assert float(npo_term(t([1.3]), t([1.3]), 0.5)) == pytest.approx(4 * math.log(0.5))
+    # ce - ce_ref = 1, beta 1: 2 log(1 / (1 + e^-1))
+    assert float(npo_term(t([2.0]), t([1.0]), 1.0)) == pytest.approx(-2 * math.log(1 + math.exp(-1)))
+    # ce - ce_ref = -2, beta 0.5: 4 log(1 / (1 + e^1))
+    assert float(npo_term(t([0.0]), t([2.0]), 0.5)) == pytest.approx(-4 * math.log(1 + math.e))
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.5])
+def test_npo_loss_is_minus_mean_of_terms(beta):
+    expected = -sum(npo_by_hand(c, r, beta) for c, r in zip(CE, CE_REF)) / len(CE)
+    assert float(npo_loss(t(CE), t(CE_REF), beta)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_npo_loss_decreases_as_ce_rises_and_is_bounded_below_by_zero():
+    ref = t([1.0])
+    values = [float(npo_loss(t([c]), ref)) for c in (0.0, 1.0, 3.0, 10.0, 50.0)]
+    assert values == sorted(values, reverse=True)
+    assert all(v > 0 for v in values) and values[-1] < 1e-12
+
+
+def test_npo_loss_gradient_is_the_self_limiting_weight():
+    """d(-l)/dCE = -2 sigmoid(beta (CE_ref - CE)) / batch size (rem-method.md §3.2)."""
+    beta = 0.5
+    ce = t(CE).requires_grad_(True)
+    npo_loss(ce, t(CE_REF), beta).backward()
+    expected = [-2.0 / (1.0 + math.exp(-beta * (r - c))) / len(CE) for c, r in zip(CE, CE_REF)]
+    assert ce.grad.tolist() == pytest.approx(expected, rel=1e-10)
+
+
+def test_npo_is_numerically_stable_for_large_gaps():
+    out = npo_term(torch.tensor([0.0, 200.0]), torch.tensor([200.0, 0.0]), 1.0)
+    assert torch.isfinite(out).all()
+    assert float(out[0]) == pytest.approx(-400.0)
+    assert float(out[1]) == pytest.approx(0.0, abs=1e-6)
+
+
+FIT = [0.4, 1.5, 2.5, 0.9]
+DROP = [3.0, 0.2, 1.0, 2.0]
+REF = [1.0, 1.0, 0.5, 1.5]
+IDENT = [True, False, True, False]
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.5])
+def test_rem_repair_loss_default(beta):
+    got = rem_repair_loss(t(FIT), t(DROP), t(REF), torch.tensor(IDENT), beta)
+    per_sample = [
+        npo_by_hand(f, r, beta) - (npo_by_hand(d, r, beta) if i else 0.0)
+        for f, d, r, i in zip(FIT, DROP, REF, IDENT)
+    ]
+    assert float(got) == pytest.approx(sum(per_sample) / 4, rel=1e-12)
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.5])
+def test_rem_repair_loss_without_continued_removal(beta):
+    got = rem_repair_loss(t(FIT), None, t(REF), torch.tensor(IDENT), beta)
+    expected = sum(npo_by_hand(f, r, beta) for f, r in zip(FIT, REF)) / 4
+    assert float(got) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.5])
+def test_rem_repair_loss_without_redirect_fit(beta):
+    got = rem_repair_loss(t(FIT), t(DROP), t(REF), torch.tensor(IDENT), beta, fit_identified=False)
+    per_sample = [
+        -npo_by_hand(d, r, beta) if i else npo_by_hand(f, r, beta)
+        for f, d, r, i in zip(FIT, DROP, REF, IDENT)
+    ]
+    assert float(got) == pytest.approx(sum(per_sample) / 4, rel=1e-12)
+
+
+def test_rem_repair_loss_both_ablations_averages_over_the_whole_batch():
+    got = rem_repair_loss(t(FIT), None, t(REF), torch.tensor(IDENT), 1.0, fit_identified=False)
+    expected = (npo_by_hand(FIT[1], REF[1], 1.0) + npo_by_hand(FIT[3], REF[3], 1.0)) / 4  # divided by 4, not 2
+    assert float(got) == pytest.approx(expected, rel=1e-12)
+
+
+def test_rem_repair_loss_with_nothing_identified_is_the_mean_fit_term():
+    none = torch.zeros(4, dtype=torch.bool)
+    with_drop = rem_repair_loss(t(FIT), t(DROP), t(REF), none)
+    expected = sum(npo_by_hand(f, r, 1.0) for f, r in zip(FIT, REF)) / 4
+    assert float(with_drop) == pytest.approx(expected, rel=1e-12)
+
+
+def test_rem_repair_loss_gradients_push_the_right_way():
+    """Fit CE is pulled down for every sample; drop CE is pushed up only for identified ones."""
+    fit, drop = t(FIT).requires_grad_(True), t(DROP).requires_grad_(True)
+    rem_repair_loss(fit, drop, t(REF), torch.tensor(IDENT)).backward()
+    assert (fit.grad > 0).all()  # descending the loss lowers ce_fit
+    assert drop.grad[0] < 0 and drop.grad[2] < 0  # descending raises ce_drop of identified samples
+    assert drop.grad[1] == 0 and drop.grad[3] == 0
+
+
+@pytest.mark.parametrize(
+    ("retain", "forget", "gamma", "expected"),
+    [
+        (0.9, 0.5, 0.2, 0.45),
+        (0.9, 0.1, 0.2, 0.72),  # below gamma counts as gamma
+        (0.9, 0.2, 0.2, 0.72),
+        (0.8, 0.0, 0.0, 0.8),
+        (1.0, 1.0, 0.2, 0.0),
+        (0.0, 0.0, 0.2, 0.0),
+        (0.6, 0.35, 0.3, 0.39),
+    ],
+)
+def test_selection_proxy_examples(retain, forget, gamma, expected):
+    assert selection_proxy(retain, forget, gamma) == pytest.approx(expected)
+
+
+def test_selection_proxy_prefers_lower_forget_then_higher_retain():
+    assert selection_proxy(0.8, 0.3, 0.2) > selection_proxy(0.8, 0.6, 0.2)
+    assert selection_proxy(0.85, 0.05, 0.2) > selection_proxy(0.8, 0.0, 0.2)
