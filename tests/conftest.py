@@ -18,6 +18,17 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("REMCLI_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+def copy_imagefolder_subset(source: Path, dest: Path, per_class: dict[str, int]) -> Path:
+    """Copy the first `per_class[split]` images of every class of an imagefolder tree."""
+    for split, keep in per_class.items():
+        for class_dir in sorted((source / split).iterdir()):
+            target = dest / split / class_dir.name
+            target.mkdir(parents=True)
+            for image in sorted(class_dir.iterdir())[:keep]:
+                shutil.copy(image, target / image.name)
+    return dest
+
+
 @pytest.fixture(scope="session")
 def cifar_root(tmp_path_factory) -> Path:
     """imagefolder root with 1,000 train / 200 test real CIFAR-10 JPEGs (100 / 20 per class)."""
@@ -27,12 +38,7 @@ def cifar_root(tmp_path_factory) -> Path:
         with tarfile.open(archive) as tar:
             tar.extractall(root, filter="data")
     else:
-        for split, per_class in (("train", 100), ("test", 20)):
-            for class_dir in sorted((REPO / "sample_data" / "cifar10" / split).iterdir()):
-                target = root / split / class_dir.name
-                target.mkdir(parents=True)
-                for image in sorted(class_dir.iterdir())[:per_class]:
-                    shutil.copy(image, target / image.name)
+        copy_imagefolder_subset(REPO / "sample_data" / "cifar10", root, {"train": 100, "test": 20})
     return root
 
 

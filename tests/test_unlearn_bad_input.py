@@ -14,6 +14,7 @@ from remcli.cli.main import app
 from remcli.fileio import sha256_file
 from remcli.models import build_model
 from remcli.seeding import seeded_global_rng
+from tests.conftest import copy_imagefolder_subset
 
 runner = CliRunner()
 
@@ -47,14 +48,7 @@ def work(tmp_path):
 @pytest.fixture(scope="module")
 def small_folder(tmp_path_factory, cifar_root) -> Path:
     """Another imagefolder dataset: same classes and image size, far fewer images."""
-    root = tmp_path_factory.mktemp("cifar-small")
-    for split, keep in (("train", 5), ("test", 2)):
-        for class_dir in sorted((cifar_root / split).iterdir()):
-            target = root / split / class_dir.name
-            target.mkdir(parents=True)
-            for image in sorted(class_dir.iterdir())[:keep]:
-                shutil.copy(image, target / image.name)
-    return root
+    return copy_imagefolder_subset(cifar_root, tmp_path_factory.mktemp("cifar-small"), {"train": 5, "test": 2})
 
 
 @pytest.fixture(scope="module")
