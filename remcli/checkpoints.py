@@ -67,12 +67,22 @@ class Checkpoint:
     def validation_indices(self) -> torch.Tensor:
         return torch.tensor(self.meta.get("validation", {}).get("indices", []), dtype=torch.int64)
 
-    def build(self) -> nn.Module:
-        """Rebuild the module and load the weights, checking names and shapes first."""
+    @property
+    def train_params(self) -> dict:
+        """The settings of the last `train` in the history (epochs, batch size, lr...), or {}."""
+        entries = [e for e in self.history if e.get("command") == "train"]
+        return dict(entries[-1].get("params", {})) if entries else {}
+
+    def build_untrained(self) -> nn.Module:
+        """The architecture with its constructor's fresh initialisation (global RNG: seed it first)."""
         if not self.arch or self.num_classes is None:
             raise InputError(f"checkpoint {self.path} records no arch/num_classes; pass --arch and --num-classes")
         shape = self.meta.get("input_shape") or [3, 32, 32]
-        model = build_model(self.arch, self.num_classes, in_channels=model_channels(self.arch, shape[0]), image_size=shape[-1], **self.meta.get("arch_kwargs", {}))
+        return build_model(self.arch, self.num_classes, in_channels=model_channels(self.arch, shape[0]), image_size=shape[-1], **self.meta.get("arch_kwargs", {}))
+
+    def build(self) -> nn.Module:
+        """Rebuild the module and load the weights, checking names and shapes first."""
+        model = self.build_untrained()
         check_state_dict_matches(model, self.state_dict, f"checkpoint {self.path}", self.arch)
         model.load_state_dict(self.state_dict)
         return model

@@ -29,6 +29,7 @@ from remcli.data.views import as_trained_view, clean_view
 from remcli.engine import predict
 from remcli.errors import InputError
 from remcli.progress import NullReporter
+from remcli.seeding import seeded_global_rng
 
 
 @dataclass
@@ -44,6 +45,8 @@ class UnlearnTask:
     precision: str
     seed: int = 0  # drives every random choice of the method (batch order, masks, new units)
     reporter: NullReporter = field(default_factory=NullReporter)
+    build_untrained: Callable[[], nn.Module] | None = None  # the arch, freshly initialised (global RNG)
+    train_params: dict = field(default_factory=dict)  # the recorded `train` settings (epochs, lr...)
 
     def __post_init__(self) -> None:
         keep = torch.ones(len(self.dataset.train), dtype=torch.bool)
@@ -66,6 +69,14 @@ class UnlearnTask:
         preds = predict(model, view.batches(self.spec, batch_size), self.precision)
         model.train(was_training)
         return float((preds == view.labels).float().mean()) if len(view) else 0.0
+
+    def fresh_model(self, purpose: str) -> nn.Module:
+        """A newly initialised model of the same architecture, seeded by (task seed, purpose)."""
+        if self.build_untrained is None:
+            raise InputError("this method needs to build a fresh model, but the task has no architecture builder")
+        with seeded_global_rng(self.seed, purpose):
+            model = self.build_untrained()
+        return model.to(self.device).to(memory_format=torch.channels_last)
 
     def frozen_copy(self, model: nn.Module | None = None) -> nn.Module:
         """A frozen, eval-mode copy (reference model / teacher)."""
@@ -118,8 +129,24 @@ def list_methods() -> list[MethodInfo]:
 
 def build_config(info: MethodInfo, overrides: dict):
     """The method's config with user overrides; unknown names list the valid ones."""
-    fields = {f.name for f in dataclasses.fields(info.config_cls)}
-    unknown = sorted(set(overrides) - fields)
+    fields = {f.name: f for f in dataclasses.fields(info.config_cls)}
+    unknown = sorted(set(overrides) - set(fields))
     if unknown:
         raise InputError(f"method {info.name} has no setting {unknown}; valid: {', '.join(sorted(fields))}")
+    for name, value in overrides.items():
+        _check_type(info.name, name, str(fields[name].type), value)
     return info.config_cls(**overrides)
+
+
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),)}
+
+
+def _check_type(method: str, name: str, annotation: str, value) -> None:
+    """Settings arrive as parsed strings (`--set lr=0.1`); reject a value of the wrong kind early."""
+    allowed: tuple = ()
+    for part in (p.strip() for p in annotation.split("|")):
+        allowed += _TYPES.get(part, (tuple, list) if part.startswith("tuple") else (object,))
+    if isinstance(value, bool) and bool not in allowed:
+        allowed = ()
+    if not isinstance(value, allowed):
+        raise InputError(f"method {method}: setting {name}={value!r} must be {annotation}")

@@ -47,7 +47,7 @@ def unlearn(
     task = UnlearnTask(
         model=model, arch=checkpoint.arch or "", dataset=inputs.dataset, manifest=inputs.manifest, identified=identified,
         validation=validation, spec=input_spec(inputs.dataset, checkpoint.arch or ""), device=dev, precision=prec,
-        seed=seed, reporter=reporter or NullReporter(),
+        seed=seed, reporter=reporter or NullReporter(), build_untrained=checkpoint.build_untrained, train_params=checkpoint.train_params,
     )
     start = time.perf_counter()
     result = info.fn(task, cfg)

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from remcli.checkpoints import load_checkpoint
 from remcli.cli.options import CheckpointArg, CorruptionOpt, DataOpt, DeviceOpt, DownloadOpt, JsonOpt
-from remcli.cli.output import emit_json, errors_to_exit, stderr
+from remcli.cli.output import emit_json, errors_to_exit
 from remcli.errors import ThresholdError
 from remcli.evaluation import evaluate, missed_thresholds, parse_thresholds
 from remcli.inputs import read_identified, resolve_inputs

@@ -17,7 +17,6 @@ differences, each documented in the README:
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -30,8 +29,9 @@ from remcli.errors import InputError
 from remcli.seeding import generator
 from remcli.unlearning.base import UnlearnResult, UnlearnTask, register_method
 from remcli.unlearning.expansion import Expansion, default_targets
-from remcli.unlearning.losses import npo_loss, rem_repair_loss, selection_proxy
+from remcli.unlearning.losses import npo_loss, rem_repair_loss
 from remcli.unlearning.masks import unit_masks
+from remcli.unlearning.selection import ProxySelection
 
 
 @dataclass
@@ -82,10 +82,8 @@ def _optim(task: UnlearnTask, cfg: REMConfig) -> OptimConfig:
 def rem(task: UnlearnTask, cfg: REMConfig) -> UnlearnResult:
     if cfg.flush not in ("npo", "ga"):
         raise InputError(f"REM flush {cfg.flush!r} is not valid; use npo or ga")
-    select_on = cfg.select_on if cfg.select_on != "auto" else ("validation" if task.validation_view is not None else "retain")
-    if select_on == "validation" and task.validation_view is None:
-        raise InputError("select_on=validation needs a checkpoint with a validation split; use select_on=retain")
     model, seed = task.model, task.seed
+    selection = ProxySelection(task, model, cfg.gamma, cfg.select_on)
     reference = task.frozen_copy()  # pi_ref: the input model, frozen
     probe = next(task.forget_view.batches(task.spec, 2)).inputs
     targets = list(cfg.targets) if cfg.targets else default_targets(model, task.arch)
@@ -93,7 +91,6 @@ def rem(task: UnlearnTask, cfg: REMConfig) -> UnlearnResult:
     optim = _optim(task, cfg)
     engine = Engine(make_optimizer([*model.parameters(), *expansion.parameters()], optim), task.device, task.precision, None, task.reporter)
     order = generator(seed, "unlearn/rem/batches", task.device)
-    selection_view = task.validation_view if select_on == "validation" else task.retain_view
 
     def ce_of(net: nn.Module, batch) -> torch.Tensor:
         return per_sample_ce(net(batch.inputs), batch.labels)
@@ -119,15 +116,7 @@ def rem(task: UnlearnTask, cfg: REMConfig) -> UnlearnResult:
             ce_fit = ce_drop
         return rem_repair_loss(ce_fit, ce_drop if cfg.continued_removal else None, ce_ref, identified, cfg.beta, fit_identified=cfg.redirect)
 
-    def proxy() -> tuple[float, float, float]:
-        forget_acc = task.accuracy(model, task.forget_view)
-        keep_acc = task.accuracy(model, selection_view)
-        return forget_acc, keep_acc, selection_proxy(keep_acc, forget_acc, cfg.gamma)
-
-    forget0, keep0, best_proxy = proxy()
-    best_state = copy.deepcopy(model.state_dict())
-    iterations = [{"iteration": 0, "forget_acc": round(forget0, 5), f"{select_on}_acc": round(keep0, 5), "proxy": round(best_proxy, 5), "selected": True}]
-    best_iteration = 0
+    iterations = [{"iteration": 0, **selection.consider(0)}]
     model.train()
     for iteration in range(1, cfg.epochs + 1):
         forget_acc, flush_epochs = task.accuracy(model, task.forget_view), 0
@@ -139,21 +128,17 @@ def rem(task: UnlearnTask, cfg: REMConfig) -> UnlearnResult:
             task.reporter.advance(0, flush_epochs=flush_epochs, forget_acc=forget_acc)
         task.reporter.phase(f"repair {iteration}/{cfg.epochs}", -(-len(task.train_view) // cfg.batch_size))
         stats = engine.run_epoch(task.train_view.batches(task.spec, cfg.batch_size, order, augment=True), repair_loss)
-        forget_acc_after, keep_acc, value = proxy()
-        selected = value > best_proxy
-        if selected:
-            best_proxy, best_state, best_iteration = value, copy.deepcopy(model.state_dict()), iteration
-        task.reporter.advance(0, forget_acc=forget_acc_after, proxy=value)
+        scores = selection.consider(iteration)
+        task.reporter.advance(0, forget_acc=scores["forget_acc"], proxy=scores["proxy"])
         iterations.append({
-            "iteration": iteration, "flush_epochs": flush_epochs, "forget_acc_after_flush": round(forget_acc, 5), "repair_loss": round(stats.mean_loss, 5),
-            "forget_acc": round(forget_acc_after, 5), f"{select_on}_acc": round(keep_acc, 5), "proxy": round(value, 5), "selected": selected,
+            "iteration": iteration, "flush_epochs": flush_epochs, "forget_acc_after_flush": round(forget_acc, 5), "repair_loss": round(stats.mean_loss, 5), **scores,
         })
     expansion.remove()
-    model.load_state_dict(best_state)
+    selection.restore_best()
     model.eval()
     log = {
-        "targets": targets, "new_units": expansion.num_units, "optimizer": optim.name, "lr": optim.lr, "select_on": select_on,
-        "best_iteration": best_iteration, "best_proxy": round(best_proxy, 5), "iterations": iterations,
+        "targets": targets, "new_units": expansion.num_units, "optimizer": optim.name, "lr": optim.lr, "select_on": selection.select_on,
+        "best_iteration": selection.best_iteration, "best_proxy": round(selection.best_proxy, 5), "iterations": iterations,
     }
     return UnlearnResult(model=model, steps=engine.steps, log=log)
 

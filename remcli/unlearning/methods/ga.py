@@ -1,0 +1,30 @@
+"""Gradient ascent on the identified samples (REM paper's "Ascent").
+
+One epoch over the identified set at a time, maximising their cross-entropy against the labels
+they were trained with, until their accuracy is <= gamma; the best iterate by the selection proxy
+(validation split, never test) is kept. Unlike the research code, `max_epochs` is a hard cap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+
+from remcli.unlearning.base import UnlearnResult, UnlearnTask, register_method
+from remcli.unlearning.selection import AscentConfig, ascend_until
+
+
+@dataclass
+class GAConfig(AscentConfig):
+    pass
+
+
+@register_method(
+    "ga", GAConfig, "Gradient ascent on the identified samples until their accuracy <= gamma",
+    data="identified set (+ validation for selection)", budget="until acc <= 0.2, at most 100 epochs", cost="<1%",
+)
+def ga(task: UnlearnTask, cfg: GAConfig) -> UnlearnResult:
+    model = task.model
+    steps, log = ascend_until(task, cfg, lambda b: -F.cross_entropy(model(b.inputs).float(), b.labels), "ga")
+    return UnlearnResult(model=model, steps=steps, log=log)

@@ -1,0 +1,158 @@
+"""Shared machinery of the gradient-based baselines: budgets, the fitting loop, heads, re-init.
+
+Written once so every baseline goes through the same `Engine` (autocast, step counting, progress)
+and the same seeded batch order. A method module only says which data, which loss and which
+parameters train; everything else is here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from remcli.data.pipeline import Batch, SampleView
+from remcli.engine import Engine, OptimConfig, make_optimizer, warmup_linear_decay
+from remcli.errors import InputError
+from remcli.models.blocks import list_blocks
+from remcli.seeding import generator, seeded_global_rng
+from remcli.unlearning.base import UnlearnTask
+
+SCHEDULES = ("warmup-linear", "constant")
+
+
+@dataclass
+class FitConfig:
+    """The budget every gradient-based baseline shares; methods subclass it with their defaults."""
+
+    epochs: int = 10  # passes over the method's main data (~980 steps on CIFAR-10 at batch 512)
+    lr: float = 0.025
+    batch_size: int = 512
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "warmup-linear"  # the benches' 1% warm-up + linear decay, or constant
+
+
+def check_fit_config(cfg: FitConfig, method: str) -> None:
+    """One-line InputErrors for settings no run could use."""
+    if cfg.epochs < 1:
+        raise InputError(f"{method}: epochs must be >= 1 (got {cfg.epochs})")
+    if cfg.batch_size < 1:
+        raise InputError(f"{method}: batch_size must be >= 1 (got {cfg.batch_size})")
+    if not cfg.lr > 0:
+        raise InputError(f"{method}: lr must be > 0 (got {cfg.lr})")
+    if cfg.optimizer not in ("sgd", "adam"):
+        raise InputError(f"{method}: optimizer {cfg.optimizer!r} is not valid; use sgd or adam")
+    if cfg.schedule not in SCHEDULES:
+        raise InputError(f"{method}: schedule {cfg.schedule!r} is not valid; use {' or '.join(SCHEDULES)}")
+
+
+def check_fraction(value: float, name: str, method: str, allow_zero: bool = False) -> None:
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not (low_ok and value <= 1):
+        raise InputError(f"{method}: {name} must be in {'[0' if allow_zero else '(0'}, 1] (got {value})")
+
+
+def make_engine(task: UnlearnTask, params: Iterable[nn.Parameter], cfg: FitConfig, total_steps: int) -> Engine:
+    optim = OptimConfig(name=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    schedule = warmup_linear_decay(total_steps) if cfg.schedule == "warmup-linear" else None
+    return Engine(make_optimizer(params, optim), task.device, task.precision, schedule, task.reporter)
+
+
+@dataclass
+class FitResult:
+    steps: int
+    epochs: list[dict] = field(default_factory=list)
+
+
+def steps_per_epoch(view: SampleView, batch_size: int) -> int:
+    return math.ceil(len(view) / batch_size)
+
+
+def fit(
+    task: UnlearnTask,
+    model: nn.Module,
+    view: SampleView,
+    loss_fn: Callable[[Batch], torch.Tensor],
+    cfg: FitConfig,
+    name: str,
+    params: Iterable[nn.Parameter] | None = None,
+    set_mode: Callable[[nn.Module], None] | None = None,
+    engine: Engine | None = None,
+) -> FitResult:
+    """`cfg.epochs` augmented, shuffled passes over `view` minimising `loss_fn`; keeps the last iterate.
+
+    `params` defaults to every trainable parameter; `set_mode` (default `model.train()`) lets
+    cf-k keep its frozen prefix in eval mode. Validation accuracy is logged per epoch when the
+    checkpoint recorded a validation split; it is reported, not used to select.
+    """
+    if len(view) == 0:
+        raise InputError(f"{name}: no training samples to fit on (the retain set is empty)")
+    per_epoch = steps_per_epoch(view, cfg.batch_size)
+    engine = engine or make_engine(task, params if params is not None else model.parameters(), cfg, per_epoch * cfg.epochs)
+    order = generator(task.seed, f"unlearn/{name}/batches", task.device)
+    log = []
+    for epoch in range(1, cfg.epochs + 1):
+        task.reporter.phase(f"{name} epoch {epoch}/{cfg.epochs}", per_epoch)
+        (set_mode or nn.Module.train)(model)
+        stats = engine.run_epoch(view.batches(task.spec, cfg.batch_size, order, augment=True), loss_fn)
+        entry = {"epoch": epoch, "loss": round(stats.mean_loss, 5)}
+        if task.validation_view is not None:
+            entry["val_acc"] = round(task.accuracy(model, task.validation_view), 5)
+        task.reporter.advance(0, **entry)
+        log.append(entry)
+    model.eval()
+    return FitResult(steps=engine.steps, epochs=log)
+
+
+# --- heads: the last k blocks ---------------------------------------------------------------
+
+
+def head_blocks(model: nn.Module, k: int, method: str) -> list[str]:
+    """The last k generic blocks (`remcli inspect --blocks`); k = -1 means every block."""
+    blocks = list_blocks(model)
+    if k == -1:
+        return blocks
+    if not 1 <= k <= len(blocks):
+        raise InputError(f"{method}: k={k} is out of range; this model has {len(blocks)} blocks (use 1..{len(blocks)} or -1 for all; see `remcli inspect --blocks`)")
+    return blocks[-k:]
+
+
+def _under(name: str, blocks: list[str]) -> bool:
+    return any(name == b or name.startswith(b + ".") for b in blocks)
+
+
+def freeze_outside(model: nn.Module, blocks: list[str]) -> tuple[list[nn.Parameter], Callable[[nn.Module], None]]:
+    """Freeze every parameter outside `blocks`; returns the trainable ones and a mode setter
+    that keeps the frozen prefix in eval mode (its BatchNorm statistics stay untouched)."""
+    trainable = []
+    for name, p in model.named_parameters():
+        inside = _under(name, blocks)
+        p.requires_grad_(inside)
+        if inside:
+            trainable.append(p)
+    head = [m for n, m in model.named_modules() if n in blocks]
+
+    def set_mode(net: nn.Module) -> None:
+        net.eval()
+        for m in head:
+            m.train()
+
+    return trainable, set_mode
+
+
+def reinitialise(modules: Iterable[nn.Module], seed: int, purpose: str) -> None:
+    """Re-run each submodule's own initialiser (`reset_parameters`), seeded by (seed, purpose).
+
+    BatchNorm layers also reset their running statistics, as in the benches' EU-k.
+    """
+    with seeded_global_rng(seed, purpose), torch.no_grad():
+        for module in modules:
+            for sub in module.modules():
+                reset = getattr(sub, "reset_parameters", None) or getattr(sub, "_reset_parameters", None)
+                if callable(reset):
+                    reset()

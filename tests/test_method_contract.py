@@ -1,0 +1,93 @@
+"""One contract for every registered method, through the CLI: same inputs, same kind of output.
+
+Parametrised over the registry, so a newly registered method is covered without editing this file
+(give it a tiny budget in TINY if its defaults are slow).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from remcli.checkpoints import read_metadata
+from remcli.cli.main import app
+from remcli.unlearning import list_methods
+
+runner = CliRunner()
+METHODS = [m.name for m in list_methods()]
+TINY = {
+    "rem": ["--epochs", "1"], "rem-ga": ["--epochs", "1"], "retrain": ["--epochs", "1"], "finetune": ["--epochs", "1"],
+    "cf-k": ["--epochs", "1"], "eu-k": ["--epochs", "1"], "neggrad+": ["--epochs", "1"], "scrub": ["--epochs", "1"],
+    "salun": ["--epochs", "1"], "badteacher": ["--epochs", "1"], "ga": ["--set", "max_epochs=2"], "npo": ["--set", "max_epochs=2"],
+    "potion": ["--set", "max_tries=20"],
+}
+
+
+def test_every_issue_method_is_registered():
+    expected = {"rem", "retrain", "finetune", "cf-k", "eu-k", "ga", "neggrad+", "npo", "scrub", "badteacher", "ssd", "potion", "salun"}
+    assert expected <= set(METHODS)
+
+
+def test_methods_lists_each_method_with_data_budget_and_cost():
+    result = runner.invoke(app, ["methods", "--json", "-"])
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.stdout)["methods"]}
+    assert set(rows) == set(METHODS)
+    for row in rows.values():
+        assert all(row[key] for key in ("summary", "data", "budget", "cost_vs_retrain")), row
+    assert rows["retrain"]["cost_vs_retrain"] == "100%"
+    table = runner.invoke(app, ["methods"])
+    assert all(name in table.stdout for name in METHODS)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_method_contract(poisoned_run, tmp_path, method):
+    source = poisoned_run / "model.safetensors"
+    out = tmp_path / f"{method}.safetensors"
+    args = ["unlearn", str(source), "--forget", str(poisoned_run / "c" / "forget-0.5.txt"), "--method", method,
+            "--batch-size", "128", "--device", "cpu", "--quiet", "--json", "-", "--out", str(out), *TINY.get(method, [])]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["method"] == method and summary["checkpoint"] == str(out)
+    assert isinstance(summary["steps"], int) and summary["steps"] >= 0 and summary["wall_time_s"] > 0
+
+    before, after = load_file(source), load_file(out)
+    assert {k: (v.shape, v.dtype) for k, v in before.items()} == {k: (v.shape, v.dtype) for k, v in after.items()}
+    meta = read_metadata(out)
+    entry = meta["history"][-1]
+    assert entry["method"] == method and entry["steps"] == summary["steps"] and entry["parent_sha256"]
+    assert entry["params"] == summary["config"] and entry["seed"] == 0
+    assert meta["arch"] == "resnet9" and meta["corruption_sha256"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_method_rejects_unknown_settings_without_output(poisoned_run, tmp_path, method):
+    out = tmp_path / "never.safetensors"
+    result = runner.invoke(app, ["unlearn", str(poisoned_run / "model.safetensors"), "--forget", str(poisoned_run / "c" / "forget-0.5.txt"),
+                                 "--method", method, "--set", "no_such_setting=1", "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 2
+    assert "no setting" in result.output and "no_such_setting" in result.output
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("method", "setting", "message"), [
+    ("finetune", "lr=abc", "must be float"),
+    ("finetune", "epochs=0", "epochs must be >= 1"),
+    ("cf-k", "k=99", "out of range"),
+    ("scrub", "variant=nope", "variant"),
+    ("salun", "mask_fraction=1.5", "mask_fraction"),
+    ("ssd", "reference=test", "reference"),
+    ("ga", "select_on=test", "never test"),
+    ("npo", "beta=0", "beta"),
+])
+def test_bad_method_settings_are_one_line_usage_errors(poisoned_run, tmp_path, method, setting, message):
+    out = tmp_path / "never.safetensors"
+    result = runner.invoke(app, ["unlearn", str(poisoned_run / "model.safetensors"), "--forget", str(poisoned_run / "c" / "forget-0.5.txt"),
+                                 "--method", method, "--set", setting, "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
