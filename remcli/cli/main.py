@@ -15,6 +15,7 @@ from remcli.cli.commands.evaluate import evaluate_command
 from remcli.cli.commands.import_weights import import_command
 from remcli.cli.commands.inspect import inspect_command
 from remcli.cli.commands.train import train_command
+from remcli.cli.commands.sweep import sweep_command
 from remcli.cli.commands.unlearn import unlearn_command
 
 app = typer.Typer(
@@ -45,6 +46,7 @@ app.command("corrupt")(corrupt_command)
 app.command("train")(train_command)
 app.command("unlearn")(unlearn_command)
 app.command("evaluate")(evaluate_command)
+app.command("sweep")(sweep_command)
 app.command("inspect")(inspect_command)
 app.command("methods")(methods_command)
 app.command("archs")(archs_command)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from remcli.errors import RemcliError
@@ -88,3 +89,25 @@ class RichReporter:
     def note(self, message: str) -> None:
         if not self.quiet:
             stderr.print(message)
+
+
+class OneBarReporter(RichReporter):
+    """Like RichReporter, but each phase replaces the previous bar, and the last one goes at the end.
+
+    For runs of many phases (sweeps), where the notes between phases tell the story.
+    """
+
+    def __exit__(self, *exc) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+            self.task = None
+        super().__exit__(*exc)
+
+    def phase(self, name: str, total: int | None = None) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task(escape(name), total=total, info="")
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            stderr.print(escape(message), soft_wrap=True)  # notes quote error messages: print them verbatim

@@ -1,0 +1,47 @@
+"""Turn a wish list of methods and budgets into `remcli sweep` arguments that the registry accepts.
+
+Reads `remcli methods --json -` on stdin; prints one argument per line (`--methods`, the list,
+then `--set`, `METHOD.name=value` pairs). Methods that are not registered and settings a method
+does not have are dropped with a note on stderr, so a benchmark script keeps working while the
+set of baselines grows; `*.name=value` applies to every selected method that has the setting:
+
+    remcli methods --json - | python3 benchmarks/sweep_args.py --methods rem,retrain rem.epochs=3 retrain.epochs=10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", required=True, help="comma-separated wish list")
+    parser.add_argument("settings", nargs="*", help="METHOD.name=value budgets, applied where the method has that setting; METHOD may be *")
+    args = parser.parse_args()
+    registry = {m["name"]: m["settings"] for m in json.load(sys.stdin)["methods"]}
+    wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = [m for m in wanted if m in registry]
+    for missing in (m for m in wanted if m not in registry):
+        print(f"note: method {missing} is not registered in this remcli; left out of the sweep", file=sys.stderr)
+    if not methods:
+        raise SystemExit(f"error: none of {args.methods} is registered; see `remcli methods`")
+    out = ["--methods", ",".join(methods)]
+    for pair in args.settings:
+        key, _, value = pair.partition("=")
+        method, _, name = key.rpartition(".")
+        if method == "*":  # every selected method that has this setting, silently
+            out += [x for m in methods if name in registry[m] for x in ("--set", f"{m}.{name}={value}")]
+            continue
+        if method not in methods:
+            continue
+        if name not in registry[method]:
+            print(f"note: {method} has no setting {name!r}; {pair} dropped (its settings: {', '.join(sorted(registry[method]))})", file=sys.stderr)
+            continue
+        out += ["--set", pair]
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
