@@ -282,3 +282,20 @@ def test_checkpoint_dataclass_build_checks_shapes():
     ckpt = Checkpoint(state, {"arch": "resnet9", "num_classes": "10", "arch_kwargs": {"width": 0.5}, "input_shape": [3, 32, 32]})
     with pytest.raises(InputError, match=r"has shape .* expected"):
         ckpt.build()
+
+
+def test_outputs_get_ordinary_file_permissions(tmp_path):
+    """Atomic writes go through an owner-only temporary file; the result must not stay 0600."""
+    import os
+    import stat
+
+    from remcli.fileio import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        save_checkpoint(tmp_path / "m.safetensors", {"w": torch.zeros(2)}, {"arch": "resnet9"})
+    finally:
+        os.umask(old)
+    for name in ("a.txt", "m.safetensors"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644
