@@ -44,8 +44,9 @@ def test_apply_factors_starts_from_the_originals_each_time():
 def test_percentile_and_ratios():
     values = torch.arange(1, 101, dtype=torch.float32)
     assert percentile(values, 0) == 1 and percentile(values, 100) == 100 and percentile(values, 50) in (50, 51)
-    ratios = importance_ratios({"a": torch.tensor([1.0, 0.0, 2.0])}, {"a": torch.tensor([0.0, 0.0, 4.0])})
-    assert torch.equal(ratios, torch.tensor([0.5]))  # inf and nan removed
+    assert percentile(torch.empty(0), 50) == float("inf")
+    ratios = importance_ratios({"a": torch.tensor([1.0, 0.0, 2.0, 3.0])}, {"a": torch.tensor([0.0, 0.0, 4.0, 1.0])})
+    assert torch.equal(ratios, torch.tensor([0.5, 3.0]))  # inf and nan removed, sorted ascending
 
 
 def test_potion_percentile_schedule():

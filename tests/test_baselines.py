@@ -216,3 +216,16 @@ def test_salun_rem_code_variant_is_unmasked_retain_finetuning(setup):
 def test_blocks_are_generic_on_torchvision_models():
     model = torchvision.models.get_model("resnet18", weights=None, num_classes=10)
     assert list_blocks(model)[-3:] == ["layer4.0", "layer4.1", "fc"]
+
+
+def test_inspect_lists_the_blocks_of_an_architecture_by_name():
+    import json
+
+    from typer.testing import CliRunner
+
+    from remcli.cli.main import app
+
+    result = CliRunner().invoke(app, ["inspect", "resnet18", "--blocks", "--json", "-"])
+    assert result.exit_code == 0, result.output
+    model = torchvision.models.get_model("resnet18", weights=None, num_classes=10)
+    assert json.loads(result.stdout) == {"arch": "resnet18", "blocks": list_blocks(model)}

@@ -9,18 +9,37 @@ from rich.console import Console
 from rich.table import Table
 
 from remcli.checkpoints import load_checkpoint, read_metadata
-from remcli.cli.options import CheckpointArg, JsonOpt
+from pathlib import Path
+
+from remcli.cli.options import JsonOpt
 from remcli.cli.output import emit_json, errors_to_exit
+from remcli.models import build_model, list_archs
 from remcli.models.blocks import list_blocks
+
+
+def arch_blocks(arch: str, json_out: str | None) -> None:
+    """`remcli inspect ARCH --blocks`: the blocks of an architecture, without a checkpoint."""
+    names = list_blocks(build_model(arch, num_classes=10))
+    if json_out:
+        emit_json({"arch": arch, "blocks": names}, json_out)
+        if json_out == "-":
+            return
+    Console().print(f"{arch} blocks (in forward order): " + ", ".join(names))
 
 
 @errors_to_exit
 def inspect_command(
-    checkpoint: CheckpointArg,
+    checkpoint: Annotated[Path, typer.Argument(help="A safetensors checkpoint, or an architecture name with --blocks.", show_default=False)],
     blocks: Annotated[bool, typer.Option("--blocks", help="List the model's blocks (as used by REM targets and cf-k/eu-k).")] = False,
     json_out: JsonOpt = None,
 ) -> None:
-    """Show how a checkpoint was made: arch, data, corruption, validation split and history."""
+    """Show how a checkpoint was made: arch, data, corruption, validation split and history.
+
+    `remcli inspect ARCH --blocks` (e.g. resnet18) lists an architecture's blocks without a checkpoint.
+    """
+    if blocks and not checkpoint.exists() and str(checkpoint) in list_archs():
+        arch_blocks(str(checkpoint), json_out)
+        return
     meta = read_metadata(checkpoint)
     validation = meta.get("validation") or {}
     summary = {k: v for k, v in meta.items() if k != "validation"}
