@@ -484,7 +484,8 @@ def test_cpu_script_dry_run(tmp_path):
     command = [line for line in result.stdout.splitlines() if line.startswith("command: ")]
     assert len(command) == 1 and "--width 0.25 --count 500" in command[0] and "--set rem.epochs=3" in command[0]
     registered = {m.name for m in list_methods()}
-    wanted = [m for m in ("rem", "retrain", "finetune", "ga", "npo", "scrub", "ssd", "potion") if m in registered]
+    script_methods = ("rem", "retrain", "finetune", "ga", "npo", "scrub", "ssd", "potion", "badteacher", "salun", "neggrad+", "cf-k", "eu-k")
+    wanted = [m for m in script_methods if m in registered]
     assert "--methods " + "\\,".join(wanted) + " " in command[0]
     runs = len(wanted) * 9 + 3
     assert f"dry run: {runs} of {runs} cells would run (0 finished), 3 models would be trained; nothing was written" in result.stderr
