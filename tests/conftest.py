@@ -82,3 +82,14 @@ def poisoned_run(tmp_path_factory, cifar_spec):
     ])
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="session")
+def poisoned_setup(poisoned_run):
+    """(checkpoint, resolved inputs, identified positions at discovery 0.5) of the poisoned model."""
+    from remcli.checkpoints import load_checkpoint
+    from remcli.inputs import read_identified, resolve_inputs
+
+    ckpt = load_checkpoint(poisoned_run / "model.safetensors")
+    inputs = resolve_inputs(ckpt, None, None)
+    return ckpt, inputs, read_identified(poisoned_run / "c" / "forget-0.5.txt", inputs.dataset)

@@ -16,16 +16,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from typer.testing import CliRunner
 
-from remcli.checkpoints import load_checkpoint, read_metadata, save_checkpoint
+from remcli.checkpoints import Checkpoint, load_checkpoint, read_metadata, save_checkpoint
 from remcli.cli.main import app
-from remcli.inputs import read_identified, resolve_inputs
 from remcli.models import build_model
 from remcli.models.resnet9 import ResNet9
 from remcli.progress import NullReporter
 from remcli.seeding import seeded_global_rng
-from remcli.train import input_spec
-from remcli.unlearning import unlearn
-from remcli.unlearning.base import UnlearnTask
+from remcli.unlearning import build_task, unlearn
 from remcli.unlearning.methods.rem import frozen_bn_stats
 
 runner = CliRunner()
@@ -66,37 +63,29 @@ class RecordingReporter(NullReporter):
         return steps
 
 
-@pytest.fixture(scope="module")
-def setup(poisoned_run):
-    ckpt = load_checkpoint(poisoned_run / "model.safetensors")
-    inputs = resolve_inputs(ckpt, None, None)
-    identified = read_identified(poisoned_run / "c" / "forget-0.5.txt", inputs.dataset)
-    return ckpt, inputs, identified
-
-
-def run_rem(setup, method="rem", seed=0, **overrides):
-    ckpt, inputs, identified = setup
+def run_rem(poisoned_setup, method="rem", seed=0, **overrides):
+    ckpt, inputs, identified = poisoned_setup
     reporter = RecordingReporter()
     outcome = unlearn(ckpt, inputs, identified, method, {**SMALL, **overrides}, seed=seed, device="cpu", reporter=reporter)
     return outcome, reporter
 
 
 @pytest.fixture(scope="module")
-def main_run(setup):
+def main_run(poisoned_setup):
     """Default REM settings (gamma 0.2, flush cap 100), one outer iteration, batch 64, seed 0."""
-    ckpt, _, _ = setup
+    ckpt, _, _ = poisoned_setup
     before = {k: v.clone() for k, v in ckpt.state_dict.items()}
-    outcome, reporter = run_rem(setup)
+    outcome, reporter = run_rem(poisoned_setup)
     return outcome, reporter, before
 
 
 @pytest.fixture(scope="module")
-def capped_runs(setup):
+def capped_runs(poisoned_setup):
     """gamma 0 can only be met by 0% accuracy, so one flush epoch (the cap) always ends the flush."""
     settings = {"gamma": 0.0, "flush_max_epochs": 1}
-    first = run_rem(setup, **settings)
-    second = run_rem(setup, **settings)
-    other_seed = run_rem(setup, seed=1, **settings)
+    first = run_rem(poisoned_setup, **settings)
+    second = run_rem(poisoned_setup, **settings)
+    other_seed = run_rem(poisoned_setup, seed=1, **settings)
     return first, second, other_seed
 
 
@@ -107,7 +96,7 @@ def batches(n: int, size: int) -> int:
 # --- (a) the flush ---------------------------------------------------------------------------
 
 
-def test_flush_runs_until_gamma(setup, main_run):
+def test_flush_runs_until_gamma(poisoned_setup, main_run):
     outcome, reporter, _ = main_run
     gamma = outcome.summary["config"]["gamma"]
     assert gamma == 0.2 and outcome.summary["config"]["flush_max_epochs"] == 100
@@ -131,17 +120,17 @@ def test_flush_stops_at_the_cap(capped_runs):
     assert len(accs) == 1 and accs[0] > 0.0
 
 
-def test_no_flush_when_already_below_gamma(setup):
-    ckpt, inputs, _ = setup
-    outcome, reporter = run_rem(setup, gamma=1.0)
+def test_no_flush_when_already_below_gamma(poisoned_setup):
+    ckpt, inputs, _ = poisoned_setup
+    outcome, reporter = run_rem(poisoned_setup, gamma=1.0)
     assert outcome.summary["log"]["iterations"][1]["flush_epochs"] == 0
     assert reporter.flush_accuracies(1) == []
     train = len(inputs.dataset.train) - len(ckpt.validation_indices)
     assert outcome.summary["steps"] == batches(train, 64)
 
 
-def test_steps_count_flush_and_repair_batches(setup, main_run):
-    ckpt, inputs, identified = setup
+def test_steps_count_flush_and_repair_batches(poisoned_setup, main_run):
+    ckpt, inputs, identified = poisoned_setup
     outcome, reporter, _ = main_run
     flush_epochs = outcome.summary["log"]["iterations"][1]["flush_epochs"]
     train = len(inputs.dataset.train) - len(ckpt.validation_indices)
@@ -155,8 +144,8 @@ def test_steps_count_flush_and_repair_batches(setup, main_run):
 # --- (b) the output checkpoint -------------------------------------------------------------
 
 
-def test_output_has_the_input_tensors_names_shapes_and_dtypes(setup, main_run):
-    ckpt, _, _ = setup
+def test_output_has_the_input_tensors_names_shapes_and_dtypes(poisoned_setup, main_run):
+    ckpt, _, _ = poisoned_setup
     outcome, _, before = main_run
     state = outcome.state_dict
     assert set(state) == set(ckpt.state_dict)
@@ -168,7 +157,7 @@ def test_output_has_the_input_tensors_names_shapes_and_dtypes(setup, main_run):
     assert all(torch.equal(ckpt.state_dict[k], before[k]) for k in before)
 
 
-def test_output_loads_into_a_plain_resnet9(setup, main_run, tmp_path):
+def test_output_loads_into_a_plain_resnet9(poisoned_setup, main_run, tmp_path):
     outcome, _, _ = main_run
     plain = ResNet9(num_classes=10, width=0.25)
     plain.load_state_dict(outcome.state_dict)  # strict
@@ -184,20 +173,14 @@ def test_output_loads_into_a_plain_resnet9(setup, main_run, tmp_path):
         assert torch.equal(model(x), plain.eval()(x))
 
 
-def test_logged_accuracies_are_those_of_the_returned_model(setup, main_run):
-    ckpt, inputs, identified = setup
+def test_logged_accuracies_are_those_of_the_returned_model(poisoned_setup, main_run):
+    ckpt, inputs, identified = poisoned_setup
     outcome, _, _ = main_run
     log = outcome.summary["log"]
     selected = log["iterations"][log["best_iteration"]]
     assert selected["selected"] and log["select_on"] == "validation"
-    model = build_model("resnet9", 10, width=0.25)
-    model.load_state_dict(outcome.state_dict)
-    model = model.to(memory_format=torch.channels_last)
-    task = UnlearnTask(
-        model=model, arch="resnet9", dataset=inputs.dataset, manifest=inputs.manifest, identified=identified,
-        validation=ckpt.validation_indices, spec=input_spec(inputs.dataset, "resnet9"), device=torch.device("cpu"),
-        precision=outcome.summary["precision"],
-    )
+    task = build_task(Checkpoint(outcome.state_dict, ckpt.meta), inputs, identified, device="cpu", precision=outcome.summary["precision"])
+    model = task.model
     assert task.accuracy(model, task.forget_view) == pytest.approx(selected["forget_acc"], abs=1e-4)
     assert task.accuracy(model, task.validation_view) == pytest.approx(selected["validation_acc"], abs=1e-4)
 
@@ -205,8 +188,8 @@ def test_logged_accuracies_are_those_of_the_returned_model(setup, main_run):
 # --- (c) provenance ------------------------------------------------------------------------
 
 
-def test_history_records_the_run(setup, main_run, tmp_path):
-    ckpt, _, identified = setup
+def test_history_records_the_run(poisoned_setup, main_run, tmp_path):
+    ckpt, _, identified = poisoned_setup
     outcome, _, _ = main_run
     history = outcome.meta["history"]
     assert len(history) == len(ckpt.history) + 1 and history[:-1] == ckpt.history

@@ -2,6 +2,6 @@
 
 from remcli.unlearning import methods  # noqa: F401  (registers every method)
 from remcli.unlearning.base import MethodInfo, UnlearnResult, UnlearnTask, get_method, list_methods, register_method
-from remcli.unlearning.run import UnlearnOutcome, unlearn
+from remcli.unlearning.run import UnlearnOutcome, build_task, unlearn
 
-__all__ = ["MethodInfo", "UnlearnOutcome", "UnlearnResult", "UnlearnTask", "get_method", "list_methods", "register_method", "unlearn"]
+__all__ = ["MethodInfo", "UnlearnOutcome", "UnlearnResult", "UnlearnTask", "build_task", "get_method", "list_methods", "register_method", "unlearn"]

@@ -24,6 +24,29 @@ class UnlearnOutcome:
     summary: dict
 
 
+def build_task(
+    checkpoint: Checkpoint,
+    inputs: RunInputs,
+    identified: torch.Tensor,
+    seed: int = 0,
+    device: str = "auto",
+    precision: str = "auto",
+    reporter: NullReporter | None = None,
+) -> UnlearnTask:
+    """The checkpoint's model on the device plus every data view a method may touch."""
+    dev = resolve_device(device)
+    validation = checkpoint.validation_indices
+    overlap = torch.isin(identified, validation)
+    if overlap.any():
+        raise InputError(f"the index file lists {int(overlap.sum())} samples held out for validation (never trained on), e.g. {identified[overlap][:3].tolist()}; remove them")
+    return UnlearnTask(
+        model=checkpoint.build().to(dev).to(memory_format=torch.channels_last), arch=checkpoint.arch or "", dataset=inputs.dataset,
+        manifest=inputs.manifest, identified=identified, validation=validation, spec=input_spec(inputs.dataset, checkpoint.arch or ""),
+        device=dev, precision=resolve_precision(precision, dev), seed=seed, reporter=reporter or NullReporter(),
+        build_untrained=checkpoint.build_untrained, train_params=checkpoint.train_params,
+    )
+
+
 def unlearn(
     checkpoint: Checkpoint,
     inputs: RunInputs,
@@ -37,18 +60,8 @@ def unlearn(
 ) -> UnlearnOutcome:
     info = get_method(method)
     cfg = build_config(info, overrides or {})
-    dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
-    validation = checkpoint.validation_indices
-    overlap = torch.isin(identified, validation)
-    if overlap.any():
-        raise InputError(f"the index file lists {int(overlap.sum())} samples held out for validation (never trained on), e.g. {identified[overlap][:3].tolist()}; remove them")
-    model = checkpoint.build().to(dev).to(memory_format=torch.channels_last)
-    task = UnlearnTask(
-        model=model, arch=checkpoint.arch or "", dataset=inputs.dataset, manifest=inputs.manifest, identified=identified,
-        validation=validation, spec=input_spec(inputs.dataset, checkpoint.arch or ""), device=dev, precision=prec,
-        seed=seed, reporter=reporter or NullReporter(), build_untrained=checkpoint.build_untrained, train_params=checkpoint.train_params,
-    )
+    task = build_task(checkpoint, inputs, identified, seed, device, precision, reporter)
+    dev = task.device
     start = time.perf_counter()
     result = info.fn(task, cfg)
     synchronize(dev)
@@ -60,5 +73,5 @@ def unlearn(
         method=method, identified=len(identified), steps=result.steps, log=result.log,
     )
     meta = {**checkpoint.meta, "history": [*checkpoint.history, entry]}
-    summary = {"method": method, "identified": len(identified), "steps": result.steps, "wall_time_s": round(wall, 3), "device": str(dev), "precision": prec, "config": params, "log": result.log}
+    summary = {"method": method, "identified": len(identified), "steps": result.steps, "wall_time_s": round(wall, 3), "device": str(dev), "precision": task.precision, "config": params, "log": result.log}
     return UnlearnOutcome(state, meta, summary)
