@@ -15,6 +15,11 @@ import json
 import sys
 
 
+def base(method: str) -> str:
+    """`rem@legacy` -> `rem`: labelled variants take the settings of their registered method."""
+    return method.split("@", 1)[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", required=True, help="comma-separated wish list")
@@ -22,8 +27,8 @@ def main() -> None:
     args = parser.parse_args()
     registry = {m["name"]: m["settings"] for m in json.load(sys.stdin)["methods"]}
     wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
-    methods = [m for m in wanted if m in registry]
-    for missing in (m for m in wanted if m not in registry):
+    methods = [m for m in wanted if base(m) in registry]
+    for missing in (m for m in wanted if base(m) not in registry):
         print(f"note: method {missing} is not registered in this remcli; left out of the sweep", file=sys.stderr)
     if not methods:
         raise SystemExit(f"error: none of {args.methods} is registered; see `remcli methods`")
@@ -32,12 +37,12 @@ def main() -> None:
         key, _, value = pair.partition("=")
         method, _, name = key.rpartition(".")
         if method == "*":  # every selected method that has this setting, silently
-            out += [x for m in methods if name in registry[m] for x in ("--set", f"{m}.{name}={value}")]
+            out += [x for m in methods if name in registry[base(m)] for x in ("--set", f"{m}.{name}={value}")]
             continue
         if method not in methods:
             continue
-        if name not in registry[method]:
-            print(f"note: {method} has no setting {name!r}; {pair} dropped (its settings: {', '.join(sorted(registry[method]))})", file=sys.stderr)
+        if name not in registry[base(method)]:
+            print(f"note: {method} has no setting {name!r}; {pair} dropped (its settings: {', '.join(sorted(registry[base(method)]))})", file=sys.stderr)
             continue
         out += ["--set", pair]
     print("\n".join(out))

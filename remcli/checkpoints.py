@@ -78,7 +78,7 @@ class Checkpoint:
         if not self.arch or self.num_classes is None:
             raise InputError(f"checkpoint {self.path} records no arch/num_classes; pass --arch and --num-classes")
         shape = self.meta.get("input_shape") or [3, 32, 32]
-        return build_model(self.arch, self.num_classes, in_channels=model_channels(self.arch, shape[0]), image_size=shape[-1], **self.meta.get("arch_kwargs", {}))
+        return build_model(self.arch, self.num_classes, in_channels=model_channels(self.arch, shape[0]), input_size=shape[-1], **self.meta.get("arch_kwargs", {}))
 
     def build(self) -> nn.Module:
         """Rebuild the module and load the weights, checking names and shapes first."""

@@ -38,10 +38,31 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_precision(name: str, device: torch.device) -> str:
-    """`auto` = bf16 autocast on CUDA, fp32 elsewhere (bf16 on CPU is opt-in: it needs AVX512-BF16/AMX)."""
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """True when the CPU computes bf16 in hardware (x86 AVX512-BF16 or AMX-BF16 flags).
+
+    Elsewhere bf16 on the CPU is emulated and slower than fp32, so `auto` stays fp32 there.
+    `cpuinfo` is the text of /proc/cpuinfo (read when not given; absent off Linux).
+    """
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+                cpuinfo = fh.read()
+        except OSError:
+            return False
+    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.partition(":")[2].split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_precision(name: str, device: torch.device, cpu_bf16: bool | None = None) -> str:
+    """`auto` = bf16 autocast on CUDA, and on CPUs with native bf16 (AVX512-BF16/AMX); fp32 elsewhere.
+    `fp32` always forces fp32. `cpu_bf16` overrides the CPU check (tests)."""
     if name == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
+        if device.type == "cuda":
+            return "bf16"
+        if device.type == "cpu":
+            return "bf16" if (cpu_has_native_bf16() if cpu_bf16 is None else cpu_bf16) else "fp32"
+        return "fp32"
     if name not in ("fp32", "bf16", "fp16"):
         raise InputError(f"unknown precision {name!r}; use auto, fp32, bf16 or fp16")
     if name == "fp16" and device.type != "cuda":
@@ -122,6 +143,10 @@ class Engine:
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
+    def reset_optimizer_state(self) -> None:
+        """Forget momentum / Adam moments, so one phase's updates do not leak into the next."""
+        self.optimizer.state.clear()
+
     def step(self, loss: torch.Tensor, advance_schedule: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
@@ -141,8 +166,10 @@ class Engine:
         loss_fn: Callable[[Batch], torch.Tensor],
         max_steps: int | None = None,
         advance_schedule: bool = True,
+        stop: Callable[[], bool] | None = None,
     ) -> EpochStats:
-        """One pass: loss_fn under autocast, backward, step. Stops early after `max_steps`."""
+        """One pass: loss_fn under autocast, backward, step. Stops early after `max_steps`, or
+        as soon as `stop()` (asked after every step) returns True."""
         stats = EpochStats()
         start = time.perf_counter()
         losses = []
@@ -156,6 +183,8 @@ class Engine:
             stats.steps += 1
             stats.samples += int(batch.labels.shape[0])
             self.reporter.advance(1)
+            if stop is not None and stop():
+                break
         synchronize(self.device)
         stats.seconds = time.perf_counter() - start
         stats.loss_sum = float(torch.stack(losses).float().sum()) if losses else 0.0

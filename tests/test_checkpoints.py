@@ -299,3 +299,18 @@ def test_outputs_get_ordinary_file_permissions(tmp_path):
         os.umask(old)
     for name in ("a.txt", "m.safetensors"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644
+
+
+def test_torchvision_vit_rebuilds_from_its_recorded_arguments():
+    """A ViT records image_size among its constructor arguments; rebuilding it (import, train,
+    unlearn and evaluate all do) must not pass the size twice (it did: TypeError for every ViT)."""
+    from remcli.checkpoints import Checkpoint
+    from remcli.models import resolve_arch_kwargs
+
+    kwargs = resolve_arch_kwargs("vit_b_16", 32, {})
+    assert kwargs == {"image_size": 32}
+    meta = {"arch": "vit_b_16", "arch_kwargs": kwargs, "num_classes": 3, "input_shape": [3, 32, 32]}
+    model = Checkpoint(state_dict={}, meta=meta).build_untrained()
+    assert model.image_size == 32 and model.heads.head.out_features == 3
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 3)

@@ -41,6 +41,14 @@ def all_on(expansion: Expansion, n: int) -> torch.Tensor:
     return torch.ones(n, expansion.num_units)
 
 
+def wake(expansion: Expansion) -> Expansion:
+    """New units start with a silent (zero) write; give them random writes to see the plumbing."""
+    with seeded_global_rng(0, "test/wake"), torch.no_grad():
+        for adapter in expansion.adapters.values():
+            nn.init.normal_(adapter.write.weight, std=0.5)
+    return expansion
+
+
 def check_views(model: nn.Module, arch: str, capacity: float = 1.0) -> Expansion:
     """Drop view == plain model, redirect view != plain model, remove() restores; returns the expansion."""
     x = fixed_batch()
@@ -51,6 +59,10 @@ def check_views(model: nn.Module, arch: str, capacity: float = 1.0) -> Expansion
         expected = plain(x)
         expansion = Expansion(model, default_targets(model, arch), capacity, x, seed=0)
         model.eval()
+        expansion.train(False)
+        with expansion.redirect(all_on(expansion, len(x))):
+            assert torch.equal(model(x), expected), "new units start silent: the redirect view is the input model"
+        wake(expansion)
         assert torch.equal(model(x), expected), "drop view must be bit for bit the input model"
         # the new units never enter the wrapped model's state dict or parameters
         assert state_shapes(model) == names_before
@@ -153,7 +165,8 @@ def test_masks_are_per_sample():
     """Sample 0 with all units on, sample 1 with none: only sample 0's output moves."""
     model = make("resnet9", width=0.25)
     x = fixed_batch()
-    expansion = Expansion(model, default_targets(model, "resnet9"), 1.0, x, seed=0)
+    expansion = wake(Expansion(model, default_targets(model, "resnet9"), 1.0, x, seed=0))
+    expansion.train(False)
     mask = torch.zeros(2, expansion.num_units)
     mask[0] = 1
     with torch.no_grad():
@@ -167,13 +180,67 @@ def test_masks_are_per_sample():
 def test_redirect_with_real_masks_and_gradients_reach_new_units():
     model = make("resnet9", width=0.25)
     x = fixed_batch(4)
-    expansion = Expansion(model, default_targets(model, "resnet9"), 1.0, x, seed=0)
+    expansion = wake(Expansion(model, default_targets(model, "resnet9"), 1.0, x, seed=0))
     masks = unit_masks(torch.arange(4), torch.tensor([True, True, False, False]), expansion.num_units, 0.2, 0)
     with expansion.redirect(masks):
         out = model(x)
     out.sum().backward()
     grads = [p.grad for p in expansion.parameters()]
-    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+    assert all(g is not None and g.abs().sum() > 0 for g in grads), "every new tensor (read, norm, write) must get a gradient"
+
+
+def test_conv_units_topology_size_and_chain():
+    """Default units: k x k conv + own BatchNorm per target, each reading the previous target's new channels."""
+    model = make("resnet9", width=0.25)
+    expansion = Expansion(model, default_targets(model, "resnet9"), 1.0, fixed_batch(), seed=0)
+    widths = [16, 32, 32, 64, 64, 32]
+    previous = 0
+    for (key, adapter), width in zip(expansion.adapters.items(), widths):
+        assert expansion.kinds[key] == "conv"
+        assert adapter.read.kernel_size == (3, 3) and adapter.read.out_channels == width
+        assert adapter.read.in_channels == width + previous, f"{key} must read its block output plus the previous new channels"
+        assert isinstance(adapter.norm, nn.BatchNorm2d) and adapter.norm.num_features == width
+        assert adapter.write.in_channels == width and adapter.write.out_channels == width
+        assert torch.count_nonzero(adapter.write.weight) == 0
+        previous = width
+    model_params = sum(p.numel() for p in model.parameters())
+    assert expansion.parameter_count() > 0.9 * model_params, "new capacity about as large as the trained network"
+
+
+def test_conv_units_chain_carries_information_forward():
+    """With writes silent everywhere except the last target, the last target's output still depends
+    on the first target's new channels: the chain is real."""
+    model = make("resnet9", width=0.25)
+    x = fixed_batch()
+    expansion = Expansion(model, default_targets(model, "resnet9"), 1.0, x, seed=0)
+    expansion.train(False)
+    with torch.no_grad():
+        nn.init.normal_(expansion.adapters["conv4"].write.weight, std=0.5)
+        first = expansion.slices["conv1"]
+        on = all_on(expansion, len(x))
+        off_first = on.clone()
+        off_first[:, first] = 0
+        with expansion.redirect(on):
+            a = model(x)
+        with expansion.redirect(off_first):
+            b = model(x)
+    assert not torch.allclose(a, b)
+
+
+def test_unchained_and_bottleneck_units():
+    model = make("resnet9", width=0.25)
+    unchained = Expansion(copy.deepcopy(model), ["conv1", "conv2"], 1.0, fixed_batch(), seed=0, chain=False, kernel_size=5)
+    assert unchained.adapters["conv2"].read.in_channels == 32 and unchained.adapters["conv2"].read.kernel_size == (5, 5)
+    bottleneck = Expansion(copy.deepcopy(model), ["conv1", "conv2"], 1.0, fixed_batch(), seed=0, units="bottleneck")
+    adapter = bottleneck.adapters["conv2"]
+    assert bottleneck.kinds["conv2"] == "bottleneck" and adapter.read.kernel_size == (1, 1) and adapter.read.in_channels == 32
+    assert torch.count_nonzero(adapter.write.weight) > 0, "the earlier design keeps its random write"
+
+
+@pytest.mark.parametrize("kwargs, match", [({"units": "dense"}, "units"), ({"kernel_size": 2}, "kernel_size")])
+def test_bad_unit_settings_raise_input_error(kwargs, match):
+    with pytest.raises(InputError, match=match):
+        Expansion(make("resnet9", width=0.25), ["conv1"], 1.0, fixed_batch(), seed=0, **kwargs)
 
 
 def test_new_units_are_seeded():

@@ -100,16 +100,32 @@ def test_flush_runs_until_gamma(poisoned_setup, main_run):
     outcome, reporter, _ = main_run
     gamma = outcome.summary["config"]["gamma"]
     assert gamma == 0.2 and outcome.summary["config"]["flush_max_epochs"] == 100
+    assert outcome.summary["config"]["flush_stop"] == "step"
     iterations = outcome.summary["log"]["iterations"]
     assert iterations[0]["forget_acc"] > gamma, "precondition: the poisoned model fits its poisoned labels"
     flush_epochs = iterations[1]["flush_epochs"]
     assert flush_epochs >= 1
-    # the log records forget_acc only after the repair epoch; the flush's own accuracies come
-    # through the reporter, one per flush epoch
+    # the flush's own accuracies come through the reporter, one per flush epoch
     accs = reporter.flush_accuracies(1)
     assert len(accs) == flush_epochs
     assert accs[-1] <= gamma or flush_epochs == 100
     assert all(a > gamma for a in accs[:-1]), f"the flush must stop at the first epoch at or below gamma: {accs}"
+    assert iterations[1]["forget_acc_after_flush"] == pytest.approx(accs[-1], abs=1e-4)
+
+
+def test_flush_checked_every_step_stops_closer_to_gamma(poisoned_setup):
+    """Per-step checking stops within the epoch where gamma is reached; the research code's
+    per-epoch check finishes the epoch first, and so overshoots (never less far)."""
+    by_step, _ = run_rem(poisoned_setup, batch_size=16, flush_stop="step")
+    by_epoch, _ = run_rem(poisoned_setup, batch_size=16, flush_stop="epoch")
+    step_it, epoch_it = by_step.summary["log"]["iterations"][1], by_epoch.summary["log"]["iterations"][1]
+    identified = len(poisoned_setup[2])
+    per_epoch = batches(identified, 16)
+    assert epoch_it["flush_steps"] == epoch_it["flush_epochs"] * per_epoch
+    assert step_it["flush_steps"] <= epoch_it["flush_steps"]
+    assert step_it["flush_steps"] < step_it["flush_epochs"] * per_epoch or step_it["flush_steps"] == epoch_it["flush_steps"]
+    assert step_it["forget_acc_after_flush"] <= 0.2
+    assert step_it["forget_acc_after_flush"] >= epoch_it["forget_acc_after_flush"] - 1e-6
 
 
 def test_flush_stops_at_the_cap(capped_runs):
@@ -132,12 +148,13 @@ def test_no_flush_when_already_below_gamma(poisoned_setup):
 def test_steps_count_flush_and_repair_batches(poisoned_setup, main_run):
     ckpt, inputs, identified = poisoned_setup
     outcome, reporter, _ = main_run
+    flush_steps = outcome.summary["log"]["iterations"][1]["flush_steps"]
     flush_epochs = outcome.summary["log"]["iterations"][1]["flush_epochs"]
+    assert (flush_epochs - 1) * batches(len(identified), 64) < flush_steps <= flush_epochs * batches(len(identified), 64)
     train = len(inputs.dataset.train) - len(ckpt.validation_indices)
-    expected = flush_epochs * batches(len(identified), 64) + batches(train, 64)
-    assert outcome.summary["steps"] == expected
+    assert outcome.summary["steps"] == flush_steps + batches(train, 64)
     by_phase = reporter.steps_by_phase()
-    assert by_phase["flush 1/1"] == flush_epochs * batches(len(identified), 64)
+    assert by_phase["flush 1/1"] == flush_steps
     assert by_phase["repair 1/1"] == batches(train, 64)
 
 
@@ -202,11 +219,16 @@ def test_history_records_the_run(poisoned_setup, main_run, tmp_path):
     assert entry["parent_sha256"] == ckpt.sha256
     params = entry["params"]
     assert params["epochs"] == 1 and params["batch_size"] == 64
-    for name in ("lr", "beta", "gamma", "flush_max_epochs", "capacity", "mask_density", "redirect", "continued_removal", "flush", "select_on"):
+    for name in ("lr", "beta", "gamma", "flush_max_epochs", "flush_stop", "bn", "fresh_optimizer", "units", "capacity", "kernel_size", "chain",
+                 "new_units_lr_scale", "mask_density", "redirect", "continued_removal", "flush", "select_on"):
         assert name in params, name
     iterations = entry["log"]["iterations"]
     assert [it["iteration"] for it in iterations] == [0, 1]
     assert all(isinstance(it["proxy"], float) and "forget_acc" in it and "validation_acc" in it for it in iterations)
+    for view in ("drop", "redirect"):
+        for data in ("identified", "retain"):
+            assert all(f"{data}_{view}_{k}" in it for it in iterations for k in ("ce", "npo_weight", "acc")), (data, view)
+    assert all(isinstance(it["redirecting"], bool) for it in iterations)
     assert entry["log"]["new_units"] == 240 and entry["log"]["targets"] == ["conv1", "conv2", "res1", "conv3", "res2", "conv4"]
     # the metadata survives a write and a read
     path = tmp_path / "rem.safetensors"

@@ -28,7 +28,7 @@ from remcli.cli.main import app
 from remcli.data import load_dataset, load_manifest
 from remcli.data.corruption import identified_at, read_index_file
 from remcli.errors import InputError
-from remcli.sweep.grid import SweepConfig, merge_configs, parse_method_settings
+from remcli.sweep.grid import SweepConfig, merge_configs, parse_method_settings, parse_methods
 from remcli.sweep.heatmaps import heatmap_values
 from remcli.sweep.report import aggregate, mean_sem
 from remcli.unlearning import list_methods
@@ -414,6 +414,15 @@ def test_merge_allows_growing_the_grid_and_fixes_model_settings():
 def test_cell_ids_and_settings_parsing():
     cfg = SweepConfig(data="d", kinds=("poison",), rates=(0.1, 1.0), methods=("rem",), seeds=(3,))
     assert [c.id for c in cfg.cells()] == ["poison-s3-original", "poison-s3-rem-r0.1", "poison-s3-rem-r1.0"]
+    # labelled variants of one method sit side by side, each with its own settings
+    assert parse_methods("rem,rem@legacy") == ("rem", "rem@legacy")
+    variants = SweepConfig(data="d", kinds=("poison",), rates=(1.0,), methods=("rem", "rem@legacy"), overrides={"rem@legacy": {"bn": "batch"}}).validate()
+    assert [c.id for c in variants.cells()] == ["poison-s0-original", "poison-s0-rem-r1.0", "poison-s0-rem@legacy-r1.0"]
+    for bad, needle in (("rem@", "METHOD@LABEL"), ("nope@x", "unknown method"), ("rem@a@b", "METHOD@LABEL")):
+        with pytest.raises(InputError, match=needle):
+            parse_methods(bad)
+    with pytest.raises(InputError, match="has no setting"):
+        SweepConfig(data="d", methods=("rem@x",), overrides={"rem@x": {"nope": 1}}).validate()
     assert parse_method_settings(["rem.epochs=3", "rem.lr=0.01", "rem.redirect=false", "rem.targets=conv1,res1", "rem.flush=ga"]) == {
         "rem": {"epochs": 3, "lr": 0.01, "redirect": False, "targets": ["conv1", "res1"], "flush": "ga"}}
 
@@ -471,22 +480,69 @@ def test_gpu_script_tiny_mode(tmp_path):
     assert (tmp_path / "out" / "summary.md").is_file() and len((tmp_path / "out" / "commands.sh").read_text().splitlines()) == 2
 
 
-def test_cpu_script_dry_run(tmp_path):
-    """benchmarks/sweep_cpu.sh prepares its 10k subset and its sweep command passes every check."""
+def _cpu_script_env(tmp_path, **extra) -> dict:
     source = SHARED_CIFAR / "cifar10-jpeg.tar.gz"
     if not source.is_file():
         pytest.skip(f"{source} not available")
-    env = {**os.environ, "DRY_RUN": "1", "SOURCE": str(source), "CACHE_DIR": str(tmp_path / "data"),
-           "REMCLI": str(Path(sys.executable).parent / "remcli"), "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "SOURCE": str(source), "CACHE_DIR": str(tmp_path / "data"), "REMCLI": str(Path(sys.executable).parent / "remcli"),
+           "PYTHON": sys.executable, "OMP_NUM_THREADS": "1", "COLUMNS": "120", **extra}
+    env.pop("REMCLI_DEBUG", None)
+    return env
+
+
+def test_cpu_script_dry_run(tmp_path):
+    """benchmarks/sweep_cpu.sh (the memorising profile) prepares its 1,500-image subset and every
+    phase's command passes every check: 2 % corrupted, width 0.5, 60 epochs, budgets x 60/41, 3 seeds."""
+    env = _cpu_script_env(tmp_path, DRY_RUN="1")
     result = subprocess.run(["bash", str(REPO / "benchmarks" / "sweep_cpu.sh"), str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert len(list((tmp_path / "data" / "train").rglob("*.jpg"))) == 10000 and len(list((tmp_path / "data" / "test").rglob("*.jpg"))) == 2000
-    command = [line for line in result.stdout.splitlines() if line.startswith("command: ")]
-    assert len(command) == 1 and "--width 0.25 --count 500" in command[0] and "--set rem.epochs=3" in command[0]
-    registered = {m.name for m in list_methods()}
-    script_methods = ("rem", "retrain", "finetune", "ga", "npo", "scrub", "ssd", "potion", "badteacher", "salun", "neggrad+", "cf-k", "eu-k")
-    wanted = [m for m in script_methods if m in registered]
-    assert "--methods " + "\\,".join(wanted) + " " in command[0]
-    runs = len(wanted) * 9 + 3
-    assert f"dry run: {runs} of {runs} cells would run (0 finished), 3 models would be trained; nothing was written" in result.stderr
+    assert len(list((tmp_path / "data" / "train").rglob("*.jpg"))) == 1500 and len(list((tmp_path / "data" / "test").rglob("*.jpg"))) == 2000
+    commands = [line for line in result.stdout.splitlines() if line.startswith("phase ")]
+    assert [c.split()[1] for c in commands] == ["1", "2", "3", "4", "5", "6"]
+    assert all("--width 0.5 --count 30 --train-epochs 60 --train-batch-size 128" in c and "--seeds 0\\,1\\,2" in c for c in commands)
+    assert "--methods rem\\,rem@legacy " in commands[1] and "--set rem.epochs=15" in commands[1]
+    for setting in ("bn=batch", "fresh_optimizer=false", "flush_stop=epoch", "units=bottleneck", "new_units_lr_scale=1"):
+        assert f"--set rem@legacy.{setting}" in commands[1], setting
+    assert "--discovery 0.3\\,0.7 " in commands[4]
+    assert "dry run: 63 of 63 cells would run (0 finished), 9 models would be trained; nothing was written" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_cpu_script_tiny_mode_runs_every_phase(tmp_path):
+    """TINY=1: the profile's six phases at toy size, each resuming the folder the previous one wrote."""
+    env = _cpu_script_env(tmp_path, TINY="1")
+    result = subprocess.run(["bash", str(REPO / "benchmarks" / "sweep_cpu.sh"), str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv")))
+    assert all(r["status"] == "ok" for r in rows)
+    methods = {r["method"] for r in rows}
+    assert {"rem", "rem@legacy", "rem@bottleneck", "retrain", "npo", "original"} <= methods
+    assert {r["rate"] for r in rows if r["method"] == "rem"} == {"0.5", "1.0"}
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "do they memorise their corrupted samples?" in summary and "Wall time relative to retrain" in summary
+    assert len([line for line in (tmp_path / "out" / "commands.sh").read_text().splitlines() if line.startswith("# phase")]) == 6
+
+
+def test_memorisation_check_passes_a_trained_model_and_flags_an_undertrained_one(poisoned_run, tmp_path):
+    """The regime check is real: the session's poisoned model (20 epochs) fits its poisoned samples;
+    the same recipe stopped after 1 epoch does not, and the report flags it."""
+    from remcli.sweep.report import MEMORISED, memorisation, summary_markdown
+
+    short = tmp_path / "one-epoch.safetensors"
+    result = runner.invoke(app, [
+        "train", "--corruption", str(poisoned_run / "c" / "corruption.json"), "--data", load_manifest(poisoned_run / "c" / "corruption.json").dataset,
+        "--width", "0.25", "--epochs", "1", "--batch-size", "64", "--lr", "0.05", "--device", "cpu", "--quiet", "--out", str(short),
+    ])
+    assert result.exit_code == 0, result.output
+    rows = []
+    for seed, path in enumerate((poisoned_run / "model.safetensors", short)):
+        evaluated = runner.invoke(app, ["evaluate", str(path), "--device", "cpu", "--quiet", "--json", "-"])
+        assert evaluated.exit_code == 0, evaluated.output
+        metrics = json.loads(evaluated.stdout)["metrics"]
+        rows.append({"cell": f"poison-s{seed}-original", "kind": "poison", "rate": 0.0, "method": "original", "seed": seed, "status": "ok", **metrics})
+    trained, undertrained = memorisation(rows)
+    assert trained["corrupted_label_acc"] >= MEMORISED and trained["memorised"] is True
+    assert undertrained["corrupted_label_acc"] < MEMORISED and undertrained["memorised"] is False
+    summary = summary_markdown(rows, SweepConfig(data="d", kinds=("poison",), seeds=(0, 1)))
+    assert "| poison | 0 |" in summary and "| yes |" in summary
+    assert "**NO: below the regime" in summary

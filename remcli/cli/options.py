@@ -9,7 +9,7 @@ import typer
 
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random choice of this step (recorded in the output).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps.")]
-PrecisionOpt = Annotated[str, typer.Option("--precision", help="auto (bf16 autocast on CUDA, fp32 elsewhere), fp32, bf16 or fp16 (CUDA).")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="auto (bf16 autocast on CUDA and on CPUs with native bf16, AVX512-BF16 or AMX; fp32 elsewhere), fp32, bf16 or fp16 (CUDA).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display on stderr.")]
 JsonOpt = Annotated[Optional[str], typer.Option("--json", help="Write the result as one JSON object to PATH, or to stdout with '-'.")]

@@ -11,6 +11,9 @@
 * utility_x_healed.
 * identified_corrupted_acc: accuracy on the identified set against its corrupted labels
   (what REM's flush drives below gamma).
+* corrupted_label_acc: accuracy on ALL corrupted training samples against their corrupted labels
+  (triggered for poison): how much of the corruption the model has memorised. The paper's
+  models are at ~0.99; unlearning comparisons are only meaningful where this is high.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ def evaluate(
 ) -> dict:
     start = time.perf_counter()
     dev = resolve_device(device)
-    precision = resolve_precision("auto", dev)
+    precision = resolve_precision("auto", dev, cpu_bf16=False)  # metrics in fp32 on CPUs: exact and comparable across machines
     model = checkpoint.build().to(dev).to(memory_format=torch.channels_last).eval()
     spec = input_spec(dataset, checkpoint.arch or "")
 
@@ -63,6 +66,8 @@ def evaluate(
         true = torch.tensor(manifest.true_labels)
         corrupted_preds = preds_of(clean_view(dataset.train, corrupted, dev, trigger))
         metrics["healed"] = accuracy(corrupted_preds, true)
+        as_trained = as_trained_view(dataset, manifest, corrupted, dev)
+        metrics["corrupted_label_acc"] = accuracy(preds_of(as_trained), as_trained.labels.cpu())
         counts["corrupted"] = len(corrupted)
         if trigger is not None:
             target = int(manifest.params.get("target", manifest.new_labels[0]))

@@ -87,11 +87,18 @@ def resolve_arch_kwargs(arch: str, image_size: int, user_kwargs: dict | None = N
     return kwargs
 
 
-def build_model(arch: str, num_classes: int, in_channels: int = 3, image_size: int = 32, **kwargs) -> nn.Module:
-    """Build an untrained model. Weight init draws from the global RNG: wrap in `seeded_global_rng`."""
-    kwargs = resolve_arch_kwargs(arch, image_size, kwargs)
+def build_model(arch: str, num_classes: int, in_channels: int = 3, input_size: int | None = None, **kwargs) -> nn.Module:
+    """Build an untrained model. Weight init draws from the global RNG: wrap in `seeded_global_rng`.
+
+    `input_size` is the data's side length. Recorded constructor arguments may carry it too (a
+    torchvision ViT's `image_size`), so it is a separate name and the two never collide.
+    """
+    size = input_size if input_size is not None else int(kwargs.get("image_size", 32))
     if arch in _ARCHS:
-        return _ARCHS[arch](num_classes=num_classes, in_channels=in_channels, image_size=image_size, **kwargs)
+        kwargs.pop("image_size", None)  # remcli's nets take the size from `input_size`
+    kwargs = resolve_arch_kwargs(arch, size, kwargs)
+    if arch in _ARCHS:
+        return _ARCHS[arch](num_classes=num_classes, in_channels=in_channels, image_size=size, **kwargs)
     try:
         return torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
     except (TypeError, ValueError) as err:

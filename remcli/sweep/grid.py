@@ -11,6 +11,10 @@ A folder's `sweep.json` records the configuration. Settings that define the trai
 (data, arch, count, training recipe) must stay the same for the folder's life, and so must a
 method's `--set` settings once it has a finished cell; kinds, rates, methods and seeds may grow
 (new cells are added, finished ones are reused). Device and precision may change.
+
+A method may appear more than once under labels, `METHOD@LABEL` (e.g. `rem@legacy`), each with
+its own `--set rem@legacy.NAME=VALUE` settings: that is how ablations and tuned variants of one
+registered method sit side by side in one map.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from remcli.data.corruption import kind_names, parse_rates, rate_label
 from remcli.errors import InputError
+from remcli.settings import parse_setting
 from remcli.unlearning import get_method
 from remcli.unlearning.base import build_config
 
@@ -63,6 +68,11 @@ class Cell:
         if self.method == ORIGINAL:
             return f"{self.kind} seed {self.seed}: original (no unlearning)"
         return f"{self.kind} seed {self.seed}: {self.method} at discovery {rate_label(self.rate)}"
+
+
+def base_method(name: str) -> str:
+    """`rem@legacy` -> `rem`: the registered method behind a labelled variant."""
+    return name.split("@", 1)[0]
 
 
 def model_id(kind: str, seed: int) -> str:
@@ -111,11 +121,11 @@ class SweepConfig:
         if self.train_lr is not None and not self.train_lr > 0:
             raise InputError(f"--train-lr {self.train_lr} must be positive")
         for method in self.methods:
-            get_method(method)  # unknown names list the registered ones
+            get_method(base_method(method))  # unknown names list the registered ones
         for method, settings in self.overrides.items():
             if method not in self.methods:
                 raise InputError(f"--set names method {method!r}, which is not in --methods ({', '.join(self.methods)}); add it or drop the --set")
-            build_config(get_method(method), method_overrides(settings))  # unknown setting names list the valid ones
+            build_config(get_method(base_method(method)), method_overrides(settings))  # unknown setting names list the valid ones
         return self
 
     # --- enumeration --------------------------------------------------------------------------
@@ -238,7 +248,9 @@ def parse_methods(text: str) -> tuple[str, ...]:
     if not methods:
         raise InputError("--methods lists no unlearning method; name at least one (see `remcli methods`)")
     for method in methods:
-        get_method(method)
+        if method.count("@") > 1 or method.endswith("@") or not base_method(method):
+            raise InputError(f"--methods entry {method!r} must be METHOD or METHOD@LABEL, e.g. rem@legacy")
+        get_method(base_method(method))
     return methods
 
 
@@ -257,31 +269,13 @@ def method_overrides(settings: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
 
 
-def parse_value(text: str):
-    """Setting values: int, float, true/false, else the string; `a,b` stays a string for the method."""
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            continue
-    return text
-
-
 def parse_method_settings(pairs: list[str]) -> dict[str, dict]:
-    """`--set METHOD.name=value` pairs -> {method: {name: value}}."""
+    """`--set METHOD.name=value` pairs -> {method: {name: value}} (values as `remcli.settings` parses them)."""
     out: dict[str, dict] = {}
     for pair in pairs:
-        key, sep, value = pair.partition("=")
-        method, dot, name = key.strip().rpartition(".")
-        if not sep or not dot or not method or not name:
+        key, parsed = parse_setting(pair, "--set", "METHOD.name=value, e.g. rem.epochs=3")
+        method, dot, name = key.rpartition(".")
+        if not dot or not method or not name:
             raise InputError(f"--set {pair!r} must look like METHOD.name=value, e.g. rem.epochs=3")
-        parsed = parse_value(value)
-        if name == "targets" and isinstance(parsed, str):
-            parsed = [t.strip() for t in parsed.split(",") if t.strip()]
-        out.setdefault(method, {})[name] = parsed
+        out.setdefault(method, {})[name] = list(parsed) if isinstance(parsed, tuple) else parsed
     return out

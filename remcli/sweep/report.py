@@ -26,11 +26,25 @@ from remcli.sweep.heatmaps import heatmap_values, write_heatmaps
 ID_COLUMNS = ("cell", "kind", "rate", "method", "seed", "status")
 METRIC_COLUMNS = (
     "test_acc", "utility", "healed", "healed_identified", "healed_undiscovered",
-    "attack_success_rate", "triggered_test_acc", "utility_x_healed", "identified_corrupted_acc",
+    "attack_success_rate", "triggered_test_acc", "utility_x_healed", "identified_corrupted_acc", "corrupted_label_acc",
 )
 COST_COLUMNS = ("identified", "steps", "wall_time_s", "eval_wall_time_s", "train_steps", "train_wall_time_s", "device", "finished_at", "error")
 TABLE_METRICS = (("healed", "Healed"), ("utility", "Utility"), ("utility_x_healed", "Utility × Healed"))
 ORIGINAL_LABEL = "original (no unlearning)"
+MEMORISED = 0.9  # a trained model is in the paper's regime when it fits >= this much of its corrupted samples
+
+
+def memorisation(rows: list[dict]) -> list[dict]:
+    """Per trained model (its `original` cell): clean accuracy, fit of its corrupted labels, and
+    whether it is in the memorising regime (corrupted_label_acc >= MEMORISED); unknown = None."""
+    out = []
+    for row in rows:
+        if row["method"] != ORIGINAL or row["status"] != "ok":
+            continue
+        fit = row.get("corrupted_label_acc")
+        out.append({"kind": row["kind"], "seed": row["seed"], "test_acc": row.get("test_acc"), "corrupted_label_acc": fit,
+                    "memorised": None if fit is None else fit >= MEMORISED, "train_wall_time_s": row.get("train_wall_time_s")})
+    return sorted(out, key=lambda m: (kind_rank(m["kind"]), m["kind"], m["seed"]))
 
 
 # --- rows ---------------------------------------------------------------------------------------
@@ -148,6 +162,19 @@ def summary_markdown(rows: list[dict], cfg: SweepConfig) -> str:
     body = [[method_label(e["method"]), str(e["cells"]), *(pct(e[k], e[f"{k}_sem"]) for k, _ in TABLE_METRICS),
              _num(e["mean_wall_time_s"], "{:.1f}"), _num(e["mean_steps"], "{:.0f}"), str(e["failed"])] for e in agg]
     lines += _md_table(["method", "cells", *(name for _, name in TABLE_METRICS), "mean wall s", "mean steps", "failed"], body, ["l", "r", "r", "r", "r", "r", "r", "r"])
+
+    models = memorisation(rows)
+    if models:
+        lines += ["", f"## Trained models: do they memorise their corrupted samples? (regime: corrupted-label accuracy ≥ {MEMORISED})", ""]
+        body = [[m["kind"], str(m["seed"]), _num(m["test_acc"], "{:.3f}"), _num(m["corrupted_label_acc"], "{:.3f}"),
+                 {True: "yes", False: "**NO: below the regime, results on it are not comparable to the paper**", None: "unknown (older evaluation)"}[m["memorised"]],
+                 _num(m["train_wall_time_s"], "{:.0f}")] for m in models]
+        lines += _md_table(["kind", "seed", "clean test acc", "corrupted-label acc", "memorised", "train s"], body, ["l", "r", "r", "r", "l", "r"])
+        retrain = next((e for e in agg if e["method"] == "retrain"), None)
+        if retrain and retrain["mean_wall_time_s"]:
+            lines += ["", "## Wall time relative to retrain (mean unlearning seconds per cell ÷ retrain's)", ""]
+            body = [[e["method"], f"{e['mean_wall_time_s'] / retrain['mean_wall_time_s']:.3f}"] for e in agg if e["method"] != ORIGINAL and e["mean_wall_time_s"] is not None]
+            lines += _md_table(["method", "× retrain"], body, ["l", "r"])
 
     lines += ["", "## By corruption kind: utility × healed, % (mean ± standard error over discovery rates and seeds)", ""]
     per_kind = {k: {e["method"]: e for e in aggregate(rows, k)} for k in kinds}

@@ -45,8 +45,8 @@ from remcli.inputs import RunInputs, read_identified
 from remcli.models import build_model, model_channels, resolve_arch_kwargs
 from remcli.progress import NullReporter
 from remcli.seeding import seeded_global_rng
-from remcli.sweep.grid import ORIGINAL, SCHEMA_VERSION, Cell, SweepConfig, merge_configs, method_overrides, model_id, normalised
-from remcli.sweep.report import write_results
+from remcli.sweep.grid import ORIGINAL, SCHEMA_VERSION, Cell, SweepConfig, base_method, merge_configs, method_overrides, model_id, normalised
+from remcli.sweep.report import MEMORISED, write_results
 from remcli.train import TrainConfig, train
 from remcli.unlearning import unlearn
 
@@ -231,7 +231,7 @@ def run_cell(cfg: SweepConfig, cell: Cell, model: Model, reporter, raise_errors:
         else:
             identified = read_identified(forget_file(model, cell.rate), dataset)
             overrides = method_overrides(cfg.overrides.get(cell.method, {}))
-            outcome = unlearn(model.checkpoint, model.inputs, identified, cell.method, overrides, seed=cell.seed, device=cfg.device, precision=cfg.precision, reporter=reporter)
+            outcome = unlearn(model.checkpoint, model.inputs, identified, base_method(cell.method), overrides, seed=cell.seed, device=cfg.device, precision=cfg.precision, reporter=reporter)
             healed = Checkpoint(state_dict=outcome.state_dict, meta=outcome.meta)
             evaluation = evaluate(healed, dataset, manifest, identified, device=cfg.device)
             row.update(identified=len(identified), steps=outcome.summary["steps"], wall_time_s=outcome.summary["wall_time_s"])
@@ -331,6 +331,10 @@ def _run_cells(cfg: SweepConfig, out: Path, prepared: Prepared, todo: list[Cell]
             else:
                 outcome.failed.append(cell.id)
             reporter.note(f"{tag} {cell.label()}: {_brief(record['row'])}")
+            fit = record["row"].get("corrupted_label_acc")
+            if cell.method == ORIGINAL and fit is not None and fit < MEMORISED:
+                reporter.note(f"warning: {kind} seed {seed} fits only {fit:.3f} of its corrupted samples (< {MEMORISED}): not the memorising regime; "
+                              "train longer or wider (--train-epochs, --width) for results comparable to the paper")
         del model
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -14,9 +14,10 @@ module under `remcli/unlearning/methods/` with one decorator; the CLI's `--metho
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -30,6 +31,20 @@ from remcli.engine import predict
 from remcli.errors import InputError
 from remcli.progress import NullReporter
 from remcli.seeding import seeded_global_rng
+
+
+@contextlib.contextmanager
+def eval_mode(*modules: nn.Module) -> Iterator[None]:
+    """Eval mode inside; afterwards every submodule gets back its own mode (a model trained with
+    frozen BatchNorm keeps it frozen, which `model.train(was_training)` would undo)."""
+    saved = [(m, m.training) for module in modules for m in module.modules()]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for m, training in saved:
+            m.training = training
 
 
 @dataclass
@@ -64,10 +79,8 @@ class UnlearnTask:
 
     def accuracy(self, model: nn.Module, view: SampleView, batch_size: int = 1024) -> float:
         """Eval-mode accuracy of `model` on `view` against the view's labels."""
-        was_training = model.training
-        model.eval()
-        preds = predict(model, view.batches(self.spec, batch_size), self.precision)
-        model.train(was_training)
+        with eval_mode(model):
+            preds = predict(model, view.batches(self.spec, batch_size), self.precision)
         return float((preds == view.labels).float().mean()) if len(view) else 0.0
 
     def fresh_model(self, purpose: str) -> nn.Module:

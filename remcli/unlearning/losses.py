@@ -16,6 +16,15 @@ def npo_term(ce: torch.Tensor, ce_ref: torch.Tensor, beta: float = 1.0) -> torch
     return (2.0 / beta) * F.logsigmoid(beta * (ce - ce_ref))
 
 
+def npo_weight(ce: torch.Tensor, ce_ref: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+    """Per-sample weight 2 sigmoid(beta (CE_ref - CE)) that NPO puts on a sample's CE gradient.
+
+    It is 1 where the model agrees with the reference and falls to 0 as CE grows past CE_ref: a
+    sample whose weight is ~0 no longer takes part in any NPO term (removal or redirect).
+    """
+    return 2.0 * torch.sigmoid(beta * (ce_ref - ce))
+
+
 def npo_loss(ce: torch.Tensor, ce_ref: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
     """Standard NPO on the forget set: -mean l(s)."""
     return -npo_term(ce, ce_ref, beta).mean()

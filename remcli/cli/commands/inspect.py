@@ -27,6 +27,31 @@ def arch_blocks(arch: str, json_out: str | None) -> None:
     Console().print(f"{arch} blocks (in forward order): " + ", ".join(names))
 
 
+DIAGNOSTIC_COLUMNS = (
+    ("flush_steps", "flush steps"), ("identified_drop_acc", "id acc drop"), ("identified_redirect_acc", "id acc redirect"),
+    ("identified_drop_ce", "id CE drop"), ("identified_redirect_ce", "id CE redirect"), ("identified_drop_npo_weight", "id w drop"),
+    ("identified_redirect_npo_weight", "id w redirect"), ("retain_drop_acc", "retain acc drop"), ("retain_redirect_acc", "retain acc redirect"),
+    ("proxy", "proxy"), ("redirecting", "redirecting"),
+)
+
+
+def rem_diagnostics_table(log: dict) -> Table | None:
+    """REM's per-iteration diagnostics (drop vs redirect view), or None for other steps."""
+    iterations = log.get("iterations") or []
+    if not iterations or "identified_redirect_acc" not in iterations[0]:
+        return None
+    table = Table(title="REM per outer iteration (id = identified set, w = mean NPO weight; acc on training labels)", title_justify="left")
+    table.add_column("it", justify="right")
+    for _, name in DIAGNOSTIC_COLUMNS:
+        table.add_column(name, justify="right")
+    best = log.get("best_iteration")
+    for it in iterations:
+        cells = ["" if it.get(key) is None else ("yes" if it[key] is True else "no" if it[key] is False else str(it[key])) for key, _ in DIAGNOSTIC_COLUMNS]
+        table.add_row(f"{it['iteration']}{'*' if it['iteration'] == best else ''}", *cells)
+    table.caption = "* kept iterate; redirecting = redirect view fits >= 0.8 of the identified set while the drop view is at or below gamma"
+    return table
+
+
 @errors_to_exit
 def inspect_command(
     checkpoint: Annotated[Path, typer.Argument(help="A safetensors checkpoint, or an architecture name with --blocks.", show_default=False)],
@@ -60,5 +85,8 @@ def inspect_command(
     for number, step in enumerate(meta.get("history", []), start=1):
         console.print(f"[bold]{number}. {step.get('command')}[/] {step.get('created_at', '')}  seed={step.get('seed')}  wall={step.get('wall_time_s')}s  device={step.get('device')}")
         console.print(f"   params: {step.get('params')}", soft_wrap=True)
+        table = rem_diagnostics_table(step.get("log") or {})
+        if table is not None:
+            console.print(table)
     if blocks:
         console.print("blocks (in forward order): " + ", ".join(summary["blocks"]))

@@ -12,26 +12,15 @@ from remcli.cli.options import CorruptionOpt, DeviceOpt, DownloadOpt, ForceOpt, 
 from remcli.cli.output import RichReporter, emit_json, errors_to_exit, stderr
 from remcli.data.datasets import load_dataset
 from remcli.errors import InputError
+from remcli.settings import parse_settings
 from remcli.fileio import check_writable_output
 from remcli.inputs import load_corruption
 from remcli.train import TrainConfig, train
 
 
 def parse_arch_args(pairs: list[str], width: float | None) -> dict:
-    """`--arch-arg k=v` pairs (numbers parsed) plus the --width shortcut."""
-    out: dict = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise InputError(f"--arch-arg {pair!r} must look like name=value")
-        for cast in (int, float):
-            try:
-                out[key] = cast(value)
-                break
-            except ValueError:
-                continue
-        else:
-            out[key] = value
+    """`--arch-arg k=v` pairs (values parsed as `remcli.settings` does) plus the --width shortcut."""
+    out = parse_settings(pairs, "--arch-arg")
     if width is not None:
         out["width"] = width
     return out

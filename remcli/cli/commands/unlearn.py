@@ -13,15 +13,16 @@ from remcli.cli.options import CheckpointArg, CorruptionOpt, DataOpt, DeviceOpt,
 from remcli.cli.output import RichReporter, emit_json, errors_to_exit, stderr
 from remcli.fileio import check_writable_output
 from remcli.inputs import read_identified, resolve_inputs
+from remcli.settings import parse_settings
 from remcli.unlearning import unlearn
 
 
 def collect_overrides(settings: list[str], **named) -> dict:
-    """Explicit options (non-None) plus `--set name=value` pairs, numbers parsed."""
+    """Explicit options (non-None) plus `--set name=value` pairs (parsed as `remcli.settings` does)."""
     overrides = {k: v for k, v in named.items() if v is not None}
-    overrides.update(parse_arch_args(settings, None))
     if isinstance(overrides.get("targets"), str):
         overrides["targets"] = tuple(t.strip() for t in overrides["targets"].split(",") if t.strip())
+    overrides.update(parse_settings(settings, "--set"))
     return overrides
 
 
