@@ -50,6 +50,7 @@ if [ "${TINY:-0}" = 1 ]; then
   SIZE=(--width 0.125 --count 6 --train-epochs 1 --train-batch-size 64)
   FIRST_RATES=1.0; MORE_RATES=0.5
   BUDGETS=('*.epochs=1' '*.batch_size=64' '*.flush_max_epochs=2' '*.max_epochs=2' '*.max_tries=5' '*.max_steps=5')
+  PHASE3=retrain,finetune; PHASE4=rem@bottleneck; PHASE6=ssd  # one or two methods per phase: the plumbing, in under a minute
 else
   CACHE_DIR=${CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/remcli/cifar10-1500}
   PER_CLASS=150; TEST_PER_CLASS=200

@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from remcli import __version__
-from remcli.errors import InputError
+from remcli.errors import InputError, ResultError
 from remcli.fileio import atomic_path, check_writable_output, sha256_file
 from remcli.models import build_model, model_channels
 
@@ -139,6 +139,9 @@ def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], meta:
     """Write atomically; returns the sha256 of the written file."""
     out = check_writable_output(path, force, inputs)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ResultError(f"{len(bad)} tensors hold NaN or inf values (e.g. {bad[0]}): the run diverged, so {out} was not written; lower --lr and rerun")
     with atomic_path(out) as tmp:
         save_file(tensors, str(tmp), metadata=encode_metadata(meta))
     return sha256_file(out)

@@ -75,6 +75,13 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The one mixed-precision context: nothing for fp32, else autocast to bf16 / fp16."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
 @dataclass(frozen=True)
 class OptimConfig:
     name: str = "sgd"  # sgd (CNNs, paper) or adam (ViTs, paper)
@@ -138,10 +145,7 @@ class Engine:
         self.samples = 0
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return autocast(self.device, self.precision)
 
     def reset_optimizer_state(self) -> None:
         """Forget momentum / Adam moments, so one phase's updates do not leak into the next."""
@@ -195,13 +199,10 @@ class Engine:
 @torch.no_grad()
 def predict(model: nn.Module, batches: Iterable[Batch], precision: str = "fp32") -> torch.Tensor:
     """Predicted classes for every batch, in order (eval mode is the caller's choice)."""
-    device_type = next(model.parameters()).device.type
+    device = next(model.parameters()).device
     preds = []
     for batch in batches:
-        if precision == "fp32":
+        with autocast(device, precision):
             logits = model(batch.inputs)
-        else:
-            with torch.autocast(device_type=device_type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16):
-                logits = model(batch.inputs)
         preds.append(logits.argmax(dim=1))
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.int64)

@@ -7,6 +7,8 @@ fix in one line. Exit codes (also in the README and `remcli --help`):
     1  runtime failure (anything unexpected)
     2  usage or input error (bad file, bad option, mismatched data)
     3  `evaluate --fail-under`: a quality threshold was missed
+    4  the result would be wrong or empty, so nothing was written: non-finite weights (training
+       diverged), or unlearning that left the model unchanged (without --allow-unchanged)
 """
 
 
@@ -26,3 +28,9 @@ class ThresholdError(RemcliError):
     """A `--fail-under` quality threshold was missed. Exit code 3."""
 
     exit_code = 3
+
+
+class ResultError(RemcliError):
+    """The computed result must not be written (non-finite weights, an unchanged "unlearned" model). Exit code 4."""
+
+    exit_code = 4

@@ -314,3 +314,22 @@ def test_torchvision_vit_rebuilds_from_its_recorded_arguments():
     assert model.image_size == 32 and model.heads.head.out_features == 3
     with torch.no_grad():
         assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 3)
+
+
+def test_non_finite_weights_are_never_written(tmp_path):
+    """A diverged run (NaN or inf anywhere) must not become a checkpoint: exit code 4, no file."""
+    from remcli.checkpoints import save_checkpoint
+    from remcli.errors import ResultError
+
+    state = {"a": torch.ones(3), "b": torch.tensor([1.0, float("nan")]), "steps": torch.tensor([7])}
+    path = tmp_path / "diverged.safetensors"
+    with pytest.raises(ResultError, match="NaN or inf") as err:
+        save_checkpoint(path, state, {})
+    assert err.value.exit_code == 4 and "b" in str(err.value) and "--lr" in str(err.value)
+    assert not path.exists() and not list(tmp_path.iterdir())
+    state["b"] = torch.tensor([1.0, float("inf")])
+    with pytest.raises(ResultError):
+        save_checkpoint(path, state, {})
+    state["b"] = torch.tensor([1.0, 2.0])
+    save_checkpoint(path, state, {})
+    assert path.exists()

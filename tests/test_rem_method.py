@@ -82,7 +82,7 @@ def main_run(poisoned_setup):
 @pytest.fixture(scope="module")
 def capped_runs(poisoned_setup):
     """gamma 0 can only be met by 0% accuracy, so one flush epoch (the cap) always ends the flush."""
-    settings = {"gamma": 0.0, "flush_max_epochs": 1}
+    settings = {"gamma": 0.0, "flush_max_epochs": 1, "keep": "last"}
     first = run_rem(poisoned_setup, **settings)
     second = run_rem(poisoned_setup, **settings)
     other_seed = run_rem(poisoned_setup, seed=1, **settings)
@@ -116,11 +116,11 @@ def test_flush_runs_until_gamma(poisoned_setup, main_run):
 def test_flush_checked_every_step_stops_closer_to_gamma(poisoned_setup):
     """Per-step checking stops within the epoch where gamma is reached; the research code's
     per-epoch check finishes the epoch first, and so overshoots (never less far)."""
-    by_step, _ = run_rem(poisoned_setup, batch_size=16, flush_stop="step")
-    by_epoch, _ = run_rem(poisoned_setup, batch_size=16, flush_stop="epoch")
+    by_step, _ = run_rem(poisoned_setup, batch_size=32, flush_stop="step")
+    by_epoch, _ = run_rem(poisoned_setup, batch_size=32, flush_stop="epoch")
     step_it, epoch_it = by_step.summary["log"]["iterations"][1], by_epoch.summary["log"]["iterations"][1]
     identified = len(poisoned_setup[2])
-    per_epoch = batches(identified, 16)
+    per_epoch = batches(identified, 32)
     assert epoch_it["flush_steps"] == epoch_it["flush_epochs"] * per_epoch
     assert step_it["flush_steps"] <= epoch_it["flush_steps"]
     assert step_it["flush_steps"] < step_it["flush_epochs"] * per_epoch or step_it["flush_steps"] == epoch_it["flush_steps"]
@@ -252,7 +252,7 @@ def test_ablations_run_from_the_cli(poisoned_run, main_run, tmp_path, flags, met
     out = tmp_path / "out.safetensors"
     result = runner.invoke(app, [
         "unlearn", str(poisoned_run / "model.safetensors"), "--forget", str(poisoned_run / "c" / "forget-0.5.txt"),
-        "--method", method, *flags, "--epochs", "1", "--batch-size", "64", "--device", "cpu", "--quiet",
+        "--method", method, *flags, "--epochs", "1", "--batch-size", "64", "--set", "keep=last", "--device", "cpu", "--quiet",
         "--out", str(out), "--json", "-",
     ])
     assert result.exit_code == 0, result.output
@@ -314,7 +314,7 @@ def test_rem_on_plain_torchvision_resnet18(cifar_spec, poisoned_run, tmp_path):
     result = runner.invoke(app, [
         "unlearn", str(source), "--arch", "resnet18", "--num-classes", "10", "--data", cifar_spec,
         "--corruption", str(poisoned_run / "c" / "corruption.json"), "--forget", str(poisoned_run / "c" / "forget-0.5.txt"),
-        "--epochs", "1", "--batch-size", "128", "--set", "flush_max_epochs=1", "--device", "cpu", "--quiet",
+        "--epochs", "1", "--batch-size", "128", "--set", "flush_max_epochs=1", "--set", "keep=last", "--device", "cpu", "--quiet",
         "--out", str(out), "--json", "-",
     ])
     assert result.exit_code == 0, result.output

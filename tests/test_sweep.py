@@ -516,7 +516,7 @@ def test_cpu_script_tiny_mode_runs_every_phase(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv")))
     assert all(r["status"] == "ok" for r in rows)
     methods = {r["method"] for r in rows}
-    assert {"rem", "rem@legacy", "rem@bottleneck", "retrain", "npo", "original"} <= methods
+    assert {"rem", "rem@legacy", "rem@bottleneck", "retrain", "npo", "ssd", "original"} <= methods
     assert {r["rate"] for r in rows if r["method"] == "rem"} == {"0.5", "1.0"}
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "do they memorise their corrupted samples?" in summary and "Wall time relative to retrain" in summary

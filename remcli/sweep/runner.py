@@ -234,7 +234,7 @@ def run_cell(cfg: SweepConfig, cell: Cell, model: Model, reporter, raise_errors:
             outcome = unlearn(model.checkpoint, model.inputs, identified, base_method(cell.method), overrides, seed=cell.seed, device=cfg.device, precision=cfg.precision, reporter=reporter)
             healed = Checkpoint(state_dict=outcome.state_dict, meta=outcome.meta)
             evaluation = evaluate(healed, dataset, manifest, identified, device=cfg.device)
-            row.update(identified=len(identified), steps=outcome.summary["steps"], wall_time_s=outcome.summary["wall_time_s"])
+            row.update(identified=len(identified), changed=outcome.summary["changed"], steps=outcome.summary["steps"], wall_time_s=outcome.summary["wall_time_s"])
             record["unlearn"] = {k: v for k, v in outcome.summary.items()}
             del outcome, healed
         row.update(evaluation["metrics"])

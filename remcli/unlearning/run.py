@@ -67,11 +67,12 @@ def unlearn(
     synchronize(dev)
     wall = time.perf_counter() - start
     state = result.model.state_dict()
+    changed = any(not torch.equal(value.detach().cpu(), checkpoint.state_dict[key].cpu()) for key, value in state.items() if key in checkpoint.state_dict)
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
     entry = history_entry(
         f"unlearn --method {method}", params, seed, wall, str(dev), checkpoint.sha256,
-        method=method, identified=len(identified), steps=result.steps, log=result.log,
+        method=method, identified=len(identified), changed=changed, steps=result.steps, log=result.log,
     )
     meta = {**checkpoint.meta, "history": [*checkpoint.history, entry]}
-    summary = {"method": method, "identified": len(identified), "steps": result.steps, "wall_time_s": round(wall, 3), "device": str(dev), "precision": task.precision, "config": params, "log": result.log}
+    summary = {"method": method, "identified": len(identified), "changed": changed, "steps": result.steps, "wall_time_s": round(wall, 3), "device": str(dev), "precision": task.precision, "config": params, "log": result.log}
     return UnlearnOutcome(state, meta, summary)

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from remcli.data.pipeline import SampleView
-from remcli.engine import Engine, OptimConfig, make_optimizer
+from remcli.engine import Engine, OptimConfig, autocast, make_optimizer
 from remcli.errors import InputError
 from remcli.seeding import generator
 from remcli.unlearning.base import UnlearnResult, UnlearnTask, eval_mode, register_method
@@ -170,7 +170,7 @@ def diagnose(task: UnlearnTask, model: nn.Module, reference: nn.Module, expansio
         for name, view in views.items():
             sums = {"drop": [0.0, 0.0, 0], "redirect": [0.0, 0.0, 0]}
             for batch in view.batches(task.spec, 1024):
-                with _autocast(task):
+                with autocast(task.device, task.precision):
                     ce_ref = per_sample_ce(reference(batch.inputs), batch.labels)
                     drop_logits = model(batch.inputs)
                     identified = task.identified_mask[batch.indices]
@@ -189,12 +189,6 @@ def diagnose(task: UnlearnTask, model: nn.Module, reference: nn.Module, expansio
                 out[f"{name}_{view_name}_acc"] = round(correct / n, 4)
     out["redirecting"] = bool(out["identified_redirect_acc"] >= REDIRECTING_FIT and out["identified_drop_acc"] <= cfg.gamma)
     return out
-
-
-def _autocast(task: UnlearnTask) -> contextlib.AbstractContextManager:
-    if task.precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=task.device.type, dtype=torch.bfloat16 if task.precision == "bf16" else torch.float16)
 
 
 def rem(task: UnlearnTask, cfg: REMConfig) -> UnlearnResult:

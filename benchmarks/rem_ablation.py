@@ -1,0 +1,108 @@
+"""REM's ablation table from a sweep folder: each variant against a baseline variant, paired by cell.
+
+Reads DIR/cells/*.json (written by `remcli sweep`, e.g. benchmarks/sweep_cpu.sh) and prints
+Markdown: per variant, utility x healed pooled over kinds x rates x seeds (mean ± SE), the paired
+difference to the baseline (same kind, rate and seed; mean ± SE of the differences, and whether it
+exceeds 2 SE), utility x healed per kind at each rate, interclass healed against the untouched
+model, and REM's own diagnostics averaged over cells (the kept iterate and the last one).
+
+    python benchmarks/rem_ablation.py runs/sweep-cpu --base rem@legacy --variants rem,rem@bn-batch,...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from remcli.sweep.report import mean_sem
+
+DIAGNOSTICS = ("identified_drop_acc", "identified_redirect_acc", "identified_drop_npo_weight", "identified_redirect_npo_weight", "retain_drop_acc", "retain_redirect_acc")
+
+
+def fmt(mean: float | None, se: float | None, scale: float = 100.0, digits: int = 1) -> str:
+    if mean is None:
+        return "–"
+    return f"{mean * scale:.{digits}f} ± {se * scale:.{digits}f}" if se is not None else f"{mean * scale:.{digits}f}"
+
+
+def load(folder: Path) -> dict[tuple, dict]:
+    """(method, kind, rate, seed) -> cell record, finished cells only."""
+    cells = {}
+    for path in sorted((folder / "cells").glob("*.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        row = record["row"]
+        if row["status"] == "ok":
+            cells[(row["method"], row["kind"], row["rate"], row["seed"])] = record
+    return cells
+
+
+def diagnostics(record: dict) -> dict[str, float]:
+    """The kept iterate's and the last iterate's diagnostics, plus the share of redirecting iterations."""
+    log = (record.get("unlearn") or {}).get("log") or {}
+    iterations = log.get("iterations") or []
+    if not iterations or "identified_redirect_acc" not in iterations[-1]:
+        return {}
+    last, kept = iterations[-1], iterations[log.get("best_iteration", -1)]
+    out = {f"last_{k}": last[k] for k in DIAGNOSTICS}
+    out.update({f"kept_{k}": kept[k] for k in DIAGNOSTICS})
+    out["redirecting_share"] = sum(1 for it in iterations[1:] if it.get("redirecting")) / max(len(iterations) - 1, 1)
+    out["kept_iteration"] = log.get("best_iteration", 0)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--base", default="rem@legacy")
+    parser.add_argument("--variants", default="rem,rem@bn-batch,rem@momentum,rem@epoch-flush,rem@bottleneck,rem@units-lr1")
+    args = parser.parse_args()
+    cells = load(args.folder)
+    variants = [v for v in [args.base, *args.variants.split(",")] if any(k[0] == v for k in cells)]
+    kinds = [k for k in ("poison", "interclass", "label-noise") if any(c[1] == k for c in cells)]
+    rates = sorted({c[2] for c in cells if c[0] in variants})
+    uxh = {key: rec["row"]["utility_x_healed"] for key, rec in cells.items()}
+
+    lines = ["| variant | cells | utility × healed | Δ vs " + args.base + " (paired) | > 2 SE | healed | utility | wall s |", "|---|---:|---:|---:|---|---:|---:|---:|"]
+    for variant in variants:
+        keys = [k for k in cells if k[0] == variant]
+        m, se = mean_sem([uxh[k] for k in keys])
+        paired = [uxh[k] - uxh[(args.base, *k[1:])] for k in keys if (args.base, *k[1:]) in uxh]
+        dm, dse = mean_sem(paired)
+        sig = "–" if variant == args.base or dse is None else ("yes" if abs(dm) > 2 * dse else "no")
+        hm, hse = mean_sem([cells[k]["row"]["healed"] for k in keys])
+        um, use = mean_sem([cells[k]["row"]["utility"] for k in keys])
+        wall, _ = mean_sem([cells[k]["row"]["wall_time_s"] for k in keys])
+        delta = "–" if variant == args.base else f"{fmt(dm, dse)} (n={len(paired)})"
+        lines.append(f"| {variant} | {len(keys)} | {fmt(m, se)} | {delta} | {sig} | {fmt(hm, hse)} | {fmt(um, use)} | {wall:.0f} |")
+    print("## Pooled over kinds × rates × seeds (%)\n")
+    print("\n".join(lines))
+
+    print("\n## Utility × healed per kind and discovery rate (%, mean ± SE over seeds)\n")
+    header = "| variant | " + " | ".join(f"{k} {r}" for k in kinds for r in rates) + " |"
+    print(header + "\n|---|" + "---:|" * (len(kinds) * len(rates)))
+    for variant in variants:
+        vals = [fmt(*mean_sem([uxh[c] for c in cells if c[0] == variant and c[1] == k and c[2] == r])) for k in kinds for r in rates]
+        print(f"| {variant} | " + " | ".join(vals) + " |")
+
+    if "interclass" in kinds:
+        print("\n## Interclass healed (%, mean ± SE over seeds) against the untouched model\n")
+        original = mean_sem([rec["row"]["healed"] for k, rec in cells.items() if k[0] == "original" and k[1] == "interclass"])
+        print(f"Untouched model: {fmt(*original)}\n")
+        print("| variant | " + " | ".join(str(r) for r in rates) + " |\n|---|" + "---:|" * len(rates))
+        for variant in variants:
+            vals = [fmt(*mean_sem([cells[c]["row"]["healed"] for c in cells if c[0] == variant and c[1] == "interclass" and c[2] == r])) for r in rates]
+            print(f"| {variant} | " + " | ".join(vals) + " |")
+
+    print("\n## Diagnostics (mean over cells; accuracies on the identified set's corrupted labels and on retain training labels)\n")
+    names = ["last_identified_drop_acc", "last_identified_redirect_acc", "last_identified_drop_npo_weight", "last_identified_redirect_npo_weight",
+             "kept_identified_drop_acc", "kept_identified_redirect_acc", "last_retain_drop_acc", "last_retain_redirect_acc", "redirecting_share", "kept_iteration"]
+    print("| variant | " + " | ".join(n.replace("identified_", "id ").replace("_", " ") for n in names) + " |\n|---|" + "---:|" * len(names))
+    for variant in variants:
+        diags = [d for d in (diagnostics(cells[c]) for c in cells if c[0] == variant) if d]
+        vals = [f"{mean_sem([d[n] for d in diags])[0]:.3f}" if diags else "–" for n in names]
+        print(f"| {variant} | " + " | ".join(vals) + " |")
+
+
+if __name__ == "__main__":
+    main()
