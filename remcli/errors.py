@@ -6,7 +6,7 @@ fix in one line. Exit codes (also in the README and `remcli --help`):
     0  success
     1  runtime failure (anything unexpected)
     2  usage or input error (bad file, bad option, mismatched data)
-    3  `evaluate --fail-under`: a quality threshold was missed
+    3  `evaluate --gate` (`--fail-under`): a quality gate was missed
     4  the result would be wrong or empty, so nothing was written: non-finite weights (training
        diverged), or unlearning that left the model unchanged (without --allow-unchanged)
 """
@@ -25,7 +25,7 @@ class InputError(RemcliError):
 
 
 class ThresholdError(RemcliError):
-    """A `--fail-under` quality threshold was missed. Exit code 3."""
+    """An `evaluate --gate` (`--fail-under`) quality gate was missed. Exit code 3."""
 
     exit_code = 3
 

@@ -15,7 +15,7 @@ import torch
 
 from remcli.checkpoints import Checkpoint
 from remcli.data.corruption import Manifest, check_manifest_matches, load_manifest, read_index_file
-from remcli.data.datasets import Dataset, load_dataset
+from remcli.data.datasets import Dataset, load_dataset, parse_spec
 from remcli.errors import InputError
 from remcli.fileio import sha256_file
 
@@ -64,4 +64,7 @@ def resolve_inputs(checkpoint: Checkpoint, data: str | None, corruption: str | P
 
 
 def read_identified(path: str | Path, dataset: Dataset) -> torch.Tensor:
-    return read_index_file(path, len(dataset.train), dataset.fingerprint)
+    """The positions an index file names (`-` = stdin); lines may be image paths for imagefolder data."""
+    paths = dataset.train.paths
+    root = parse_spec(dataset.spec)[1] if paths else None
+    return read_index_file(path, len(dataset.train), dataset.fingerprint, paths, root)

@@ -255,7 +255,25 @@ def test_unlearn_refuses_to_overwrite_its_input(model, forget_half, tmp_path):
 def test_fail_under_missed_exits_3(model):
     result = invoke(["evaluate", model, "--device", "cpu", "--fail-under", "utility=0.99"])
     assert result.exit_code == 3, result.output
-    assert "below --fail-under: utility=" in result.stderr and "< 0.99" in result.stderr
+    assert "missed 1 of 1 --gate/--fail-under gates: utility=" in result.stderr and "< 0.99" in result.stderr
+
+
+def test_gate_ceiling_missed_exits_3_with_every_missed_gate_on_one_line(model):
+    result = invoke(["evaluate", model, "--device", "cpu", "--json", "-", "--gate", "utility>=2,attack_success_rate<=-1", "--gate", "test_acc>=0"])
+    assert result.exit_code == 3, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: missed 2 of 3 --gate/--fail-under gates: "), lines
+    assert re.search(r"utility=[0-9.]+ < 2\.0, attack_success_rate=[0-9.]+ > -1\.0$", lines[0]), lines[0]
+    payload = json.loads(result.stdout)  # the JSON is still written, with the gates
+    assert payload["thresholds"]["required"] == {"utility": 2.0, "test_acc": 0.0}
+    assert payload["thresholds"]["at_most"] == {"attack_success_rate": -1.0}
+    assert len(payload["thresholds"]["missed"]) == 2
+
+
+def test_gate_ceiling_met_exits_0(model):
+    result = invoke(["evaluate", model, "--device", "cpu", "--json", "-", "--gate", "attack_success_rate<=1,utility>=0"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["thresholds"] == {"required": {"utility": 0.0}, "at_most": {"attack_success_rate": 1.0}, "missed": []}
 
 
 def test_fail_under_met_exits_0_and_json_is_one_object(model):
@@ -265,7 +283,7 @@ def test_fail_under_met_exits_0_and_json_is_one_object(model):
     assert isinstance(payload, dict)
     assert result.stdout.strip().startswith("{") and result.stdout.strip().endswith("}")
     assert payload["schema_version"] == 1
-    assert payload["thresholds"] == {"required": {"utility": 0.0}, "missed": []}
+    assert payload["thresholds"] == {"required": {"utility": 0.0}, "at_most": {}, "missed": []}
     metrics = payload["metrics"]
     for name in ("test_acc", "utility", "healed", "attack_success_rate", "triggered_test_acc", "utility_x_healed"):
         assert name in metrics and 0.0 <= metrics[name] <= 1.0, name
@@ -282,7 +300,7 @@ def test_evaluate_json_stdout_without_gate(model, forget_half):
     assert payload["discovery_rate"] == 0.5
 
 
-@pytest.mark.parametrize("gate", ["utility", "utility=high", "nosuchmetric=0.5"])
+@pytest.mark.parametrize("gate", ["utility", "utility=high", "nosuchmetric=0.5", "utility>0.5", "attack_success_rate<=x"])
 def test_fail_under_malformed_is_input_error(model, gate, tmp_path):
     out = tmp_path / "r.json"
     result = invoke(["evaluate", model, "--device", "cpu", "--fail-under", gate, "--json", out])

@@ -1,4 +1,4 @@
-"""Metric formulas on hand-built prediction tensors, and the --fail-under parsing/gating helpers."""
+"""Metric formulas on hand-built prediction tensors, and the --gate (--fail-under) parsing/gating helpers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from remcli.errors import InputError
-from remcli.evaluation import missed_thresholds, parse_thresholds
+from remcli.evaluation import Gate, gates_summary, missed_gates, parse_gates
 from remcli.evaluation.metrics import accuracy, attack_success_rate, product, utility_mask
 
 
@@ -92,36 +92,66 @@ def test_product():
     assert product(None, None) is None
 
 
-# --- thresholds --------------------------------------------------------------------------------
+# --- gates (--gate / --fail-under) -------------------------------------------------------------
 
-def test_parse_thresholds():
-    assert parse_thresholds("utility=0.8") == {"utility": 0.8}
-    assert parse_thresholds("utility=0.8, healed = 0.7,") == {"utility": 0.8, "healed": 0.7}
-    assert parse_thresholds("") == {}
+def test_parse_gates_floors_and_ceilings():
+    assert parse_gates("utility>=0.8") == [Gate("utility", ">=", 0.8)]
+    assert parse_gates("attack_success_rate<=0.05") == [Gate("attack_success_rate", "<=", 0.05)]
+    assert parse_gates(" utility >= 0.8 , attack_success_rate <= 5e-2,") == [Gate("utility", ">=", 0.8), Gate("attack_success_rate", "<=", 0.05)]
+    assert parse_gates("") == []
 
 
-@pytest.mark.parametrize("text", ["utility", "utility=abc", "utility=0.8,healed", "=", "utility:0.8"])
-def test_parse_thresholds_rejects_malformed(text):
-    with pytest.raises(InputError, match="--fail-under"):
-        parse_thresholds(text)
+def test_parse_gates_plain_equals_is_a_floor_as_before():
+    assert parse_gates("utility=0.8") == [Gate("utility", ">=", 0.8)]
+    assert parse_gates("utility=0.8, healed = 0.7,") == [Gate("utility", ">=", 0.8), Gate("healed", ">=", 0.7)]
+
+
+def test_parse_gates_floor_and_ceiling_on_one_metric():
+    assert parse_gates("utility>=0.5,utility<=0.99") == [Gate("utility", ">=", 0.5), Gate("utility", "<=", 0.99)]
+
+
+@pytest.mark.parametrize("text", ["utility", "utility=abc", "utility=0.8,healed", "=", "utility:0.8", "utility>0.8", "utility<0.1",
+                                  "utility==0.8", "utility=>0.8", "utility>=nan", ">=0.5"])
+def test_parse_gates_rejects_malformed(text):
+    with pytest.raises(InputError, match="--gate") as err:
+        parse_gates(text)
+    assert "\n" not in str(err.value) and "NAME<=VALUE" in str(err.value)
+
+
+def test_parse_gates_rejects_the_same_gate_twice():
+    with pytest.raises(InputError, match="utility>= twice"):
+        parse_gates("utility>=0.8,utility=0.9")
 
 
 def result_with(**metrics) -> dict:
     return {"metrics": metrics}
 
 
-def test_missed_thresholds_lists_only_metrics_below_floor():
+def test_missed_gates_lists_only_missed_floors():
     result = result_with(utility=0.75, healed=0.9, test_acc=0.8)
-    assert missed_thresholds(result, {"utility": 0.8, "healed": 0.5}) == ["utility=0.75 < 0.8"]
-    assert missed_thresholds(result, {"utility": 0.75}) == []  # equal to the floor passes
-    assert missed_thresholds(result, {}) == []
-    assert len(missed_thresholds(result, {"utility": 0.99, "healed": 0.99, "test_acc": 0.0})) == 2
+    assert missed_gates(result, parse_gates("utility>=0.8,healed>=0.5")) == ["utility=0.75 < 0.8"]
+    assert missed_gates(result, parse_gates("utility>=0.75")) == []  # equal to the floor passes
+    assert missed_gates(result, []) == []
+    assert len(missed_gates(result, parse_gates("utility>=0.99,healed>=0.99,test_acc>=0.0"))) == 2
 
 
-def test_missed_thresholds_none_value_counts_as_missed():
-    assert missed_thresholds(result_with(healed=None), {"healed": 0.0}) == ["healed=None < 0.0"]
+def test_missed_gates_ceilings():
+    result = result_with(attack_success_rate=0.12, utility=0.8)
+    assert missed_gates(result, parse_gates("attack_success_rate<=0.05")) == ["attack_success_rate=0.12 > 0.05"]
+    assert missed_gates(result, parse_gates("attack_success_rate<=0.12")) == []  # equal to the ceiling passes
+    assert missed_gates(result, parse_gates("attack_success_rate<=0.05,utility>=0.9")) == ["attack_success_rate=0.12 > 0.05", "utility=0.8 < 0.9"]
 
 
-def test_missed_thresholds_unknown_metric_is_an_error_naming_available_ones():
+def test_missed_gates_none_value_counts_as_missed_either_way():
+    assert missed_gates(result_with(healed=None), parse_gates("healed>=0.0")) == ["healed=None < 0.0"]
+    assert missed_gates(result_with(healed=None), parse_gates("healed<=1.0")) == ["healed=None > 1.0"]
+
+
+def test_missed_gates_unknown_metric_is_an_error_naming_available_ones():
     with pytest.raises(InputError, match=r"unknown metric 'healed'.*utility"):
-        missed_thresholds(result_with(utility=0.5), {"healed": 0.1})
+        missed_gates(result_with(utility=0.5), parse_gates("healed>=0.1"))
+
+
+def test_gates_summary_keeps_floors_under_required():
+    gates = parse_gates("utility=0.8,attack_success_rate<=0.05")
+    assert gates_summary(gates, ["x"]) == {"required": {"utility": 0.8}, "at_most": {"attack_success_rate": 0.05}, "missed": ["x"]}

@@ -1,57 +1,42 @@
-"""The `remcli` command: a thin typer shell over the library.
+"""The `remcli` entry point: a thin typer shell over the library (the app is in remcli.cli.app).
 
-Exit codes: 0 success; 1 runtime failure; 2 usage or input error; 3 a `evaluate --fail-under`
-threshold was missed. Set REMCLI_DEBUG=1 for tracebacks.
+Exit codes: 0 success; 1 runtime failure; 2 usage or input error; 3 an `evaluate --gate`
+(`--fail-under`) was missed; 4 the result would be wrong or empty, so nothing was written.
+Set REMCLI_DEBUG=1 for tracebacks.
+
+`remcli --version` answers without importing the app (and so torch); `from remcli.cli.main
+import app` still gives the typer app.
 """
 
 from __future__ import annotations
 
-import typer
+import sys
 
 from remcli import __version__
-from remcli.cli.commands.catalog import archs_command, methods_command
-from remcli.cli.commands.corrupt import corrupt_command
-from remcli.cli.commands.evaluate import evaluate_command
-from remcli.cli.commands.import_weights import import_command
-from remcli.cli.commands.inspect import inspect_command
-from remcli.cli.commands.train import train_command
-from remcli.cli.commands.sweep import sweep_command
-from remcli.cli.commands.unlearn import unlearn_command
-
-app = typer.Typer(
-    name="remcli",
-    help=(
-        "Remove the influence of corrupted training data from image classifiers.\n\n"
-        "Pipeline: corrupt -> train -> unlearn -> evaluate, on safetensors checkpoints and plain index files.\n\n"
-        "Exit codes: 0 ok; 1 runtime failure; 2 usage or input error; 3 evaluate --fail-under threshold missed."
-    ),
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"remcli {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit.")) -> None:
-    """remcli: corrupt, train, unlearn and evaluate image classifiers."""
-
-
-app.command("corrupt")(corrupt_command)
-app.command("train")(train_command)
-app.command("unlearn")(unlearn_command)
-app.command("evaluate")(evaluate_command)
-app.command("sweep")(sweep_command)
-app.command("inspect")(inspect_command)
-app.command("methods")(methods_command)
-app.command("archs")(archs_command)
-app.command("import")(import_command)
+def asks_version(argv: list[str]) -> bool:
+    """True when `--version` comes before any subcommand (the root's options are -h/--help and --version)."""
+    for arg in argv:
+        if arg == "--version":
+            return True
+        if not arg.startswith("-"):
+            return False
+    return False
 
 
 def main() -> None:
+    if asks_version(sys.argv[1:]):
+        sys.stdout.write(f"remcli {__version__}\n")
+        return
+    from remcli.cli.app import app
+
     app()
+
+
+def __getattr__(name: str):
+    if name == "app":
+        from remcli.cli.app import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

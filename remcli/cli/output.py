@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 
 import typer
@@ -16,7 +17,29 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from remcli.errors import RemcliError
 from remcli.fileio import atomic_write_text
 
-stderr = Console(stderr=True, highlight=False)
+
+class StderrConsole(Console):
+    """On a terminal, rich wraps text to its width; anywhere else (CI logs, pipes, files) a message
+    stays one line however long, so logs are never hard-wrapped at 80 columns mid-sentence."""
+
+    def print(self, *objects, soft_wrap: bool | None = None, **kwargs) -> None:
+        if soft_wrap is None:
+            soft_wrap = not self.is_terminal
+        super().print(*objects, soft_wrap=soft_wrap, **kwargs)
+
+
+stderr = StderrConsole(stderr=True, highlight=False)
+
+
+def _heartbeat_s() -> float:
+    """Without a terminal, a long phase prints a line this often (REMCLI_PROGRESS_INTERVAL seconds, default 30)."""
+    try:
+        return max(float(os.environ.get("REMCLI_PROGRESS_INTERVAL", "30")), 0.0)
+    except ValueError:
+        return 30.0
+
+
+HEARTBEAT_S = _heartbeat_s()
 
 
 def errors_to_exit(fn: Callable) -> Callable:
@@ -48,11 +71,22 @@ def emit_json(obj: dict, dest: str) -> None:
         atomic_write_text(dest, text)
 
 
+def _fields_text(fields: dict) -> str:
+    return "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+
+
 class RichReporter:
-    """Draws a progress bar per phase on stderr; quiet mode only keeps notes."""
+    """Progress on stderr: a live bar per phase on a terminal; plain lines elsewhere.
+
+    Without a terminal (CI logs, `2> file`, a pipe) a redrawn bar would only appear once, at the
+    end, so each phase instead prints one line when it ends (`train epoch 3/40  16/16 steps  loss=0.52
+    acc=0.81  4.1s`), a long phase also every HEARTBEAT_S seconds, each flushed at once.
+    Quiet mode only keeps notes.
+    """
 
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
+        self.plain = not stderr.is_terminal
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -61,26 +95,30 @@ class RichReporter:
             TimeElapsedColumn(),
             console=stderr,
             transient=False,
-            disable=quiet,
+            disable=quiet or self.plain,
         )
         self.task = None
+        self._line: dict | None = None  # plain mode: the current phase
 
     def __enter__(self) -> "RichReporter":
         self.progress.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        self._end_line()
         self.progress.stop()
 
     def phase(self, name: str, total: int | None = None) -> None:
+        self._start_line(name, total)
         if self.task is not None:
             self.progress.stop_task(self.task)
         self.task = self.progress.add_task(name, total=total, info="")
 
     def advance(self, steps: int = 1, **fields: float) -> None:
+        self._advance_line(steps, fields)
         if self.task is None:
             return
-        info = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+        info = _fields_text(fields)
         if info:
             self.progress.update(self.task, advance=steps, info=info)
         else:
@@ -90,12 +128,48 @@ class RichReporter:
         if not self.quiet:
             stderr.print(message)
 
+    # --- plain lines (no terminal) ------------------------------------------------------------
+
+    phase_lines = True  # one line per finished phase (OneBarReporter: heartbeats only)
+
+    def _start_line(self, name: str, total: int | None) -> None:
+        self._end_line()
+        if self.plain and not self.quiet:
+            now = time.monotonic()
+            self._line = {"name": name, "total": total, "done": 0, "info": "", "start": now, "last": now}
+
+    def _advance_line(self, steps: int, fields: dict) -> None:
+        line = self._line
+        if line is None:
+            return
+        line["done"] += steps
+        if fields:
+            line["info"] = _fields_text(fields)
+        now = time.monotonic()
+        if now - line["last"] >= HEARTBEAT_S:
+            line["last"] = now
+            self._print_line(line, now)
+
+    def _end_line(self) -> None:
+        line, self._line = self._line, None
+        if line is not None and self.phase_lines:
+            self._print_line(line, time.monotonic())
+
+    def _print_line(self, line: dict, now: float) -> None:
+        count = f"{line['done']}/{line['total']} steps" if line["total"] is not None else f"{line['done']} steps"
+        parts = [escape(line["name"]), count, escape(line["info"]), f"{now - line['start']:.1f}s"]
+        stderr.print("  ".join(p for p in parts if p), soft_wrap=True, highlight=False)
+        stderr.file.flush()
+
 
 class OneBarReporter(RichReporter):
     """Like RichReporter, but each phase replaces the previous bar, and the last one goes at the end.
 
-    For runs of many phases (sweeps), where the notes between phases tell the story.
+    For runs of many phases (sweeps), where the notes between phases tell the story: without a
+    terminal only the notes and the heartbeat lines of long phases are printed.
     """
+
+    phase_lines = False
 
     def __exit__(self, *exc) -> None:
         if self.task is not None:
@@ -104,6 +178,7 @@ class OneBarReporter(RichReporter):
         super().__exit__(*exc)
 
     def phase(self, name: str, total: int | None = None) -> None:
+        self._start_line(name, total)
         if self.task is not None:
             self.progress.remove_task(self.task)
         self.task = self.progress.add_task(escape(name), total=total, info="")

@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import posixpath
 import re
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -320,32 +323,87 @@ def check_manifest_matches(manifest: Manifest, fingerprint: str, spec: str, wher
 _FINGERPRINT_LINE = re.compile(r"^#\s*fingerprint:\s*(\S+)")
 
 
-def read_index_file(path: str | Path, num_train: int, fingerprint: str | None = None) -> torch.Tensor:
-    """Parse and validate an index file; returns sorted int64 positions."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"index file {p} not found; pass a file written by `remcli corrupt` or one index per line")
+STDIN = "-"
+
+
+def read_index_file(
+    path: str | Path,
+    num_train: int,
+    fingerprint: str | None = None,
+    paths: Sequence[str] | None = None,
+    root: str | Path | None = None,
+) -> torch.Tensor:
+    """Parse and validate an index file; returns sorted int64 positions.
+
+    Each line is a training-split position, or, when `paths` (the training split's file paths
+    relative to the dataset root, in position order, as imagefolder data has them) is given, one
+    of those paths (`train/cat/0001.jpg`; `./`, backslashes and absolute paths under `root` are
+    accepted). `path` "-" reads the lines from stdin.
+    """
+    if str(path) == STDIN:
+        name, text = "stdin", sys.stdin.read()
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"index file {p} not found; pass a file written by `remcli corrupt` or one index per line")
+        name, text = str(p), p.read_text(encoding="utf-8", errors="replace")
+    lookup = _path_lookup(paths, root)
     values: list[int] = []
-    for number, raw in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+    unknown: list[tuple[int, str]] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         match = _FINGERPRINT_LINE.match(line)
         if match and fingerprint is not None and match.group(1) != fingerprint:
-            raise InputError(f"index file {p} was written for data {match.group(1)}, not this dataset ({fingerprint}); use the matching --data")
+            raise InputError(f"index file {name} was written for data {match.group(1)}, not this dataset ({fingerprint}); use the matching --data")
         if not line or line.startswith("#"):
             continue
         if not re.fullmatch(r"-?\d+", line):
-            raise InputError(f"{p}:{number}: {line!r} is not an integer; write one sample index per line")
+            position = lookup(line) if lookup else None
+            if position is None:
+                if lookup is None:
+                    raise InputError(f"{name}:{number}: {line!r} is not an integer; write one sample index per line")
+                unknown.append((number, line))
+            else:
+                values.append(position)
+            continue
         value = int(line)
         if value < 0:
-            raise InputError(f"{p}:{number}: index {value} is negative; indices are positions 0..{num_train - 1} in the training split")
+            raise InputError(f"{name}:{number}: index {value} is negative; indices are positions 0..{num_train - 1} in the training split")
         if value >= num_train:
-            raise InputError(f"{p}:{number}: index {value} is outside the training split (0..{num_train - 1}); check that the file matches --data")
+            raise InputError(f"{name}:{number}: index {value} is outside the training split (0..{num_train - 1}); check that the file matches --data")
         values.append(value)
+    if unknown:
+        number, line = unknown[0]
+        more = ", ".join(f"line {n} {bad!r}" for n, bad in unknown[1:4])
+        rest = f" (also {more}{f' and {len(unknown) - 4} more' if len(unknown) > 4 else ''})" if more else ""
+        raise InputError(f"{name}:{number}: {line!r} is not an integer or a training image path{rest}; write a position 0..{num_train - 1} "
+                         f"or an image path relative to the dataset root, e.g. {paths[0]}")
     if not values:
-        raise InputError(f"index file {p} lists no samples; give at least one identified sample index")
+        raise InputError(f"index file {name} lists no samples; give at least one identified sample index")
     ids = torch.tensor(values, dtype=torch.int64)
     unique, counts = torch.unique(ids, return_counts=True)
     if len(unique) != len(ids):
         dup = unique[counts > 1][:3].tolist()
-        raise InputError(f"index file {p} repeats indices {dup}; list each sample once")
+        raise InputError(f"index file {name} repeats indices {dup}; list each sample once")
     return unique
+
+
+def _path_lookup(paths: Sequence[str] | None, root: str | Path | None) -> Callable[[str], int | None] | None:
+    """line -> training position for a root-relative (or absolute, under `root`) image path; None if unknown."""
+    if not paths:
+        return None
+    positions = {posixpath.normpath(p): i for i, p in enumerate(paths)}
+    bases = [] if root is None else list(dict.fromkeys((Path(os.path.abspath(root)), Path(root).resolve())))
+
+    def lookup(line: str) -> int | None:
+        candidate = Path(line)
+        if candidate.is_absolute():
+            for base, target in ((b, t) for b in bases for t in (candidate, candidate.resolve())):
+                if target.is_relative_to(base):
+                    found = positions.get(target.relative_to(base).as_posix())
+                    if found is not None:
+                        return found
+            return None
+        return positions.get(posixpath.normpath(line.replace("\\", "/")))
+
+    return lookup

@@ -30,10 +30,15 @@ SAMPLE_DATA = Path(__file__).resolve().parents[2] / "sample_data" / "cifar10"
 
 @dataclass(frozen=True)
 class Split:
-    """One split in memory: `images` uint8 (N, C, H, W), `labels` int64 (N,)."""
+    """One split in memory: `images` uint8 (N, C, H, W), `labels` int64 (N,).
+
+    `paths`: for imagefolder data, each sample's file path relative to the dataset root
+    (`train/cat/0001.jpg`), in position order; None for array-backed datasets.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
+    paths: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -171,7 +176,9 @@ def _decode_folder(folder: Path) -> tuple[Split, tuple[str, ...]]:
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1:
         raise InputError(f"images under {folder} have different sizes {sorted(shapes)[:3]}; resize them to one size first")
-    return _split_from_hwc(np.stack(arrays), listing.targets), tuple(listing.classes)
+    split = _split_from_hwc(np.stack(arrays), listing.targets)
+    paths = tuple(Path(path).relative_to(folder.parent).as_posix() for path, _ in listing.samples)
+    return Split(split.images, split.labels, paths), tuple(listing.classes)
 
 
 @_register("imagefolder", "ROOT/train/<class>/<image> and ROOT/test/<class>/<image>")

@@ -1,5 +1,5 @@
 """Evaluation: pure metric functions and `evaluate()` for a checkpoint."""
 
-from remcli.evaluation.evaluate import evaluate, missed_thresholds, parse_thresholds
+from remcli.evaluation.evaluate import Gate, evaluate, gates_summary, missed_gates, parse_gates
 
-__all__ = ["evaluate", "missed_thresholds", "parse_thresholds"]
+__all__ = ["Gate", "evaluate", "gates_summary", "missed_gates", "parse_gates"]

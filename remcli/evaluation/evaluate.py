@@ -18,7 +18,10 @@
 
 from __future__ import annotations
 
+import math
+import re
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -101,28 +104,74 @@ def evaluate(
     }
 
 
-def parse_thresholds(text: str) -> dict[str, float]:
-    out = {}
+GATE_EXAMPLE = "utility>=0.8,attack_success_rate<=0.05"
+_GATE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|=)\s*(\S.*?)\s*")
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One CI gate on a metric: `metric >= limit` (a floor) or `metric <= limit` (a ceiling)."""
+
+    metric: str
+    op: str  # ">=" or "<="
+    limit: float
+
+    def __str__(self) -> str:
+        return f"{self.metric}{self.op}{self.limit}"
+
+    def passes(self, value: float | None) -> bool:
+        if value is None:  # a metric that could not be measured never passes a gate
+            return False
+        return value >= self.limit if self.op == ">=" else value <= self.limit
+
+
+def parse_gates(text: str, option: str = "--gate") -> list[Gate]:
+    """`utility>=0.8,attack_success_rate<=0.05` -> gates. `name=value` means `name>=value`.
+
+    Empty parts are skipped; a malformed part, a NaN limit or the same metric and direction
+    twice is an InputError naming `option`.
+    """
+    gates: list[Gate] = []
+    seen: set[tuple[str, str]] = set()
     for part in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, value = part.partition("=")
-        try:
-            out[name.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if sep and out[name.strip()] != out[name.strip()]:  # NaN could never fail the gate
-            sep = ""
-        if not sep:
-            raise InputError(f"--fail-under {text!r} must look like utility=0.8,healed=0.7")
-    return out
+        match = _GATE.fullmatch(part)
+        limit = None
+        if match:
+            try:
+                limit = float(match.group(3))
+            except ValueError:
+                limit = None
+        if limit is None or math.isnan(limit):  # NaN could never fail (or pass) a gate
+            raise InputError(f"{option} {part!r} is not a gate; write NAME>=VALUE or NAME<=VALUE (NAME=VALUE means >=), "
+                             f"comma-separated, e.g. '{GATE_EXAMPLE}'")
+        op = ">=" if match.group(2) == "=" else match.group(2)
+        key = (match.group(1), op)
+        if key in seen:
+            raise InputError(f"{option} gives {match.group(1)}{op} twice; keep one limit per metric and direction")
+        seen.add(key)
+        gates.append(Gate(match.group(1), op, limit))
+    return gates
 
 
-def missed_thresholds(result: dict, thresholds: dict[str, float]) -> list[str]:
-    """Names and values of the metrics below their threshold (unknown metric names are errors)."""
+def missed_gates(result: dict, gates: list[Gate], option: str = "--gate") -> list[str]:
+    """One `name=value < limit` (floor) or `name=value > limit` (ceiling) per missed gate.
+
+    Unknown metric names are an InputError listing the available ones.
+    """
     missed = []
-    for name, floor in thresholds.items():
-        if name not in result["metrics"]:
-            raise InputError(f"--fail-under names unknown metric {name!r}; available: {', '.join(result['metrics'])}")
-        value = result["metrics"][name]
-        if value is None or value < floor:
-            missed.append(f"{name}={value} < {floor}")
+    for gate in gates:
+        if gate.metric not in result["metrics"]:
+            raise InputError(f"{option} names unknown metric {gate.metric!r}; available: {', '.join(result['metrics'])}")
+        value = result["metrics"][gate.metric]
+        if not gate.passes(value):
+            missed.append(f"{gate.metric}={value} {'<' if gate.op == '>=' else '>'} {gate.limit}")
     return missed
+
+
+def gates_summary(gates: list[Gate], missed: list[str]) -> dict:
+    """The `thresholds` entry of `evaluate --json`: floors under `required` (as before), ceilings under `at_most`."""
+    return {
+        "required": {g.metric: g.limit for g in gates if g.op == ">="},
+        "at_most": {g.metric: g.limit for g in gates if g.op == "<="},
+        "missed": missed,
+    }

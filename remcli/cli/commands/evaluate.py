@@ -10,11 +10,14 @@ from rich.console import Console
 from rich.table import Table
 
 from remcli.checkpoints import load_checkpoint
-from remcli.cli.options import CheckpointArg, CorruptionOpt, DataOpt, DeviceOpt, DownloadOpt, JsonOpt
+from remcli.cli.options import FORGET_HELP, CheckpointArg, CorruptionOpt, DataOpt, DeviceOpt, DownloadOpt, JsonOpt
 from remcli.cli.output import emit_json, errors_to_exit
 from remcli.errors import ThresholdError
-from remcli.evaluation import evaluate, missed_thresholds, parse_thresholds
+from remcli.evaluation import evaluate, gates_summary, missed_gates, parse_gates
+from remcli.evaluation.evaluate import GATE_EXAMPLE
 from remcli.inputs import read_identified, resolve_inputs
+
+GATE_OPTION = "--gate/--fail-under"
 
 
 def metrics_table(result: dict) -> Table:
@@ -31,26 +34,30 @@ def evaluate_command(
     checkpoint: CheckpointArg,
     data: DataOpt = None,
     corruption: CorruptionOpt = None,
-    forget: Annotated[Optional[Path], typer.Option("--forget", help="Index file of identified samples; splits healed into identified / undiscovered.")] = None,
+    forget: Annotated[Optional[Path], typer.Option("--forget", metavar="FILE", help=FORGET_HELP + " Splits healed into identified / undiscovered.")] = None,
     json_out: JsonOpt = None,
-    fail_under: Annotated[Optional[str], typer.Option("--fail-under", help="Minimum metric values, e.g. utility=0.8,healed=0.7; exit code 3 if one is missed.")] = None,
+    gate: Annotated[list[str], typer.Option(
+        "--gate", "--fail-under", metavar="METRIC>=VALUE",
+        help=f"CI gates, comma-separated or repeated: METRIC>=VALUE (a floor) or METRIC<=VALUE (a ceiling); METRIC=VALUE means >=. "
+             f"Quote them for the shell, e.g. --gate '{GATE_EXAMPLE}'. Exit code 3 if one is missed. --fail-under is the same option.",
+    )] = [],
     device: DeviceOpt = "auto",
     download: DownloadOpt = False,
 ) -> None:
     """Measure test accuracy, utility, healed, attack success and more (fractions in [0,1]).
 
-    Exit codes: 0 ok, 3 a --fail-under threshold was missed, 2 usage or input error, 1 otherwise.
+    Exit codes: 0 ok, 3 a --gate (--fail-under) was missed, 2 usage or input error, 1 otherwise.
     """
-    thresholds = parse_thresholds(fail_under) if fail_under else {}
+    gates = parse_gates(",".join(gate), GATE_OPTION)
     ckpt = load_checkpoint(checkpoint)
     inputs = resolve_inputs(ckpt, data, corruption, download)
     identified = read_identified(forget, inputs.dataset) if forget else None
     result = evaluate(ckpt, inputs.dataset, inputs.manifest, identified, device=device)
-    missed = missed_thresholds(result, thresholds)
-    result["thresholds"] = {"required": thresholds, "missed": missed}
+    missed = missed_gates(result, gates, GATE_OPTION)
+    result["thresholds"] = gates_summary(gates, missed)
     if json_out:
         emit_json(result, json_out)
     if json_out != "-":
         Console().print(metrics_table(result))
     if missed:
-        raise ThresholdError("below --fail-under: " + ", ".join(missed))
+        raise ThresholdError(f"missed {len(missed)} of {len(gates)} {GATE_OPTION} gates: " + ", ".join(missed))

@@ -56,7 +56,7 @@ def sweep_command(
     train_epochs: Annotated[int, typer.Option("--train-epochs", help="Training epochs per (kind, seed) model.")] = 40,
     train_batch_size: Annotated[int, typer.Option("--train-batch-size", help="Training batch size.")] = 512,
     train_lr: Annotated[Optional[float], typer.Option("--train-lr", help="Training peak learning rate. Default 0.025 (SGD) or 1e-4 (Adam).")] = None,
-    settings: Annotated[list[str], typer.Option("--set", help="Method setting METHOD.name=value, e.g. rem.epochs=3 (repeatable; see `remcli methods --json -`).")] = [],
+    settings: Annotated[list[str], typer.Option("--set", metavar="METHOD.NAME=VALUE", help="Method setting METHOD.name=value, e.g. rem.epochs=3 (repeatable; see `remcli methods --json -`).")] = [],
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     quiet: QuietOpt = False,

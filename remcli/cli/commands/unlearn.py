@@ -9,10 +9,11 @@ import typer
 
 from remcli.checkpoints import load_checkpoint, save_checkpoint
 from remcli.cli.commands.train import parse_arch_args
-from remcli.cli.options import CheckpointArg, CorruptionOpt, DataOpt, DeviceOpt, DownloadOpt, ForceOpt, JsonOpt, PrecisionOpt, QuietOpt, SeedOpt
+from remcli.cli.options import FORGET_HELP, CheckpointArg, CorruptionOpt, DataOpt, DeviceOpt, DownloadOpt, ForceOpt, JsonOpt, PrecisionOpt, QuietOpt, SeedOpt
 from remcli.cli.output import RichReporter, emit_json, errors_to_exit, stderr
 from remcli.fileio import check_writable_output
 from remcli.inputs import read_identified, resolve_inputs
+from remcli.errors import ResultError
 from remcli.settings import parse_settings
 from remcli.unlearning import unlearn
 
@@ -29,7 +30,7 @@ def collect_overrides(settings: list[str], **named) -> dict:
 @errors_to_exit
 def unlearn_command(
     checkpoint: CheckpointArg,
-    forget: Annotated[Path, typer.Option("--forget", help="Index file of identified corrupted samples (one training position per line).")],
+    forget: Annotated[Path, typer.Option("--forget", metavar="FILE", help=FORGET_HELP)],
     out: Annotated[Path, typer.Option("--out", help="Output checkpoint (.safetensors); same tensor names and shapes as the input.")],
     method: Annotated[str, typer.Option("--method", help="Unlearning method (see `remcli methods`).")] = "rem",
     data: DataOpt = None,
@@ -58,6 +59,7 @@ def unlearn_command(
     precision: PrecisionOpt = "auto",
     force: ForceOpt = False,
     download: DownloadOpt = False,
+    allow_unchanged: Annotated[bool, typer.Option("--allow-unchanged", help="Write the output even when unlearning left every tensor unchanged (otherwise exit 4, nothing written).")] = False,
     quiet: QuietOpt = False,
     json_out: JsonOpt = None,
 ) -> None:
@@ -84,6 +86,11 @@ def unlearn_command(
     )
     with RichReporter(quiet) as reporter:
         outcome = unlearn(ckpt, inputs, identified, method, overrides, seed=seed, device=device, precision=precision, reporter=reporter)
+    if not outcome.summary["changed"] and not allow_unchanged:
+        kept = outcome.summary["log"].get("best_iteration", outcome.summary["log"].get("best_epoch"))
+        why = f" (it kept iteration {kept}: no iterate scored better than the input model on the selection proxy)" if kept == 0 else ""
+        raise ResultError(f"{method} left the model unchanged{why}, so {out} was not written; give it more budget (--epochs) "
+                          "or other settings, or pass --allow-unchanged to write the unchanged model anyway")
     sha = save_checkpoint(out, outcome.state_dict, outcome.meta, force=force, inputs=(checkpoint,))
     summary = {**outcome.summary, "input": str(checkpoint), "checkpoint": str(out), "checkpoint_sha256": sha}
     stderr.print(f"{method}: {summary['steps']} gradient steps in {summary['wall_time_s']:.1f}s on {summary['device']}; wrote {out}")

@@ -1,0 +1,108 @@
+"""The typer application behind `remcli`: every subcommand, and the help conventions they share.
+
+Importing this module imports the library (torch); `remcli.cli.main` only does so when a
+command actually runs, so `remcli --version` stays fast.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup
+
+from remcli import __version__
+from remcli.cli.commands.catalog import archs_command, methods_command
+from remcli.cli.commands.corrupt import corrupt_command
+from remcli.cli.commands.evaluate import evaluate_command
+from remcli.cli.commands.import_weights import import_command
+from remcli.cli.commands.inspect import inspect_command
+from remcli.cli.commands.sweep import sweep_command
+from remcli.cli.commands.train import train_command
+from remcli.cli.commands.unlearn import unlearn_command
+
+HELP_OPTIONS = ["-h", "--help"]
+
+
+def reflow(text: str) -> str:
+    """Join a docstring's hard-wrapped lines into paragraphs (blank lines separate paragraphs).
+
+    typer's rich help keeps single line breaks, so source-wrapped docstrings would render ragged;
+    lines starting with `* ` or `- ` stay list items.
+    """
+    paragraphs = []
+    for paragraph in inspect.cleandoc(text).split("\n\n"):
+        lines: list[str] = []
+        for raw in paragraph.splitlines():
+            line = raw.strip()
+            if lines and not line.startswith(("* ", "- ")):
+                lines[-1] += " " + line
+            else:
+                lines.append(line)
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
+class _HelpConventions:
+    """Help text as paragraphs; no type metavar on flags (`<bool>`), NAME=VALUE on repeatable options, ARG names in capitals."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.help:
+            self.help = reflow(self.help)
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if param.metavar is not None:
+                continue
+            if isinstance(param, TyperArgument):
+                param.metavar = param.name.upper()
+            elif getattr(param, "is_flag", False):
+                param.metavar = ""
+            elif getattr(param, "multiple", False):
+                param.metavar = "NAME=VALUE"
+        return params
+
+
+class RemcliCommand(_HelpConventions, TyperCommand):
+    pass
+
+
+class RemcliGroup(_HelpConventions, TyperGroup):
+    pass
+
+
+app = typer.Typer(
+    name="remcli",
+    cls=RemcliGroup,
+    help=(
+        "Remove the influence of corrupted training data from image classifiers.\n\n"
+        "Pipeline: corrupt -> train -> unlearn -> evaluate, on safetensors checkpoints and plain index files.\n\n"
+        "Exit codes: 0 ok; 1 runtime failure; 2 usage or input error; 3 an evaluate --gate (--fail-under) was missed; "
+        "4 the result would be wrong or empty, so nothing was written."
+    ),
+    context_settings={"help_option_names": HELP_OPTIONS},
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"remcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit.")) -> None:
+    """remcli: corrupt, train, unlearn and evaluate image classifiers."""
+
+
+for _name, _command in (
+    ("corrupt", corrupt_command), ("train", train_command), ("unlearn", unlearn_command), ("evaluate", evaluate_command),
+    ("sweep", sweep_command), ("inspect", inspect_command), ("methods", methods_command), ("archs", archs_command),
+    ("import", import_command),
+):
+    app.command(_name, cls=RemcliCommand)(_command)

@@ -1,0 +1,199 @@
+"""CLI conventions: -h, a fast --version, clean metavars, reflowed help, and CI-friendly stderr."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import select
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from remcli import __version__
+from remcli.cli.app import reflow
+from remcli.cli.main import app
+from remcli.cli.output import OneBarReporter, RichReporter, stderr
+
+runner = CliRunner()
+REPO = Path(__file__).resolve().parents[1]
+COMMANDS = sorted(info.name for info in app.registered_commands)
+
+
+def invoke(args, columns: int = 200, **kwargs):
+    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": str(columns)}, **kwargs)
+
+
+def run_python(code: str, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=120, **kwargs)
+
+
+# --- -h / --help ---------------------------------------------------------------------------------
+
+def test_every_command_is_there():
+    assert COMMANDS == sorted(["corrupt", "train", "unlearn", "evaluate", "sweep", "inspect", "methods", "archs", "import"])
+
+
+@pytest.mark.parametrize("args", [[], *[[name] for name in COMMANDS]], ids=lambda a: " ".join(a) or "remcli")
+def test_dash_h_is_help(args):
+    short, long = invoke([*args, "-h"]), invoke([*args, "--help"])
+    assert short.exit_code == 0 and long.exit_code == 0, (short.output, long.output)
+    assert "Usage: remcli" in short.stdout and short.stdout == long.stdout
+
+
+# --- metavars and paragraphs ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_help_shows_no_python_type_metavars_for_flags_and_lists(name):
+    text = invoke([name, "--help"]).stdout
+    assert "<bool>" not in text and "<list[" not in text, text
+
+
+def test_flags_show_no_metavar_and_lists_show_name_value():
+    text = invoke(["unlearn", "--help"]).stdout
+    assert re.search(r"--force\s+│?\s*Overwrite an existing output file", text), text
+    assert re.search(r"--set\s+NAME=VALUE\s", text) and re.search(r"--arch-arg\s+NAME=VALUE\s", text)
+    assert re.search(r"--set\s+METHOD\.NAME=VALUE\s", invoke(["sweep", "--help"]).stdout)
+    assert re.search(r"--help\s+-h\s+Show this message", text)
+
+
+def test_help_paragraphs_reflow_instead_of_keeping_docstring_line_breaks():
+    text = invoke(["unlearn", "--help"], columns=250).stdout
+    # the docstring breaks this sentence after "has"; rendered, it is one paragraph line at this width
+    assert "The output has exactly the input's tensor names and shapes; its history records the method" in text
+    narrow = invoke(["unlearn", "--help"], columns=60).stdout
+    assert all(len(line) <= 60 for line in narrow.splitlines())
+
+
+def test_reflow_joins_lines_keeps_paragraphs_and_list_items():
+    doc = """First line
+    continues here.
+
+    Second paragraph
+    goes on.
+    * item one
+      wraps
+    * item two
+    """
+    assert reflow(doc) == "First line continues here.\n\nSecond paragraph goes on.\n* item one wraps\n* item two"
+
+
+# --- --version -----------------------------------------------------------------------------------
+
+def test_version_does_not_import_torch():
+    code = ("import sys; sys.argv = ['remcli', '--version']\n"
+            "from remcli.cli.main import main\n"
+            "try:\n    main()\nexcept SystemExit as stop:\n    assert not stop.code, stop.code\n"
+            "assert 'torch' not in sys.modules and 'typer' not in sys.modules, sorted(m for m in sys.modules if m in ('torch', 'typer'))")
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"remcli {__version__}\n"
+
+
+def test_version_through_the_app_and_after_help():
+    assert invoke(["--version"]).stdout == f"remcli {__version__}\n"
+    result = run_python("import sys; sys.argv = ['remcli', '-h', '--version']\nfrom remcli.cli.main import main\nmain()")
+    assert result.returncode == 0 and result.stdout == f"remcli {__version__}\n", result.stderr
+
+
+def test_main_runs_commands():
+    result = run_python("import sys; sys.argv = ['remcli', 'archs', '--json', '-']\nfrom remcli.cli.main import main\nmain()")
+    assert result.returncode == 0, result.stderr
+    assert "resnet9" in json.loads(result.stdout)["archs"]
+
+
+# --- stderr without a terminal (CI logs) ---------------------------------------------------------
+
+def test_progress_without_a_terminal_is_plain_lines_printed_as_each_phase_ends():
+    buffer = io.StringIO()  # not a terminal
+    with contextlib.redirect_stderr(buffer):
+        with RichReporter() as reporter:
+            reporter.phase("train epoch 1/2", 3)
+            reporter.advance(1)
+            reporter.advance(2, loss=0.51234, acc=0.75)
+            assert buffer.getvalue() == ""
+            reporter.phase("train epoch 2/2", 3)
+            assert buffer.getvalue() == "train epoch 1/2  3/3 steps  loss=0.5123  acc=0.75  0.0s\n"  # before the run ends
+            reporter.note("a note")
+            reporter.advance(3, loss=0.25)
+        assert buffer.getvalue().splitlines()[1:] == ["a note", "train epoch 2/2  3/3 steps  loss=0.25  0.0s"]
+    assert "\r" not in buffer.getvalue() and "\x1b" not in buffer.getvalue()
+
+
+def test_progress_without_a_terminal_quiet_prints_nothing_and_sweeps_print_notes_only():
+    buffer = io.StringIO()
+    with contextlib.redirect_stderr(buffer):
+        with RichReporter(quiet=True) as reporter:
+            reporter.phase("a", 1)
+            reporter.advance(1)
+        with OneBarReporter() as reporter:
+            reporter.phase("cell [1/3]", 2)
+            reporter.advance(2)
+            reporter.note("finished cell [1/3]")
+    assert buffer.getvalue() == "finished cell [1/3]\n"
+
+
+def test_progress_lines_reach_a_pipe_while_the_process_runs():
+    code = (
+        "import sys\n"
+        "from remcli.cli.output import RichReporter\n"
+        "with RichReporter() as r:\n"
+        "    r.phase('first', 2); r.advance(2, loss=1.0); r.phase('second', 1)\n"
+        "    sys.stdin.readline()  # wait until the parent has read the first line\n"
+        "    r.advance(1)\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    try:
+        ready, _, _ = select.select([proc.stderr], [], [], 60)
+        assert ready, "no progress line reached the pipe while the process was running"
+        first = proc.stderr.readline()
+        assert re.fullmatch(r"first  2/2 steps  loss=1  \d+\.\ds\n", first), first
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        rest = proc.stderr.read()
+        assert re.fullmatch(r"second  1/1 steps  \d+\.\ds\n", rest), rest
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+
+
+def test_long_messages_are_not_wrapped_without_a_terminal():
+    message = "a long message " * 12
+    buffer = io.StringIO()
+    with contextlib.redirect_stderr(buffer):
+        stderr.print(message.strip())
+    assert buffer.getvalue() == message.strip() + "\n"
+
+
+def test_cli_train_progress_and_summary_are_unwrapped_lines(cifar_spec, tmp_path):
+    out = tmp_path / ("a-long-output-directory-name-so-the-summary-line-is-longer-than-eighty-columns" ) / "model.safetensors"
+    out.parent.mkdir()
+    result = runner.invoke(app, ["train", "--data", cifar_spec, "--width", "0.25", "--epochs", "2", "--batch-size", "500", "--val-fraction", "0",
+                                 "--device", "cpu", "--out", str(out)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert re.fullmatch(r"train epoch 1/2  2/2 steps  .*loss=[0-9.]+.*\d+\.\ds", lines[0]), lines
+    assert re.fullmatch(r"train epoch 2/2  2/2 steps  .*\d+\.\ds", lines[1]), lines
+    assert lines[2].startswith("trained resnet9 for 2 epochs") and lines[2].endswith(f"wrote {out}") and len(lines[2]) > 80, lines
+    assert len(lines) == 3 and "\r" not in result.stderr and "\x1b" not in result.stderr
+
+
+def test_long_phases_print_heartbeat_lines_without_a_terminal(monkeypatch):
+    from remcli.cli import output
+
+    monkeypatch.setattr(output, "HEARTBEAT_S", 0.0)  # every advance is "30 s later"
+    buffer = io.StringIO()
+    with contextlib.redirect_stderr(buffer):
+        with OneBarReporter() as reporter:  # sweeps: heartbeats only, no line per phase
+            reporter.phase("repair 1/10", 4)
+            reporter.advance(1)
+            reporter.advance(1, proxy=0.5)
+            reporter.phase("repair 2/10", 4)
+    assert [re.sub(r"\d+\.\ds$", "T", line) for line in buffer.getvalue().splitlines()] == ["repair 1/10  1/4 steps  T", "repair 1/10  2/4 steps  proxy=0.5  T"]
