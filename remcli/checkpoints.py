@@ -11,7 +11,10 @@ model and how it came to be:
     num_classes            int
     input_shape            [C, H, W] of the data (JSON)
     mean, std              normalisation applied to [0,1] pixels (JSON)
+    classes                the dataset's class names in label order (JSON; absent in older files)
     dataset, dataset_fingerprint
+    dataset_content_sha256 sha256 of the decoded training images (absent in older files): catches
+                           the same labels on other or reordered images
     corruption_sha256      sha256 of the corruption manifest trained on ("" if none)
     validation             {"seed", "fraction", "indices"} held out from training (JSON)
     history                list of steps that produced the file (JSON): command, parameters,
@@ -36,10 +39,10 @@ from torch import nn
 
 from remcli import __version__
 from remcli.errors import InputError, ResultError
-from remcli.fileio import atomic_path, check_writable_output, sha256_file
+from remcli.fileio import atomic_path, check_writable_output, sha256_file, write_failure
 from remcli.models import build_model, model_channels
 
-_JSON_KEYS = ("arch_kwargs", "input_shape", "mean", "std", "validation", "history")
+_JSON_KEYS = ("arch_kwargs", "input_shape", "mean", "std", "classes", "validation", "history")
 
 
 @dataclass
@@ -143,7 +146,10 @@ def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], meta:
     if bad:
         raise ResultError(f"{len(bad)} tensors hold NaN or inf values (e.g. {bad[0]}): the run diverged, so {out} was not written; lower --lr and rerun")
     with atomic_path(out) as tmp:
-        save_file(tensors, str(tmp), metadata=encode_metadata(meta))
+        try:
+            save_file(tensors, str(tmp), metadata=encode_metadata(meta))
+        except SafetensorError as err:  # safetensors reports I/O failures (disk full, EFBIG) as its own error
+            raise write_failure(out, err) from None
     return sha256_file(out)
 
 

@@ -18,6 +18,15 @@ class RemcliError(Exception):
     exit_code = 1
 
 
+class WriteError(RemcliError):
+    """An output could not be written (disk full, file too large, no permission). Exit code 1.
+
+    Nothing partial is left behind: the temporary file is removed before this is raised.
+    """
+
+    exit_code = 1
+
+
 class InputError(RemcliError):
     """The user gave us something we cannot use (file, option, data). Exit code 2."""
 

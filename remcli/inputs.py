@@ -2,13 +2,16 @@
 
 By default both come from the checkpoint's metadata (the dataset spec and the manifest path and
 sha256 recorded at training time); `--data` / `--corruption` override them. Every pairing is
-checked against the dataset fingerprint, so a checkpoint, manifest or index file made for other
-data is refused instead of silently mis-applied.
+checked against the dataset fingerprint (labels and shape) and, in files that record them, the
+class names and a content hash of the training images, so a checkpoint, manifest or index file
+made for other data (or the same images in another order) is refused instead of silently
+mis-applied. A checkpoint's recorded normalisation (`mean`/`std`, e.g. from `remcli import
+--mean/--std`) is used instead of the statistics of the data it is run on.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -32,8 +35,56 @@ def load_corruption(path: str | Path | None, dataset: Dataset) -> tuple[Manifest
     if path is None:
         return None, None
     manifest = load_manifest(path)
-    check_manifest_matches(manifest, dataset.fingerprint, dataset.spec, f"corruption manifest {path}")
+    check_manifest_matches(manifest, dataset.fingerprint, dataset.spec, f"corruption manifest {path}", content_sha256=dataset.content_sha256)
     return manifest, sha256_file(path)
+
+
+def first_difference(recorded: list[str], actual: list[str]) -> str:
+    for position, (a, b) in enumerate(zip(recorded, actual)):
+        if a != b:
+            return f"label {position} is {a!r} in the checkpoint but {b!r} in the data"
+    return f"the checkpoint lists {len(recorded)} classes, the data {len(actual)}"
+
+
+def _was_imported(checkpoint: Checkpoint) -> bool:
+    return any(step.get("command") == "import" for step in checkpoint.history)
+
+
+def check_checkpoint_matches(checkpoint: Checkpoint, dataset: Dataset, spec: str) -> None:
+    """Shape, classes, label fingerprint and (when recorded) image content; one-line InputError naming the fix."""
+    shape = checkpoint.meta.get("input_shape")
+    if shape and list(shape) != list(dataset.input_shape):
+        height, width = (list(shape) + [0, 0, 0])[1:3]
+        resize = f"imagefolder:ROOT?size={width}" if height == width else "images resized to that size"
+        if _was_imported(checkpoint):
+            fix = f"re-run `remcli import` with the --input-shape the weights expect, or load the data as {resize}"
+        else:
+            fix = f"load the data as {resize} (the size it was trained at) or pass the --data it was trained on"
+        raise InputError(f"checkpoint {checkpoint.path} expects inputs {list(shape)}, but {spec} has {list(dataset.input_shape)}; {fix}")
+    if checkpoint.num_classes is not None and checkpoint.num_classes != dataset.num_classes:
+        raise InputError(f"checkpoint {checkpoint.path} has {checkpoint.num_classes} classes, but {spec} has {dataset.num_classes}; pass the matching --data")
+    classes = checkpoint.meta.get("classes")
+    if isinstance(classes, list) and classes and [str(c) for c in classes] != list(dataset.classes):
+        raise InputError(f"checkpoint {checkpoint.path} was trained with other class names than {spec} has: "
+                         f"{first_difference([str(c) for c in classes], list(dataset.classes))}; rename the class folders to match or pass the --data it was trained on")
+    recorded = checkpoint.meta.get("dataset_fingerprint")
+    if recorded and recorded != dataset.fingerprint:
+        raise InputError(f"checkpoint {checkpoint.path} was trained on data {recorded}, but {spec} is {dataset.fingerprint}; pass the matching --data")
+    content = checkpoint.meta.get("dataset_content_sha256")
+    if content and dataset.content_sha256 and content != dataset.content_sha256:
+        raise InputError(f"checkpoint {checkpoint.path} was trained on other images than {spec} holds (same labels, different pixels or image order: "
+                         f"content {content} vs {dataset.content_sha256}); restore the image files as they were at training time or pass the --data it was trained on")
+
+
+def _normalisation(checkpoint: Checkpoint, dataset: Dataset) -> Dataset:
+    """The checkpoint's recorded mean/std (training statistics or `import --mean/--std`) win over the data's own."""
+    mean, std = checkpoint.meta.get("mean"), checkpoint.meta.get("std")
+    channels = dataset.input_shape[0]
+    if isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) == channels:
+        values = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        if values != (dataset.mean, dataset.std):
+            return replace(dataset, mean=values[0], std=values[1])
+    return dataset
 
 
 def resolve_inputs(checkpoint: Checkpoint, data: str | None, corruption: str | Path | None, download: bool = False) -> RunInputs:
@@ -41,17 +92,13 @@ def resolve_inputs(checkpoint: Checkpoint, data: str | None, corruption: str | P
     if not spec:
         raise InputError(f"checkpoint {checkpoint.path} records no dataset; pass --data")
     dataset = load_dataset(spec, download=download)
-    recorded = checkpoint.meta.get("dataset_fingerprint")
-    if recorded and recorded != dataset.fingerprint:
-        raise InputError(f"checkpoint {checkpoint.path} was trained on data {recorded}, but {spec} is {dataset.fingerprint}; pass the matching --data")
-    shape = checkpoint.meta.get("input_shape")
-    if shape and list(shape) != list(dataset.input_shape):
-        raise InputError(f"checkpoint {checkpoint.path} expects inputs {shape}, but {spec} has {list(dataset.input_shape)}; pass the matching --data")
-    if checkpoint.num_classes is not None and checkpoint.num_classes != dataset.num_classes:
-        raise InputError(f"checkpoint {checkpoint.path} has {checkpoint.num_classes} classes, but {spec} has {dataset.num_classes}; pass the matching --data")
+    check_checkpoint_matches(checkpoint, dataset, spec)
+    dataset = _normalisation(checkpoint, dataset)
     for key, value in (("dataset", dataset.spec), ("dataset_fingerprint", dataset.fingerprint), ("input_shape", list(dataset.input_shape)),
-                       ("mean", list(dataset.mean)), ("std", list(dataset.std))):
+                       ("mean", list(dataset.mean)), ("std", list(dataset.std)), ("classes", list(dataset.classes))):
         checkpoint.meta.setdefault(key, value)  # checkpoints without remcli metadata gain it here
+    if dataset.content_sha256 and checkpoint.meta.get("dataset_fingerprint") == dataset.fingerprint:
+        checkpoint.meta.setdefault("dataset_content_sha256", dataset.content_sha256)
     path = Path(corruption) if corruption else None
     if path is None and checkpoint.meta.get("corruption_path"):
         recorded_path = Path(checkpoint.meta["corruption_path"])
@@ -67,4 +114,4 @@ def read_identified(path: str | Path, dataset: Dataset) -> torch.Tensor:
     """The positions an index file names (`-` = stdin); lines may be image paths for imagefolder data."""
     paths = dataset.train.paths
     root = parse_spec(dataset.spec)[1] if paths else None
-    return read_index_file(path, len(dataset.train), dataset.fingerprint, paths, root)
+    return read_index_file(path, len(dataset.train), dataset.fingerprint, paths, root, content_sha256=dataset.content_sha256)

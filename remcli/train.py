@@ -77,6 +77,8 @@ def model_metadata(arch: str, arch_kwargs: dict, dataset: Dataset, corruption_sh
         "std": list(dataset.std),
         "dataset": dataset.spec,
         "dataset_fingerprint": dataset.fingerprint,
+        **({"dataset_content_sha256": dataset.content_sha256} if dataset.content_sha256 else {}),
+        "classes": list(dataset.classes),
         "corruption_sha256": corruption_sha256 or "",
         "corruption_path": corruption_path or "",
         "validation": validation,

@@ -222,7 +222,8 @@ def test_summary_lists_every_method_sorted_by_utility_x_healed(grown):
     assert len(values) == 6 and mean is not None and sem is not None
     rem_row = rows[names.index("rem")]
     assert rem_row.split("|")[2].strip() == "6"
-    assert rem_row.split("|")[5].strip() == f"{mean * 100:.1f} ± {sem * 100:.1f}"
+    shown_mean, shown_sem = (float(x) for x in rem_row.split("|")[5].split("±"))
+    assert abs(shown_mean - mean * 100) <= 0.05 + 1e-9 and abs(shown_sem - sem * 100) <= 0.05 + 1e-9  # one decimal, summed in any order
     for kind in KINDS:
         assert kind in text.split("## By corruption kind")[1]
     assert "**ga**" in text and "**rem**" in text and "| poison | " in text
@@ -536,7 +537,7 @@ def test_memorisation_check_passes_a_trained_model_and_flags_an_undertrained_one
     assert result.exit_code == 0, result.output
     rows = []
     for seed, path in enumerate((poisoned_run / "model.safetensors", short)):
-        evaluated = runner.invoke(app, ["evaluate", str(path), "--device", "cpu", "--quiet", "--json", "-"])
+        evaluated = runner.invoke(app, ["evaluate", str(path), "--device", "cpu", "--json", "-"])
         assert evaluated.exit_code == 0, evaluated.output
         metrics = json.loads(evaluated.stdout)["metrics"]
         rows.append({"cell": f"poison-s{seed}-original", "kind": "poison", "rate": 0.0, "method": "original", "seed": seed, "status": "ok", **metrics})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -15,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from remcli.errors import RemcliError
-from remcli.fileio import atomic_write_text
+from remcli.fileio import atomic_write_text, write_failure
 
 
 class StderrConsole(Console):
@@ -45,13 +46,19 @@ HEARTBEAT_S = _heartbeat_s()
 def errors_to_exit(fn: Callable) -> Callable:
     """The one place library errors become a one-line message and an exit code.
 
-    Set REMCLI_DEBUG=1 to see the traceback instead.
+    A full disk or an over-limit file (ENOSPC, EDQUOT, EFBIG) met outside the atomic writers is
+    reported the same way (exit 1). Set REMCLI_DEBUG=1 to see the traceback instead.
     """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            except OSError as err:
+                if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or os.environ.get("REMCLI_DEBUG"):
+                    raise
+                raise write_failure(err.filename or "an output file", err) from None
         except RemcliError as err:
             if os.environ.get("REMCLI_DEBUG"):
                 raise
@@ -68,7 +75,7 @@ def emit_json(obj: dict, dest: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
-        atomic_write_text(dest, text)
+        atomic_write_text(dest, text, option="--json")
 
 
 def _fields_text(fields: dict) -> str:

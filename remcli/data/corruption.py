@@ -93,6 +93,7 @@ class Manifest:
     schema_version: int = SCHEMA_VERSION
     remcli_version: str = __version__
     discovery: dict = field(default_factory=dict)
+    content_sha256: str | None = None  # of the decoded training images; absent in older manifests
 
     # --- derived views -----------------------------------------------------------------------
     @property
@@ -118,7 +119,15 @@ class Manifest:
 
     def to_json(self) -> str:
         body = asdict(self)
+        content = body.pop("content_sha256")
         ordered = {"schema_version": body.pop("schema_version"), "remcli_version": body.pop("remcli_version"), **body}
+        if content:  # written (after the fingerprint) only when known, so manifests made without it keep their exact bytes
+            with_content = {}
+            for key, value in ordered.items():
+                with_content[key] = value
+                if key == "fingerprint":
+                    with_content["content_sha256"] = content
+            ordered = with_content
         return json.dumps(ordered, indent=1) + "\n"
 
 
@@ -199,6 +208,7 @@ def corrupt(
     kind: str,
     count: int,
     seed: int = 0,
+    content_sha256: str | None = None,
     **params,
 ) -> Manifest:
     """Choose the corrupted samples and their new labels. Pure: same inputs, same manifest."""
@@ -220,6 +230,7 @@ def corrupt(
         true_labels=labels[chosen].tolist(),
         new_labels=new.tolist(),
         trigger=None if trigger is None else {**asdict(trigger), "colour": list(trigger.colour), "space": "pixel [0,1], after augmentation, before normalisation"},
+        content_sha256=content_sha256,
     )
 
 
@@ -277,6 +288,7 @@ def write_corruption(manifest: Manifest, out_dir: str | Path, rates: list[float]
             "# remcli identified samples: one training-split position per line",
             f"# dataset: {manifest.dataset}",
             f"# fingerprint: {manifest.fingerprint}",
+            *([f"# content-sha256: {manifest.content_sha256}"] if manifest.content_sha256 else []),
             f"# corruption: {manifest.kind}, manifest sha256 {digest}",
             f"# discovery-rate: {rate_label(rate)} ({len(ids)} of {len(manifest.indices)} corrupted, seed {manifest.seed})",
         ]
@@ -310,10 +322,16 @@ def load_manifest(path: str | Path) -> Manifest:
     return manifest
 
 
-def check_manifest_matches(manifest: Manifest, fingerprint: str, spec: str, where: str) -> None:
+def check_manifest_matches(manifest: Manifest, fingerprint: str, spec: str, where: str, content_sha256: str | None = None) -> None:
+    """Labels and shape always; the training images' content when both the manifest and the caller know it."""
     if manifest.fingerprint != fingerprint:
         raise InputError(
             f"{where} was made for dataset {manifest.dataset} ({manifest.fingerprint}) but the data is {spec} ({fingerprint}); use the matching --data"
+        )
+    if manifest.content_sha256 and content_sha256 and manifest.content_sha256 != content_sha256:
+        raise InputError(
+            f"{where} was made for other images than {spec} holds (same labels, different pixels or image order: content {manifest.content_sha256} vs "
+            f"{content_sha256}), so its positions would point at other images; restore the image files as they were or rerun `remcli corrupt` on this data"
         )
 
 
@@ -321,6 +339,7 @@ def check_manifest_matches(manifest: Manifest, fingerprint: str, spec: str, wher
 # Index files: one training-split position per line, '#' comments allowed.
 
 _FINGERPRINT_LINE = re.compile(r"^#\s*fingerprint:\s*(\S+)")
+_CONTENT_LINE = re.compile(r"^#\s*content-sha256:\s*(\S+)")
 
 
 STDIN = "-"
@@ -332,13 +351,15 @@ def read_index_file(
     fingerprint: str | None = None,
     paths: Sequence[str] | None = None,
     root: str | Path | None = None,
+    content_sha256: str | None = None,
 ) -> torch.Tensor:
     """Parse and validate an index file; returns sorted int64 positions.
 
     Each line is a training-split position, or, when `paths` (the training split's file paths
     relative to the dataset root, in position order, as imagefolder data has them) is given, one
     of those paths (`train/cat/0001.jpg`; `./`, backslashes and absolute paths under `root` are
-    accepted). `path` "-" reads the lines from stdin.
+    accepted). `path` "-" reads the lines from stdin. A `# content-sha256:` header line (written
+    by `remcli corrupt`) is checked against `content_sha256` when both are known.
     """
     if str(path) == STDIN:
         name, text = "stdin", sys.stdin.read()
@@ -355,6 +376,10 @@ def read_index_file(
         match = _FINGERPRINT_LINE.match(line)
         if match and fingerprint is not None and match.group(1) != fingerprint:
             raise InputError(f"index file {name} was written for data {match.group(1)}, not this dataset ({fingerprint}); use the matching --data")
+        content = _CONTENT_LINE.match(line)
+        if content and content_sha256 and content.group(1) != content_sha256:
+            raise InputError(f"index file {name} was written for other images ({content.group(1)}) than this data holds ({content_sha256}; same labels, "
+                             "different pixels or image order), so its positions would point at other images; restore the image files or rerun `remcli corrupt`")
         if not line or line.startswith("#"):
             continue
         if not re.fullmatch(r"-?\d+", line):

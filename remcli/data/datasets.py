@@ -1,6 +1,8 @@
 """Dataset specs -> whole splits in memory as uint8 tensors.
 
-A dataset spec is `NAME:ROOT` (or just `sample`). Each loader decodes its split once into
+A dataset spec is `NAME:ROOT` (or just `sample`); an imagefolder spec may end in `?size=N` to
+resize every image to N x N pixels. A relative ROOT is made absolute when the data is loaded, so
+the spec recorded in checkpoints and manifests works from any directory. Each loader decodes its split once into
 `(N, C, H, W)` uint8 images plus int64 labels; everything downstream (augmentation, triggers,
 batching) is batched tensor work on these. A sample's identity is its position in the training
 split as the loader orders it, so index files and corruption manifests refer to positions.
@@ -12,6 +14,8 @@ layouts are the ones torchvision documents.
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +56,8 @@ class Dataset:
     classes: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    content_sha256: str | None = None  # of the decoded training images; `load_dataset` fills it
+    test_split: str = "test"  # the folder the test split came from (imagefolder: `test` or `val`)
 
     @property
     def num_classes(self) -> int:
@@ -75,6 +81,18 @@ def labels_fingerprint(labels: torch.Tensor, input_shape: tuple[int, ...]) -> st
     digest = hashlib.sha256()
     digest.update(repr(tuple(input_shape)).encode())
     digest.update(labels.to(torch.int64).contiguous().numpy().astype("<i8").tobytes())
+    return "sha256:" + digest.hexdigest()[:32]
+
+
+def content_fingerprint(images: torch.Tensor) -> str:
+    """Identifies a training split by its decoded pixels, in order (uint8 bytes and shape).
+
+    The label fingerprint cannot see images that moved (renamed or re-sorted files with the same
+    labels); this one can. One pass of sha256 over the uint8 tensor, done once at load.
+    """
+    digest = hashlib.sha256()
+    digest.update(repr(tuple(images.shape)).encode())
+    digest.update(images.detach().to("cpu").contiguous().numpy())  # the buffer itself: no copy of the split
     return "sha256:" + digest.hexdigest()[:32]
 
 
@@ -164,7 +182,7 @@ def _load_fashion_mnist(root: Path, download: bool):
     return _split_from_nhw(train.data, train.targets), _split_from_nhw(test.data, test.targets), tuple(train.classes), (0.2860,), (0.3530,)
 
 
-def _decode_folder(folder: Path) -> tuple[Split, tuple[str, ...]]:
+def _decode_folder(folder: Path, size: int | None = None) -> tuple[Split, tuple[str, ...]]:
     from PIL import Image
     from torchvision.datasets import ImageFolder
 
@@ -172,26 +190,39 @@ def _decode_folder(folder: Path) -> tuple[Split, tuple[str, ...]]:
     arrays = []
     for path, _ in listing.samples:  # decoded once at load time, never in a training loop
         with Image.open(path) as img:
-            arrays.append(np.asarray(img.convert("RGB")))
+            rgb = img.convert("RGB")
+            if size is not None and rgb.size != (size, size):
+                rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+            arrays.append(np.asarray(rgb))
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1:
-        raise InputError(f"images under {folder} have different sizes {sorted(shapes)[:3]}; resize them to one size first")
+        sizes = [f"{w}x{h}" for h, w, _ in sorted(shapes)[:3]]
+        raise InputError(f"images under {folder} have different sizes ({', '.join(sizes)}{', ...' if len(shapes) > 3 else ''}); "
+                         f"add ?size=N to the data spec (e.g. imagefolder:{folder.parent}?size=32) to resize every image to N x N")
     split = _split_from_hwc(np.stack(arrays), listing.targets)
     paths = tuple(Path(path).relative_to(folder.parent).as_posix() for path, _ in listing.samples)
     return Split(split.images, split.labels, paths), tuple(listing.classes)
 
 
-@_register("imagefolder", "ROOT/train/<class>/<image> and ROOT/test/<class>/<image>")
-def _load_imagefolder(root: Path, download: bool):
+def imagefolder_test_split(root: Path) -> str:
+    """`test`, or `val` when ROOT has no test folder (the common train/val layout)."""
+    for part in ("test", "val"):
+        if (root / part).is_dir():
+            return part
+    raise InputError(f"imagefolder root {root} has no 'test' (or 'val') folder: expected {_EXPECTED_FILES['imagefolder']}")
+
+
+@_register("imagefolder", "ROOT/train/<class>/<image> and ROOT/test/<class>/<image> (or ROOT/val/<class>/<image>)")
+def _load_imagefolder(root: Path, download: bool, size: int | None = None):
     if download:
         raise InputError("--download is not available for imagefolder datasets; copy the images under ROOT/train and ROOT/test")
-    for part in ("train", "test"):
-        if not (root / part).is_dir():
-            raise InputError(f"imagefolder root {root} has no '{part}' folder: expected {_EXPECTED_FILES['imagefolder']}")
-    train, classes = _decode_folder(root / "train")
-    test, test_classes = _decode_folder(root / "test")
+    if not (root / "train").is_dir():
+        raise InputError(f"imagefolder root {root} has no 'train' folder: expected {_EXPECTED_FILES['imagefolder']}")
+    test_part = imagefolder_test_split(root)
+    train, classes = _decode_folder(root / "train", size)
+    test, test_classes = _decode_folder(root / test_part, size)
     if test_classes != classes:
-        raise InputError(f"train and test class folders differ under {root}; make ROOT/train and ROOT/test hold the same class names")
+        raise InputError(f"train and {test_part} class folders differ under {root}; make ROOT/train and ROOT/{test_part} hold the same class names")
     if root.resolve() == SAMPLE_DATA.resolve():
         return train, test, classes, CIFAR_MEAN, CIFAR_STD
     pixels = train.images.to(torch.float64) / 255.0
@@ -200,25 +231,67 @@ def _load_imagefolder(root: Path, download: bool):
     return train, test, classes, mean, std
 
 
+_SIZE_OPTION = re.compile(r"\?size=(\S*)$")
+
+
+def split_spec_options(spec: str) -> tuple[str, dict]:
+    """`imagefolder:ROOT?size=64` -> ('imagefolder:ROOT', {'size': 64}); other specs -> (spec, {})."""
+    match = _SIZE_OPTION.search(spec)
+    if not match:
+        return spec, {}
+    text = match.group(1)
+    if not text.isdigit() or int(text) < 1:
+        raise InputError(f"?size={text} in data spec {spec!r} must be a positive integer N (every image is resized to N x N), e.g. imagefolder:ROOT?size=32")
+    base = spec[: match.start()]
+    if not base.startswith("imagefolder:") and base != "sample":
+        raise InputError(f"?size=N in data spec {spec!r} is only for imagefolder data (and sample); remove it")
+    return base, {"size": int(text)}
+
+
 def parse_spec(spec: str) -> tuple[str, Path]:
-    """`cifar10:/data` -> ('cifar10', Path('/data')); `sample` -> the shipped sample."""
+    """`cifar10:/data` -> ('cifar10', Path('/data')); `sample` -> the shipped sample. A `?size=N` suffix is ignored here."""
+    spec, _ = split_spec_options(spec)
     if spec == "sample":
         if not SAMPLE_DATA.is_dir():
             raise InputError(f"the shipped sample data is missing at {SAMPLE_DATA}; run from a remcli checkout or use imagefolder:ROOT")
         return "imagefolder", SAMPLE_DATA
     name, sep, root = spec.partition(":")
     if name not in _LOADERS or not sep or not root:
-        raise InputError(f"unknown dataset spec {spec!r}; use one of: sample, " + ", ".join(f"{n}:ROOT" for n in sorted(_LOADERS)))
+        raise InputError(f"unknown dataset spec {spec!r}; use one of: sample, " + ", ".join(f"{n}:ROOT" for n in sorted(_LOADERS)) + " (imagefolder:ROOT?size=N resizes)")
     return name, Path(root).expanduser()
 
 
+def canonical_spec(spec: str) -> str:
+    """The spec with a relative ROOT made absolute (`imagefolder:ds` -> `imagefolder:/home/me/ds`).
+
+    Absolute roots, `~` roots and `sample` are kept exactly as given, so specs already recorded in
+    checkpoints and manifests still compare equal; symlinks are not resolved.
+    """
+    base, options = split_spec_options(spec)
+    if base == "sample":
+        return spec
+    name, sep, root = base.partition(":")
+    if not sep or not root or root.startswith("~") or os.path.isabs(root):
+        return spec
+    suffix = spec[len(base):]
+    return f"{name}:{os.path.abspath(root)}{suffix}"
+
+
 def load_dataset(spec: str, download: bool = False) -> Dataset:
+    """Decode a spec's splits. `Dataset.spec` is the canonical spec (relative roots made absolute)."""
+    spec = canonical_spec(spec)
     name, root = parse_spec(spec)
+    options = split_spec_options(spec)[1]
     if not root.exists() and not download:
         raise InputError(f"dataset root {root} does not exist: expected {_EXPECTED_FILES[name]}; fix the path or pass --download")
     if download:
         root.mkdir(parents=True, exist_ok=True)
-    train, test, classes, mean, std = _LOADERS[name](root, download)
+    if options:
+        train, test, classes, mean, std = _LOADERS[name](root, download, **options)
+    else:
+        train, test, classes, mean, std = _LOADERS[name](root, download)
     if len(train) == 0 or len(test) == 0:
         raise InputError(f"dataset {spec} has an empty train or test split; add images to both")
-    return Dataset(spec=spec, train=train, test=test, classes=classes, mean=tuple(mean), std=tuple(std))
+    test_split = imagefolder_test_split(root) if name == "imagefolder" else "test"
+    return Dataset(spec=spec, train=train, test=test, classes=classes, mean=tuple(mean), std=tuple(std),
+                   content_sha256=content_fingerprint(train.images), test_split=test_split)

@@ -96,6 +96,7 @@ def evaluate(
         "checkpoint_sha256": checkpoint.sha256,
         "arch": checkpoint.arch,
         "dataset": dataset.spec,
+        "test_split": dataset.test_split,
         "corruption": None if manifest is None else {"kind": manifest.kind, "count": len(manifest.indices), "seed": manifest.seed},
         "discovery_rate": None if identified is None or manifest is None else round(counts.get("identified_corrupted", 0) / max(len(manifest.indices), 1), 4),
         "metrics": {k: (None if v is None else round(v, 6)) for k, v in metrics.items()},

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from remcli.cli.options import DownloadOpt, ForceOpt, JsonOpt, SeedOpt
+from remcli.cli.options import DATA_HELP, DownloadOpt, ForceOpt, JsonOpt, SeedOpt
 from remcli.cli.output import emit_json, errors_to_exit, stderr
 from remcli.data.corruption import POSITIONS, Trigger, corrupt, parse_colour, parse_rates, resolve_count, write_corruption
 from remcli.data.datasets import load_dataset
@@ -24,7 +24,7 @@ def parse_classes(text: str) -> tuple[int, int]:
 
 @errors_to_exit
 def corrupt_command(
-    data: Annotated[str, typer.Argument(help="Dataset spec: sample, cifar10:ROOT, cifar100:ROOT, svhn:ROOT, mnist:ROOT, fashion-mnist:ROOT, imagefolder:ROOT.", show_default=False)],
+    data: Annotated[str, typer.Argument(help=DATA_HELP, show_default=False)],
     kind: Annotated[str, typer.Option("--kind", help="poison (trigger patch + target label), interclass (swap two classes) or label-noise (random wrong labels).")],
     out: Annotated[Path, typer.Option("--out", help="Output directory for corruption.json and forget-<rate>.txt.")],
     count: Annotated[Optional[int], typer.Option("--count", help="Number of corrupted samples.")] = None,
@@ -58,7 +58,8 @@ def corrupt_command(
         params = {"target": target, "trigger": Trigger(patch_size, position, parse_colour(colour))}
     elif kind == "interclass":
         params = {"classes": parse_classes(classes)}
-    manifest = corrupt(dataset.train.labels, dataset=data, fingerprint=dataset.fingerprint, num_classes=dataset.num_classes, kind=kind, count=size, seed=seed, **params)
+    manifest = corrupt(dataset.train.labels, dataset=dataset.spec, fingerprint=dataset.fingerprint, num_classes=dataset.num_classes, kind=kind, count=size, seed=seed,
+                       content_sha256=dataset.content_sha256, **params)
     written = write_corruption(manifest, out, rates, force=force)
     summary = {"kind": kind, "corrupted": len(manifest.indices), "files": {k: str(v) for k, v in written.items()}, "discovery": manifest.discovery}
     stderr.print(f"corrupted {len(manifest.indices)} of {len(dataset.train)} training samples ({kind}); wrote {out}/corruption.json and {len(rates)} index files")

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from remcli.checkpoints import load_checkpoint
 from remcli.cli.options import FORGET_HELP, CheckpointArg, CorruptionOpt, DataOpt, DeviceOpt, DownloadOpt, JsonOpt
-from remcli.cli.output import emit_json, errors_to_exit
+from remcli.cli.output import emit_json, errors_to_exit, stderr
 from remcli.errors import ThresholdError
 from remcli.evaluation import evaluate, gates_summary, missed_gates, parse_gates
 from remcli.evaluation.evaluate import GATE_EXAMPLE
@@ -52,6 +52,8 @@ def evaluate_command(
     ckpt = load_checkpoint(checkpoint)
     inputs = resolve_inputs(ckpt, data, corruption, download)
     identified = read_identified(forget, inputs.dataset) if forget else None
+    if inputs.dataset.test_split != "test":
+        stderr.print(f"note: {inputs.dataset.spec} has no test/ folder; test metrics are measured on its {inputs.dataset.test_split}/ split")
     result = evaluate(ckpt, inputs.dataset, inputs.manifest, identified, device=device)
     missed = missed_gates(result, gates, GATE_OPTION)
     result["thresholds"] = gates_summary(gates, missed)

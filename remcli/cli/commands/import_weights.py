@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -16,6 +16,28 @@ from remcli.fileio import sha256_file
 from remcli.models import resolve_arch_kwargs
 
 
+def _channel_values(text: str, option: str, channels: int, positive: bool) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    bad = not values or any(v != v or abs(v) == float("inf") for v in values) or (positive and any(v <= 0 for v in values))
+    if bad or len(values) != channels:
+        example = "0.485,0.456,0.406" if option == "--mean" else "0.229,0.224,0.225"
+        raise InputError(f"{option} {text!r} must be {channels} comma-separated {'positive ' if positive else ''}numbers, one per input channel "
+                         f"(--input-shape has {channels}), e.g. {example if channels == 3 else ','.join(['0.5'] * channels)}")
+    return values
+
+
+def parse_normalisation(mean: str | None, std: str | None, channels: int) -> dict:
+    """{'mean': [...], 'std': [...]} from --mean/--std, or {} when neither is given."""
+    if mean is None and std is None:
+        return {}
+    if mean is None or std is None:
+        raise InputError("--mean and --std go together; give both (ImageNet: --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225)")
+    return {"mean": _channel_values(mean, "--mean", channels, False), "std": _channel_values(std, "--std", channels, True)}
+
+
 @errors_to_exit
 def import_command(
     source: Annotated[Path, typer.Argument(help="A .pt/.pth file holding a state_dict (loaded with weights_only=True).", show_default=False)],
@@ -24,19 +46,27 @@ def import_command(
     out: Annotated[Path, typer.Option("--out", help="Output .safetensors checkpoint.")],
     input_shape: Annotated[str, typer.Option("--input-shape", help="C,H,W of the inputs.")] = "3,32,32",
     arch_arg: Annotated[list[str], typer.Option("--arch-arg", help="Constructor argument name=value (repeatable).")] = [],
+    mean: Annotated[Optional[str], typer.Option("--mean", metavar="R,G,B", help="Per-channel mean the weights were trained with, comma-separated, on [0,1] pixels (ImageNet: 0.485,0.456,0.406). "
+                                                "Recorded in the checkpoint and used by unlearn/evaluate instead of statistics computed from --data. Give --std with it.")] = None,
+    std: Annotated[Optional[str], typer.Option("--std", metavar="R,G,B", help="Per-channel standard deviation, comma-separated (ImageNet: 0.229,0.224,0.225). Give --mean with it.")] = None,
     force: ForceOpt = False,
 ) -> None:
-    """Import weights from a pickle-based file without executing code (torch weights_only)."""
+    """Import weights from a pickle-based file without executing code (torch weights_only).
+
+    Without --mean/--std, unlearn and evaluate normalise with the statistics of the data they are
+    given; weights trained elsewhere (e.g. on ImageNet) need the normalisation they were trained with.
+    """
     try:
         shape = [int(v) for v in input_shape.split(",")]
     except ValueError:
         shape = []
     if len(shape) != 3 or min(shape) < 1:
         raise InputError(f"--input-shape {input_shape!r} must be three positive integers C,H,W such as 3,32,32")
+    normalisation = parse_normalisation(mean, std, shape[0])
     state = import_state_dict(source)
     kwargs = resolve_arch_kwargs(arch, shape[-1], parse_arch_args(arch_arg, None))
-    meta = {"arch": arch, "arch_kwargs": kwargs, "num_classes": num_classes, "input_shape": shape}
+    meta = {"arch": arch, "arch_kwargs": kwargs, "num_classes": num_classes, "input_shape": shape, **normalisation}
     Checkpoint(state, meta, source).build()  # checks names and shapes against the arch
-    meta["history"] = [history_entry("import", {"source": str(source), "arch": arch}, None, 0.0, "cpu", sha256_file(source))]
+    meta["history"] = [history_entry("import", {"source": str(source), "arch": arch, **normalisation}, None, 0.0, "cpu", sha256_file(source))]
     save_checkpoint(out, state, meta, force=force, inputs=(source,))
     stderr.print(f"imported {len(state)} tensors from {source} into {out}")

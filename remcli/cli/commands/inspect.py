@@ -78,8 +78,13 @@ def inspect_command(
             return
     console = Console()
     table = Table(title=str(checkpoint), show_header=False)
-    for key in ("arch", "arch_kwargs", "num_classes", "input_shape", "dataset", "dataset_fingerprint", "corruption_sha256", "remcli_version"):
-        table.add_row(key, str(meta.get(key, "")))
+    for key in ("arch", "arch_kwargs", "num_classes", "input_shape", "mean", "std", "classes", "dataset", "dataset_fingerprint", "dataset_content_sha256",
+                "corruption_sha256", "remcli_version"):
+        if key == "classes" and isinstance(meta.get(key), list):
+            names = meta[key]
+            table.add_row(key, f"{len(names)}: " + ", ".join(map(str, names[:10])) + (", ..." if len(names) > 10 else ""))
+        elif key in meta or key not in ("mean", "std", "classes", "dataset_content_sha256"):
+            table.add_row(key, str(meta.get(key, "")))
     table.add_row("validation", str(summary["validation"]))
     console.print(table)
     for number, step in enumerate(meta.get("history", []), start=1):

@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 
 from remcli.cli.commands.train import parse_arch_args
-from remcli.cli.options import DeviceOpt, JsonOpt, PrecisionOpt, QuietOpt
+from remcli.cli.options import DATA_HELP, DeviceOpt, JsonOpt, PrecisionOpt, QuietOpt
 from remcli.cli.output import OneBarReporter, emit_json, errors_to_exit, stderr
 from remcli.errors import InputError, RemcliError
 from remcli.sweep import SweepConfig, aggregate, rebuild_report, run_sweep, summary_table, write_report
@@ -44,7 +44,7 @@ def stop_on_sigterm() -> Iterator[None]:
 @errors_to_exit
 def sweep_command(
     out: Annotated[Path, typer.Option("--out", help="Sweep folder: sweep.json, models/, cells/, results.csv/json, summary.md, heatmaps/. Rerun with the same folder to resume.")],
-    data: Annotated[Optional[str], typer.Option("--data", help="Dataset spec: sample, cifar10:ROOT, cifar100:ROOT, svhn:ROOT, mnist:ROOT, fashion-mnist:ROOT, imagefolder:ROOT.")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help=DATA_HELP)] = None,
     arch: Annotated[str, typer.Option("--arch", help="resnet9, vit_cifar, or any torchvision classifier (see `remcli archs`).")] = "resnet9",
     width: Annotated[Optional[float], typer.Option("--width", help="Channel multiplier for resnet9 / vit_cifar (1.0 = paper size).")] = None,
     arch_arg: Annotated[list[str], typer.Option("--arch-arg", help="Extra constructor argument name=value (repeatable).")] = [],

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from remcli.checkpoints import save_checkpoint
-from remcli.cli.options import CorruptionOpt, DeviceOpt, DownloadOpt, ForceOpt, JsonOpt, PrecisionOpt, QuietOpt, SeedOpt
+from remcli.cli.options import DATA_HELP, CorruptionOpt, DeviceOpt, DownloadOpt, ForceOpt, JsonOpt, PrecisionOpt, QuietOpt, SeedOpt
 from remcli.cli.output import RichReporter, emit_json, errors_to_exit, stderr
 from remcli.data.datasets import load_dataset
 from remcli.errors import InputError
@@ -28,7 +28,7 @@ def parse_arch_args(pairs: list[str], width: float | None) -> dict:
 
 @errors_to_exit
 def train_command(
-    data: Annotated[str, typer.Option("--data", help="Dataset spec: sample, cifar10:ROOT, cifar100:ROOT, svhn:ROOT, mnist:ROOT, fashion-mnist:ROOT, imagefolder:ROOT.")],
+    data: Annotated[str, typer.Option("--data", help=DATA_HELP)],
     out: Annotated[Path, typer.Option("--out", help="Output checkpoint (.safetensors).")],
     corruption: CorruptionOpt = None,
     arch: Annotated[str, typer.Option("--arch", help="resnet9, vit_cifar, or any torchvision classifier (see `remcli archs`).")] = "resnet9",

@@ -1,0 +1,312 @@
+"""The practitioner's path, data side: content check, import normalisation, class names, val/ split,
+resizing, absolute dataset roots, and failed writes (full disk / file too large).
+
+Real tiny data (a 100-image copy of the CIFAR-10 fixture), real files, real subprocesses; no mocks.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from remcli.checkpoints import load_checkpoint, read_metadata, save_checkpoint
+from remcli.cli.main import app
+from remcli.data.datasets import load_dataset
+from remcli.inputs import resolve_inputs
+from remcli.models import build_model
+from remcli.train import input_spec
+from tests.conftest import copy_imagefolder_subset
+
+runner = CliRunner()
+TINY_TRAIN = ["--width", "0.25", "--epochs", "1", "--batch-size", "256", "--val-fraction", "0", "--device", "cpu", "--quiet"]
+
+
+def invoke(args: list) -> object:
+    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "100"})
+
+
+def error_line(result, code: int = 2) -> str:
+    """Exactly one stderr line, `error: ...`, the given exit code, no traceback."""
+    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def small_root(cifar_root, tmp_path_factory) -> Path:
+    """100 train / 40 test real CIFAR-10 JPEGs (10 / 4 per class)."""
+    return copy_imagefolder_subset(cifar_root, tmp_path_factory.mktemp("small") / "ds", {"train": 10, "test": 4})
+
+
+@pytest.fixture(scope="module")
+def small_run(small_root, tmp_path_factory) -> Path:
+    """corrupt + tiny train on the small data (new-format manifest, index files and checkpoint)."""
+    out = tmp_path_factory.mktemp("small-run")
+    spec = f"imagefolder:{small_root}"
+    result = invoke(["corrupt", spec, "--kind", "label-noise", "--count", "10", "--discovery", "0.5,1.0", "--out", out / "c"])
+    assert result.exit_code == 0, result.output
+    result = invoke(["train", "--data", spec, "--corruption", out / "c" / "corruption.json", *TINY_TRAIN, "--out", out / "model.safetensors"])
+    assert result.exit_code == 0, result.output
+    result = invoke(["train", "--data", spec, *TINY_TRAIN, "--out", out / "clean.safetensors"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def copy_tree(source: Path, dest: Path) -> Path:
+    shutil.copytree(source, dest)
+    return dest
+
+
+def swap_two_images(root: Path) -> None:
+    """Same file names, same labels, two images exchanged: only the content differs."""
+    first, second = sorted((root / "train" / "cat").iterdir())[:2]
+    tmp = first.with_name("swap.tmp")
+    first.rename(tmp)
+    second.rename(first)
+    tmp.rename(second)
+
+
+# --- 1. content check -----------------------------------------------------------------------------
+
+def test_new_files_record_the_content_hash_and_class_names(small_run, small_root):
+    dataset = load_dataset(f"imagefolder:{small_root}")
+    meta = read_metadata(small_run / "model.safetensors")
+    assert meta["dataset_content_sha256"] == dataset.content_sha256 and dataset.content_sha256.startswith("sha256:")
+    assert meta["classes"] == list(dataset.classes) and meta["classes"][3] == "cat"
+    manifest = json.loads((small_run / "c" / "corruption.json").read_text())
+    assert manifest["content_sha256"] == dataset.content_sha256
+    assert f"# content-sha256: {dataset.content_sha256}" in (small_run / "c" / "forget-0.5.txt").read_text()
+
+
+def test_reordered_images_are_refused_by_checkpoint_manifest_and_index_file(small_run, small_root, tmp_path):
+    moved = copy_tree(small_root, tmp_path / "moved")
+    swap_two_images(moved)
+    spec = f"imagefolder:{moved}"
+    assert load_dataset(spec).fingerprint == load_dataset(f"imagefolder:{small_root}").fingerprint  # labels alone cannot tell
+
+    line = error_line(invoke(["evaluate", small_run / "clean.safetensors", "--data", spec]))
+    assert "other images" in line and "restore the image files" in line and str(small_run / "clean.safetensors") in line
+
+    line = error_line(invoke(["train", "--data", spec, "--corruption", small_run / "c" / "corruption.json", *TINY_TRAIN, "--out", tmp_path / "m.safetensors"]))
+    assert "corruption manifest" in line and "other images" in line and "rerun `remcli corrupt`" in line
+    assert not (tmp_path / "m.safetensors").exists()
+
+    from remcli.inputs import read_identified
+    from remcli.errors import InputError
+    with pytest.raises(InputError, match="other images"):
+        read_identified(small_run / "c" / "forget-0.5.txt", load_dataset(spec))
+
+
+def test_files_without_the_content_hash_keep_working(small_run, small_root, tmp_path):
+    moved = copy_tree(small_root, tmp_path / "moved")
+    swap_two_images(moved)
+    spec = f"imagefolder:{moved}"
+    # a checkpoint written before the field existed
+    old = load_checkpoint(small_run / "clean.safetensors")
+    meta = {k: v for k, v in old.meta.items() if k not in ("dataset_content_sha256", "classes")}
+    save_checkpoint(tmp_path / "old.safetensors", old.state_dict, meta)
+    result = invoke(["evaluate", tmp_path / "old.safetensors", "--data", spec, "--json", "-"])
+    assert result.exit_code == 0, result.output
+    # a manifest and index file written before the field existed
+    body = json.loads((small_run / "c" / "corruption.json").read_text())
+    del body["content_sha256"]
+    (tmp_path / "old.json").write_text(json.dumps(body))
+    forget = "".join(line for line in (small_run / "c" / "forget-0.5.txt").read_text().splitlines(True) if "content-sha256" not in line)
+    (tmp_path / "old.txt").write_text(forget)
+    result = invoke(["train", "--data", spec, "--corruption", tmp_path / "old.json", *TINY_TRAIN, "--out", tmp_path / "m.safetensors"])
+    assert result.exit_code == 0, result.output
+    result = invoke(["evaluate", tmp_path / "m.safetensors", "--forget", tmp_path / "old.txt", "--json", "-"])
+    assert result.exit_code == 0, result.output
+
+
+# --- 2. import normalisation, class names, val/, resizing -----------------------------------------
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("weights") / "w.pth"
+    torch.manual_seed(0)
+    torch.save(build_model("resnet9", 10, 3, 32, width=0.25).state_dict(), path)
+    return path
+
+
+IMAGENET = ["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"]
+
+
+def test_import_records_mean_std_and_they_replace_the_data_statistics(weights, small_root, tmp_path):
+    out = tmp_path / "imported.safetensors"
+    result = invoke(["import", weights, "--arch", "resnet9", "--arch-arg", "width=0.25", "--num-classes", "10", *IMAGENET, "--out", out])
+    assert result.exit_code == 0, result.output
+    meta = read_metadata(out)
+    assert meta["mean"] == [0.485, 0.456, 0.406] and meta["std"] == [0.229, 0.224, 0.225]
+    inputs = resolve_inputs(load_checkpoint(out), f"imagefolder:{small_root}", None)
+    assert inputs.dataset.mean == (0.485, 0.456, 0.406) and inputs.dataset.std == (0.229, 0.224, 0.225)
+    assert input_spec(inputs.dataset, "resnet9").mean == (0.485, 0.456, 0.406)
+    # without --mean/--std the data's own statistics are used, as before
+    plain = tmp_path / "plain.safetensors"
+    assert invoke(["import", weights, "--arch", "resnet9", "--arch-arg", "width=0.25", "--num-classes", "10", "--out", plain]).exit_code == 0
+    assert "mean" not in read_metadata(plain)
+    data = load_dataset(f"imagefolder:{small_root}")
+    assert resolve_inputs(load_checkpoint(plain), f"imagefolder:{small_root}", None).dataset.mean == data.mean != (0.485, 0.456, 0.406)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--mean", "0.5,0.5,0.5"], "--mean and --std go together"),
+    (["--mean", "0.5,0.5", "--std", "0.2,0.2,0.2"], "--mean '0.5,0.5' must be 3 comma-separated"),
+    (["--mean", "0.5,0.5,0.5", "--std", "0.2,0,0.2"], "--std '0.2,0,0.2' must be 3 comma-separated positive"),
+])
+def test_import_rejects_bad_normalisation(weights, tmp_path, args, needle):
+    out = tmp_path / "x.safetensors"
+    line = error_line(invoke(["import", weights, "--arch", "resnet9", "--arch-arg", "width=0.25", "--num-classes", "10", *args, "--out", out]))
+    assert needle in line
+    assert not out.exists()
+
+
+def test_renamed_class_folder_is_refused_naming_the_first_difference(small_run, small_root, tmp_path):
+    renamed = copy_tree(small_root, tmp_path / "renamed")
+    for split in ("train", "test"):
+        (renamed / split / "cat").rename(renamed / split / "cat2")  # same order, same labels, same pixels
+    line = error_line(invoke(["evaluate", small_run / "clean.safetensors", "--data", f"imagefolder:{renamed}"]))
+    assert "label 3 is 'cat' in the checkpoint but 'cat2' in the data" in line and "rename the class folders" in line
+
+
+def test_val_folder_is_the_test_split_when_test_is_absent(small_run, small_root, tmp_path):
+    root = copy_tree(small_root, tmp_path / "trainval")
+    (root / "test").rename(root / "val")
+    dataset = load_dataset(f"imagefolder:{root}")
+    assert dataset.test_split == "val" and len(dataset.test) == 40
+    assert dataset.test.paths[0].startswith("val/")
+    result = invoke(["evaluate", small_run / "clean.safetensors", "--data", f"imagefolder:{root}", "--json", "-"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["test_split"] == "val"
+    assert "has no test/ folder; test metrics are measured on its val/ split" in result.stderr
+    shutil.rmtree(root / "val")
+    line = error_line(invoke(["corrupt", f"imagefolder:{root}", "--kind", "label-noise", "--count", "2", "--out", tmp_path / "c"]))
+    assert "no 'test' (or 'val') folder" in line
+
+
+def test_mixed_sizes_are_refused_naming_the_option_and_resized_with_it(small_run, small_root, tmp_path):
+    root = copy_tree(small_root, tmp_path / "mixed")
+    image = sorted((root / "train" / "dog").iterdir())[0]
+    with Image.open(image) as img:
+        img.convert("RGB").resize((48, 40)).save(image)
+    line = error_line(invoke(["corrupt", f"imagefolder:{root}", "--kind", "label-noise", "--count", "2", "--out", tmp_path / "c"]))
+    assert "different sizes" in line and "48x40" in line and f"imagefolder:{root}?size=32" in line
+    resized = load_dataset(f"imagefolder:{root}?size=32")
+    assert resized.input_shape == (3, 32, 32) and resized.spec == f"imagefolder:{root}?size=32"
+    assert load_dataset(f"imagefolder:{root}?size=16").input_shape == (3, 16, 16)
+    # the spec (with ?size) travels in the checkpoint, so unlearn/evaluate load the data the same way
+    out = tmp_path / "m.safetensors"
+    assert invoke(["train", "--data", f"imagefolder:{root}?size=24", *TINY_TRAIN, "--out", out]).exit_code == 0
+    assert read_metadata(out)["dataset"] == f"imagefolder:{root}?size=24" and read_metadata(out)["input_shape"] == [3, 24, 24]
+    assert invoke(["evaluate", out, "--json", "-"]).exit_code == 0
+    # a shape mismatch points at the resize option, not at --data alone
+    line = error_line(invoke(["evaluate", small_run / "clean.safetensors", "--data", f"imagefolder:{root}?size=16"]))
+    assert "expects inputs [3, 32, 32]" in line and "imagefolder:ROOT?size=32" in line
+    line = error_line(invoke(["corrupt", "cifar10:/nowhere?size=32", "--kind", "label-noise", "--count", "2", "--out", tmp_path / "c"]))
+    assert "only for imagefolder" in line
+    line = error_line(invoke(["corrupt", f"imagefolder:{root}?size=0", "--kind", "label-noise", "--count", "2", "--out", tmp_path / "c"]))
+    assert "must be a positive integer" in line
+
+
+def test_imported_shape_mismatch_points_at_import(weights, small_root, tmp_path):
+    out = tmp_path / "imported64.safetensors"
+    result = invoke(["import", weights, "--arch", "resnet9", "--arch-arg", "width=0.25", "--num-classes", "10", "--input-shape", "3,64,64", "--out", out])
+    assert result.exit_code == 0, result.output
+    line = error_line(invoke(["evaluate", out, "--data", f"imagefolder:{small_root}"]))
+    assert "re-run `remcli import` with the --input-shape" in line and "imagefolder:ROOT?size=64" in line
+
+
+# --- 3. dataset roots are recorded as absolute paths ---------------------------------------------
+
+def test_relative_roots_are_recorded_absolute_and_work_from_another_directory(small_root, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    copy_tree(small_root, work / "ds")
+    monkeypatch.chdir(work)
+    assert invoke(["corrupt", "imagefolder:ds", "--kind", "label-noise", "--count", "4", "--discovery", "1.0", "--out", "c"]).exit_code == 0
+    assert json.loads((work / "c" / "corruption.json").read_text())["dataset"] == f"imagefolder:{work / 'ds'}"
+    result = invoke(["train", "--data", "imagefolder:ds", "--corruption", "c/corruption.json", *TINY_TRAIN, "--out", "m.safetensors"])
+    assert result.exit_code == 0, result.output
+    assert read_metadata(work / "m.safetensors")["dataset"] == f"imagefolder:{work / 'ds'}"
+    monkeypatch.chdir(tmp_path)
+    result = invoke(["evaluate", work / "m.safetensors", "--forget", work / "c" / "forget-1.0.txt", "--json", "-"])
+    assert result.exit_code == 0, result.output
+    # absolute specs are recorded exactly as given
+    assert load_dataset(f"imagefolder:{small_root}").spec == f"imagefolder:{small_root}"
+
+
+# --- 4. failed writes: one line, exit 1, nothing partial left --------------------------------------
+
+def run_limited(args: list, max_bytes: int, cwd: Path) -> subprocess.CompletedProcess:
+    """Run the CLI in a subprocess whose files may not grow past `max_bytes` (SIGXFSZ ignored: writes fail with EFBIG)."""
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1", "COLUMNS": "100"}
+    env.pop("REMCLI_DEBUG", None)
+    code = "import sys; sys.argv[0] = 'remcli'; from remcli.cli.main import main; main()"
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
+                          preexec_fn=limit, timeout=300)
+
+
+def assert_write_failure(proc: subprocess.CompletedProcess, path: Path, option: str) -> None:
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"error: file too large writing {path}") and f"choose another {option}" in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_failed_checkpoint_write_leaves_nothing_and_says_why(weights, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    target = out / "m.safetensors"
+    proc = run_limited(["import", weights, "--arch", "resnet9", "--arch-arg", "width=0.25", "--num-classes", "10", "--out", target], 64 * 1024, tmp_path)
+    assert_write_failure(proc, target, "--out")
+    assert list(out.iterdir()) == []  # no partial file, no temporary file
+
+
+def test_a_failed_json_write_leaves_nothing_and_says_why(weights, tmp_path):
+    checkpoint = tmp_path / "m.safetensors"
+    assert invoke(["import", weights, "--arch", "resnet9", "--arch-arg", "width=0.25", "--num-classes", "10", "--out", checkpoint]).exit_code == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = run_limited(["inspect", checkpoint, "--json", out / "meta.json"], 200, tmp_path)
+    assert_write_failure(proc, out / "meta.json", "--json")
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("code, start, hint", [
+    (errno.ENOSPC, "error: no space left on device writing", "free space or choose another --out"),
+    (errno.EDQUOT, "error: disk quota exceeded writing", "free space or choose another --out"),
+    (errno.EACCES, "error: cannot write", "choose a writable --out"),
+])
+def test_write_failures_name_the_file_and_the_cause(code, start, hint, tmp_path):
+    """The message for causes a test cannot provoke for real here (a full disk); EFBIG is provoked above."""
+    from remcli.fileio import write_failure
+
+    message = f"error: {write_failure(tmp_path / 'm.safetensors', OSError(code, os.strerror(code)))}"
+    assert message.startswith(start) and str(tmp_path / "m.safetensors") in message and hint in message
+    # safetensors quotes the OS error number in its own exception text
+    assert str(write_failure("x", RuntimeError(f"Error while serializing: I/O error: ... (os error {code})"))).startswith(start[len("error: "):])
+
+
+def test_inspect_shows_the_new_fields(small_run):
+    result = invoke(["inspect", small_run / "clean.safetensors"])
+    assert result.exit_code == 0, result.output
+    assert "dataset_content_sha256" in result.stdout and "10: airplane, automobile" in result.stdout
