@@ -7,8 +7,11 @@ fix in one line. Exit codes (also in the README and `remcli --help`):
     1  runtime failure (anything unexpected)
     2  usage or input error (bad file, bad option, mismatched data)
     3  `evaluate --gate` (`--fail-under`): a quality gate was missed
-    4  the result would be wrong or empty, so nothing was written: non-finite weights (training
-       diverged), or unlearning that left the model unchanged (without --allow-unchanged)
+    4  `unlearn --fail-if-unchanged`: unlearning left every tensor unchanged (nothing written)
+
+A result that would be wrong (non-finite weights: the run diverged) is never written: exit 1.
+An unchanged unlearning result is written with a warning and `"changed": false` in the JSON
+summary and the history, unless `--fail-if-unchanged` asks for exit 4.
 """
 
 
@@ -40,6 +43,12 @@ class ThresholdError(RemcliError):
 
 
 class ResultError(RemcliError):
-    """The computed result must not be written (non-finite weights, an unchanged "unlearned" model). Exit code 4."""
+    """The computed result must not be written (non-finite weights: the run diverged). Exit code 1."""
+
+    exit_code = 1
+
+
+class UnchangedError(RemcliError):
+    """`unlearn --fail-if-unchanged` and the output equals the input. Exit code 4."""
 
     exit_code = 4

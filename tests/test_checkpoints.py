@@ -317,7 +317,7 @@ def test_torchvision_vit_rebuilds_from_its_recorded_arguments():
 
 
 def test_non_finite_weights_are_never_written(tmp_path):
-    """A diverged run (NaN or inf anywhere) must not become a checkpoint: exit code 4, no file."""
+    """A diverged run (NaN or inf anywhere) must not become a checkpoint: exit code 1, no file."""
     from remcli.checkpoints import save_checkpoint
     from remcli.errors import ResultError
 
@@ -325,7 +325,7 @@ def test_non_finite_weights_are_never_written(tmp_path):
     path = tmp_path / "diverged.safetensors"
     with pytest.raises(ResultError, match="NaN or inf") as err:
         save_checkpoint(path, state, {})
-    assert err.value.exit_code == 4 and "b" in str(err.value) and "--lr" in str(err.value)
+    assert err.value.exit_code == 1 and "b" in str(err.value) and "--lr" in str(err.value)
     assert not path.exists() and not list(tmp_path.iterdir())
     state["b"] = torch.tensor([1.0, float("inf")])
     with pytest.raises(ResultError):

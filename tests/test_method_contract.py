@@ -51,12 +51,10 @@ def test_method_contract(poisoned_run, tmp_path, method):
     args = ["unlearn", str(source), "--forget", str(poisoned_run / "c" / "forget-0.5.txt"), "--method", method,
             "--batch-size", "128", "--device", "cpu", "--quiet", "--json", "-", "--out", str(out), *TINY.get(method, [])]
     result = runner.invoke(app, args)
-    if result.exit_code == 4:  # a tiny budget may change nothing: that is said, and nothing is written
-        assert "left the model unchanged" in result.output and "--allow-unchanged" in result.output
-        assert not out.exists()
-        result = runner.invoke(app, [*args, "--allow-unchanged"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
+    if not summary["changed"]:  # a tiny budget may change nothing: that is said, never passed off as unlearning
+        assert "left the model unchanged" in result.stderr
     assert summary["method"] == method and summary["checkpoint"] == str(out)
     assert isinstance(summary["steps"], int) and summary["steps"] >= 0 and summary["wall_time_s"] > 0
 
@@ -98,17 +96,19 @@ def test_bad_method_settings_are_one_line_usage_errors(poisoned_run, tmp_path, m
     assert not out.exists()
 
 
-def test_unchanged_output_is_refused_unless_allowed(poisoned_run, tmp_path):
-    """SSD with an impossible threshold dampens nothing: the output would be the input, reported as
-    unlearned. That is exit 4 with nothing written; --allow-unchanged writes it and says changed=false."""
+def test_unchanged_output_is_reported_and_can_fail_ci(poisoned_run, tmp_path):
+    """SSD with an impossible threshold dampens nothing: the output is the input. It is written with a
+    warning and "changed": false (JSON and history); --fail-if-unchanged makes it exit 4 with nothing written."""
     out = tmp_path / "same.safetensors"
     args = ["unlearn", str(poisoned_run / "model.safetensors"), "--forget", str(poisoned_run / "c" / "forget-0.5.txt"), "--method", "ssd",
             "--set", "alpha=1e12", "--device", "cpu", "--quiet", "--out", str(out)]
-    refused = runner.invoke(app, args)
-    assert refused.exit_code == 4, refused.output
-    assert "ssd left the model unchanged" in refused.output and not out.exists()
-    allowed = runner.invoke(app, [*args, "--allow-unchanged", "--json", "-"])
-    assert allowed.exit_code == 0, allowed.output
-    assert json.loads(allowed.stdout)["changed"] is False and out.exists()
+    written = runner.invoke(app, [*args, "--json", "-"])
+    assert written.exit_code == 0, written.output
+    assert json.loads(written.stdout)["changed"] is False and "ssd left the model unchanged" in written.stderr
+    assert read_metadata(out)["history"][-1]["changed"] is False
     before, after = load_file(poisoned_run / "model.safetensors"), load_file(out)
     assert all(torch.equal(before[k], after[k]) for k in before)
+    gated = tmp_path / "gated.safetensors"
+    refused = runner.invoke(app, [*args[:-1], str(gated), "--fail-if-unchanged"])
+    assert refused.exit_code == 4, refused.output
+    assert "left the model unchanged" in refused.output and not gated.exists()

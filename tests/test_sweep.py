@@ -223,7 +223,7 @@ def test_summary_lists_every_method_sorted_by_utility_x_healed(grown):
     rem_row = rows[names.index("rem")]
     assert rem_row.split("|")[2].strip() == "6"
     shown_mean, shown_sem = (float(x) for x in rem_row.split("|")[5].split("±"))
-    assert abs(shown_mean - mean * 100) <= 0.05 + 1e-9 and abs(shown_sem - sem * 100) <= 0.05 + 1e-9  # one decimal, summed in any order
+    assert abs(shown_mean - mean * 100) <= 0.051 and abs(shown_sem - sem * 100) <= 0.051  # one decimal; the CSV holds rounded values
     for kind in KINDS:
         assert kind in text.split("## By corruption kind")[1]
     assert "**ga**" in text and "**rem**" in text and "| poison | " in text

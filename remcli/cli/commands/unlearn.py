@@ -13,7 +13,7 @@ from remcli.cli.options import FORGET_HELP, CheckpointArg, CorruptionOpt, DataOp
 from remcli.cli.output import RichReporter, emit_json, errors_to_exit, stderr
 from remcli.fileio import check_writable_output
 from remcli.inputs import read_identified, resolve_inputs
-from remcli.errors import ResultError
+from remcli.errors import UnchangedError
 from remcli.settings import parse_settings
 from remcli.unlearning import unlearn
 
@@ -59,7 +59,7 @@ def unlearn_command(
     precision: PrecisionOpt = "auto",
     force: ForceOpt = False,
     download: DownloadOpt = False,
-    allow_unchanged: Annotated[bool, typer.Option("--allow-unchanged", help="Write the output even when unlearning left every tensor unchanged (otherwise exit 4, nothing written).")] = False,
+    fail_if_unchanged: Annotated[bool, typer.Option("--fail-if-unchanged", help="Exit 4 and write nothing when unlearning left every tensor unchanged (default: write it with a warning and \"changed\": false).")] = False,
     quiet: QuietOpt = False,
     json_out: JsonOpt = None,
 ) -> None:
@@ -86,11 +86,14 @@ def unlearn_command(
     )
     with RichReporter(quiet) as reporter:
         outcome = unlearn(ckpt, inputs, identified, method, overrides, seed=seed, device=device, precision=precision, reporter=reporter)
-    if not outcome.summary["changed"] and not allow_unchanged:
+    if not outcome.summary["changed"]:
         kept = outcome.summary["log"].get("best_iteration", outcome.summary["log"].get("best_epoch"))
         why = f" (it kept iteration {kept}: no iterate scored better than the input model on the selection proxy)" if kept == 0 else ""
-        raise ResultError(f"{method} left the model unchanged{why}, so {out} was not written; give it more budget (--epochs) "
-                          "or other settings, or pass --allow-unchanged to write the unchanged model anyway")
+        if fail_if_unchanged:
+            raise UnchangedError(f"{method} left the model unchanged{why}, so {out} was not written (--fail-if-unchanged); "
+                                 "give it more budget (--epochs) or other settings")
+        stderr.print(f"[bold yellow]warning:[/] {method} left the model unchanged{why}; the output is the input model "
+                     "(\"changed\": false in the JSON summary and the history; --fail-if-unchanged makes this exit 4)", soft_wrap=True)
     sha = save_checkpoint(out, outcome.state_dict, outcome.meta, force=force, inputs=(checkpoint,))
     summary = {**outcome.summary, "input": str(checkpoint), "checkpoint": str(out), "checkpoint_sha256": sha}
     stderr.print(f"{method}: {summary['steps']} gradient steps in {summary['wall_time_s']:.1f}s on {summary['device']}; wrote {out}")
