@@ -63,9 +63,6 @@ fi
 "$PYTHON" benchmarks/prepare_cifar_subset.py --source "$SOURCE" --per-class $PER_CLASS --test-per-class $TEST_PER_CLASS --out "$CACHE_DIR"
 methods_json=$("$REMCLI" methods --json -)
 
-deadline=""
-if [ -n "${BUDGET_MINUTES:-}" ]; then deadline=$(( $(date +%s) + BUDGET_MINUTES * 60 )); fi
-status=0
 run_phase() {  # run_phase NAME METHODS RATES
   case ",$PHASES," in *",$1,"*) ;; *) return 0 ;; esac
   local args
@@ -74,24 +71,7 @@ run_phase() {  # run_phase NAME METHODS RATES
   local cmd=("$REMCLI" sweep --data "imagefolder:$CACHE_DIR" --arch resnet9 "${SIZE[@]}" --kinds poison,interclass,label-noise
              --discovery "$3" --seeds "$SEEDS" "${args[@]}" --device "$DEVICE" --out "$OUT")
   if [ "${DRY_RUN:-0}" = 1 ]; then cmd+=(--dry-run); fi
-  local prefix=()
-  if [ -n "$deadline" ]; then
-    local left=$(( deadline - $(date +%s) ))
-    if [ $left -le 0 ]; then echo "budget spent; skipping phase $1"; return 1; fi
-    prefix=(timeout --signal=TERM --kill-after=120 "$left")
-  fi
-  echo "phase $1 command: $(printf '%q ' "${cmd[@]}")"
-  local started=$(date +%s) rc=0
-  "${prefix[@]}" "${cmd[@]}" || rc=$?
-  if [ "${DRY_RUN:-0}" != 1 ] && [ -f "$OUT/sweep.json" ]; then
-    printf '# phase %s, %s s, exit %s\n%q ' "$1" $(( $(date +%s) - started )) $rc "${cmd[@]}" >> "$OUT/commands.sh"; echo >> "$OUT/commands.sh"
-  fi
-  case $rc in
-    0) return 0 ;;
-    1) status=1; return 0 ;;          # some cells failed: recorded, retried by the next run
-    124|130|137|143) echo "budget spent during phase $1"; return 1 ;;
-    *) exit $rc ;;                    # bad input (2) or worse: stop here
-  esac
+  run_sweep_command "phase $1" "${cmd[@]}"
 }
 
 if run_phase 1 "$PHASE1" "$FIRST_RATES" && run_phase 2 "$PHASE2" "$FIRST_RATES" && run_phase 3 "$PHASE3" "$FIRST_RATES" \

@@ -52,32 +52,11 @@ methods_json=$("$REMCLI" methods --json -)
 mapfile -t METHOD_ARGS < <(printf '%s' "$methods_json" | "$PYTHON" benchmarks/sweep_args.py --methods "$METHODS" ${BUDGETS[@]+"${BUDGETS[@]}"})
 [ ${#METHOD_ARGS[@]} -gt 0 ] || exit 2
 
-deadline=""
-if [ -n "${BUDGET_MINUTES:-}" ]; then
-  deadline=$(( $(date +%s) + BUDGET_MINUTES * 60 ))
-fi
-
-status=0
 run_phase() {  # run_phase SEEDS RATES
   local cmd=("$REMCLI" sweep --data "imagefolder:$CACHE_DIR" --arch resnet9 "${SIZE[@]}" --kinds poison,interclass,label-noise
              --discovery "$2" --seeds "$1" "${METHOD_ARGS[@]}" --device "$DEVICE" --out "$OUT")
   if [ "${DRY_RUN:-0}" = 1 ]; then cmd+=(--dry-run); fi
-  local prefix=()
-  if [ -n "$deadline" ]; then
-    local left=$(( deadline - $(date +%s) ))
-    if [ $left -le 0 ]; then echo "budget spent; skipping phase seeds=$1 rates=$2"; return 1; fi
-    prefix=(timeout --signal=TERM --kill-after=120 "$left")
-  fi
-  echo "command: $(printf '%q ' "${cmd[@]}")"
-  local rc=0
-  "${prefix[@]}" "${cmd[@]}" || rc=$?
-  if [ "${DRY_RUN:-0}" != 1 ] && [ -f "$OUT/sweep.json" ]; then printf '%q ' "${cmd[@]}" >> "$OUT/commands.sh"; echo >> "$OUT/commands.sh"; fi
-  case $rc in
-    0) return 0 ;;
-    1) status=1; return 0 ;;          # some cells failed: recorded, retried by the next run
-    124|130|137|143) echo "budget spent during phase seeds=$1 rates=$2"; return 1 ;;
-    *) exit $rc ;;                    # bad input (2) or worse: stop here
-  esac
+  run_sweep_command "phase seeds=$1 rates=$2" "${cmd[@]}"
 }
 
 if run_phase "$FIRST_SEED" "$FIRST_RATES" && run_phase "$FIRST_SEED" "$ALL_RATES" \

@@ -472,13 +472,14 @@ def test_gpu_script_tiny_mode(tmp_path):
     env.pop("REMCLI_DEBUG", None)
     result = subprocess.run(["bash", str(REPO / "benchmarks" / "sweep_gpu.sh"), str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    commands = [line for line in result.stdout.splitlines() if line.startswith("command: ")]
+    commands = [line for line in result.stdout.splitlines() if line.startswith("phase seeds=")]
     assert len(commands) == 2 and "--discovery 1.0 " in commands[0] and "--discovery 0.5\\,1.0 " in commands[1]
     assert "--set rem.epochs=1" in commands[0]
     assert "9 cells, 6 already finished, 3 to run" in result.stderr  # the second phase resumed the first
     rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv")))
     assert len(rows) == 9 and all(r["status"] == "ok" for r in rows)
-    assert (tmp_path / "out" / "summary.md").is_file() and len((tmp_path / "out" / "commands.sh").read_text().splitlines()) == 2
+    recorded = (tmp_path / "out" / "commands.sh").read_text().splitlines()
+    assert (tmp_path / "out" / "summary.md").is_file() and len([line for line in recorded if not line.startswith("#")]) == 2
 
 
 def _cpu_script_env(tmp_path, **extra) -> dict:
@@ -521,7 +522,9 @@ def test_cpu_script_tiny_mode_runs_every_phase(tmp_path):
     assert {r["rate"] for r in rows if r["method"] == "rem"} == {"0.5", "1.0"}
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "do they memorise their corrupted samples?" in summary and "Wall time relative to retrain" in summary
-    assert len([line for line in (tmp_path / "out" / "commands.sh").read_text().splitlines() if line.startswith("# phase")]) == 6
+    recorded = (tmp_path / "out" / "commands.sh").read_text().splitlines()
+    assert [line.split(",")[0] for line in recorded[::2]] == [f"# phase {n}" for n in range(1, 7)]
+    assert all(line.startswith(str(Path(sys.executable).parent / "remcli") + " sweep ") for line in recorded[1::2])
 
 
 def test_memorisation_check_passes_a_trained_model_and_flags_an_undertrained_one(poisoned_run, tmp_path):
