@@ -22,17 +22,20 @@ from remcli.progress import NullReporter
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` -> CUDA, then MPS, then CPU."""
+    """`auto` -> CUDA, then MPS, then CPU; `cuda:N` picks one GPU."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name not in ("cpu", "cuda", "mps"):
-        raise InputError(f"unknown device {name!r}; use auto, cpu, cuda or mps")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for but no CUDA GPU is visible; use --device auto or cpu")
+    kind, sep, index = name.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (sep and (kind != "cuda" or not index.isdigit())):
+        raise InputError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name} was asked for but no CUDA GPU is visible; use --device auto or cpu")
+    if index and int(index) >= torch.cuda.device_count():
+        raise InputError(f"--device {name}: only {torch.cuda.device_count()} CUDA GPU(s) are visible (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise InputError("--device mps was asked for but MPS is not available; use --device auto or cpu")
     return torch.device(name)

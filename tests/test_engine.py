@@ -67,3 +67,22 @@ def test_run_epoch_stops_when_asked():
     stats = engine.run_epoch(_batches(10), lambda b: nn.functional.cross_entropy(model(b.inputs), b.labels), stop=stop)
     assert stats.steps == 3 and engine.steps == 3
     assert asked == [1, 2, 3], "stop() is asked after every step"
+
+
+def test_devices_accept_cuda_index_and_refuse_what_cannot_run():
+    import pytest
+
+    from remcli.engine import resolve_device
+    from remcli.errors import InputError
+
+    assert resolve_device("cpu") == CPU
+    for bad in ("tpu", "cuda:x", "cpu:0", "cuda:", "mps:1"):
+        with pytest.raises(InputError, match="unknown device"):
+            resolve_device(bad)
+    if torch.cuda.is_available():
+        assert resolve_device("cuda:0") == torch.device("cuda:0")
+        with pytest.raises(InputError, match="CUDA GPU"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
+    else:
+        with pytest.raises(InputError, match="no CUDA GPU is visible"):
+            resolve_device("cuda:1")
