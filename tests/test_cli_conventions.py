@@ -197,3 +197,16 @@ def test_long_phases_print_heartbeat_lines_without_a_terminal(monkeypatch):
             reporter.advance(1, proxy=0.5)
             reporter.phase("repair 2/10", 4)
     assert [re.sub(r"\d+\.\ds$", "T", line) for line in buffer.getvalue().splitlines()] == ["repair 1/10  1/4 steps  T", "repair 1/10  2/4 steps  proxy=0.5  T"]
+
+
+def test_shell_completion_is_available():
+    """`remcli --show-completion bash` prints a completion script (typer's, driven by _REMCLI_COMPLETE)."""
+    from typer.testing import CliRunner
+
+    from remcli.cli.main import app
+
+    result = CliRunner().invoke(app, ["--show-completion", "bash"])
+    assert result.exit_code == 0, result.output
+    assert "_REMCLI_COMPLETE=complete_bash" in result.output
+    listed = CliRunner().invoke(app, ["--help"])
+    assert "--install-completion" in listed.output

@@ -80,11 +80,12 @@ app = typer.Typer(
         "Remove the influence of corrupted training data from image classifiers.\n\n"
         "Pipeline: corrupt -> train -> unlearn -> evaluate, on safetensors checkpoints and plain index files.\n\n"
         "Exit codes: 0 ok; 1 runtime failure; 2 usage or input error; 3 an evaluate --gate (--fail-under) was missed; "
-        "4 the result would be wrong or empty, so nothing was written."
+        "4 unlearn --fail-if-unchanged: the model was left unchanged, nothing written. "
+        "Non-finite weights are never written (exit 1). Shell completion: remcli --install-completion."
     ),
     context_settings={"help_option_names": HELP_OPTIONS},
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 

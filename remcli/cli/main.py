@@ -1,7 +1,7 @@
 """The `remcli` entry point: a thin typer shell over the library (the app is in remcli.cli.app).
 
 Exit codes: 0 success; 1 runtime failure; 2 usage or input error; 3 an `evaluate --gate`
-(`--fail-under`) was missed; 4 the result would be wrong or empty, so nothing was written.
+(`--fail-under`) was missed; 4 `unlearn --fail-if-unchanged` and the model was left unchanged.
 Set REMCLI_DEBUG=1 for tracebacks.
 
 `remcli --version` answers without importing the app (and so torch); `from remcli.cli.main
