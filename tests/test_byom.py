@@ -56,3 +56,27 @@ def test_bring_your_own_model(cifar_root, tmp_path, monkeypatch):
     assert 0.0 <= metrics["test_acc"] <= 1.0 and metrics["identified_corrupted_acc"] is not None
     missed = runner.invoke(app, ["evaluate", str(tmp_path / "healed.safetensors"), "--device", "cpu", "--gate", "test_acc>=1.1"])
     assert missed.exit_code == 3 and "test_acc" in missed.output
+
+
+def test_index_lists_positions_paths_and_labels_usable_as_a_forget_file(cifar_root, tmp_path):
+    """`remcli index DATA`: one line per training sample; its first or second column is a --forget entry."""
+    listed = runner.invoke(app, ["index", f"imagefolder:{cifar_root}"])
+    assert listed.exit_code == 0, listed.output
+    rows = [line.split("\t") for line in listed.stdout.splitlines() if not line.startswith("#")]
+    train_files = sorted(p for p in (cifar_root / "train").rglob("*.jpg"))
+    assert len(rows) == len(train_files) and [int(r[0]) for r in rows] == list(range(len(rows)))
+    assert all((cifar_root / r[1]).is_file() and r[1].startswith("train/") for r in rows)
+    assert all(r[2].split(" (")[1].rstrip(")") == r[1].split("/")[1] for r in rows), "the label is the class folder"
+    # the same samples by position and by path give the same identified set
+    cat = [r for r in rows if r[1].startswith("train/cat/")][:3]
+    (tmp_path / "by-path.txt").write_text("\n".join(r[1] for r in cat) + "\n")
+    (tmp_path / "by-position.txt").write_text("\n".join(r[0] for r in cat) + "\n")
+    from remcli.data.datasets import load_dataset
+    from remcli.inputs import read_identified
+
+    dataset = load_dataset(f"imagefolder:{cifar_root}")
+    assert torch.equal(read_identified(tmp_path / "by-path.txt", dataset), read_identified(tmp_path / "by-position.txt", dataset))
+    written = runner.invoke(app, ["index", f"imagefolder:{cifar_root}", "--out", str(tmp_path / "index.tsv")])
+    assert written.exit_code == 0 and (tmp_path / "index.tsv").read_text() == listed.stdout
+    again = runner.invoke(app, ["index", f"imagefolder:{cifar_root}", "--out", str(tmp_path / "index.tsv")])
+    assert again.exit_code == 2, "an existing output needs --force"

@@ -16,6 +16,7 @@ from remcli.cli.commands.catalog import archs_command, methods_command
 from remcli.cli.commands.corrupt import corrupt_command
 from remcli.cli.commands.evaluate import evaluate_command
 from remcli.cli.commands.import_weights import import_command
+from remcli.cli.commands.index import index_command
 from remcli.cli.commands.inspect import inspect_command
 from remcli.cli.commands.sweep import sweep_command
 from remcli.cli.commands.train import train_command
@@ -104,6 +105,6 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 for _name, _command in (
     ("corrupt", corrupt_command), ("train", train_command), ("unlearn", unlearn_command), ("evaluate", evaluate_command),
     ("sweep", sweep_command), ("inspect", inspect_command), ("methods", methods_command), ("archs", archs_command),
-    ("import", import_command),
+    ("import", import_command), ("index", index_command),
 ):
     app.command(_name, cls=RemcliCommand)(_command)
