@@ -170,11 +170,11 @@ def summary_markdown(rows: list[dict], cfg: SweepConfig) -> str:
                  {True: "yes", False: "**NO: below the regime, results on it are not comparable to the paper**", None: "unknown (older evaluation)"}[m["memorised"]],
                  _num(m["train_wall_time_s"], "{:.0f}")] for m in models]
         lines += _md_table(["kind", "seed", "clean test acc", "corrupted-label acc", "memorised", "train s"], body, ["l", "r", "r", "r", "l", "r"])
-        retrain = next((e for e in agg if e["method"] == "retrain"), None)
-        if retrain and retrain["mean_wall_time_s"]:
-            lines += ["", "## Wall time relative to retrain (mean unlearning seconds per cell ÷ retrain's)", ""]
-            body = [[e["method"], f"{e['mean_wall_time_s'] / retrain['mean_wall_time_s']:.3f}"] for e in agg if e["method"] != ORIGINAL and e["mean_wall_time_s"] is not None]
-            lines += _md_table(["method", "× retrain"], body, ["l", "r"])
+    retrain = next((e for e in agg if e["method"] == "retrain"), None)
+    if retrain and retrain["mean_wall_time_s"]:
+        lines += ["", "## Wall time relative to retrain (mean unlearning seconds per cell ÷ retrain's)", ""]
+        body = [[e["method"], f"{e['mean_wall_time_s'] / retrain['mean_wall_time_s']:.3f}"] for e in agg if e["method"] != ORIGINAL and e["mean_wall_time_s"] is not None]
+        lines += _md_table(["method", "× retrain"], body, ["l", "r"])
 
     lines += ["", "## By corruption kind: utility × healed, % (mean ± standard error over discovery rates and seeds)", ""]
     per_kind = {k: {e["method"]: e for e in aggregate(rows, k)} for k in kinds}

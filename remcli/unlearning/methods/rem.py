@@ -248,22 +248,23 @@ def rem(task: UnlearnTask, cfg: REMConfig) -> UnlearnResult:
         if cfg.fresh_optimizer:
             engine.reset_optimizer_state()
         steps_before, epochs = engine.steps, 0
-        state = {"acc": task.accuracy(model, task.forget_view)}
+        acc = task.accuracy(model, task.forget_view)
         task.reporter.phase(f"flush {iteration}/{cfg.epochs}", None)
 
         def reached_gamma() -> bool:
-            state["acc"] = task.accuracy(model, task.forget_view)
-            return state["acc"] <= cfg.gamma
+            nonlocal acc
+            acc = task.accuracy(model, task.forget_view)
+            return acc <= cfg.gamma
 
-        while state["acc"] > cfg.gamma and epochs < cfg.flush_max_epochs:
+        while acc > cfg.gamma and epochs < cfg.flush_max_epochs:
             set_train_mode(model, cfg.bn)
             engine.run_epoch(task.forget_view.batches(task.spec, cfg.batch_size, order, augment=True), flush_loss,
                              stop=reached_gamma if cfg.flush_stop == "step" else None)
             if cfg.flush_stop == "epoch":
                 reached_gamma()
             epochs += 1
-            task.reporter.advance(0, flush_epochs=epochs, forget_acc=state["acc"])
-        return epochs, engine.steps - steps_before, state["acc"]
+            task.reporter.advance(0, flush_epochs=epochs, forget_acc=acc)
+        return epochs, engine.steps - steps_before, acc
 
     iterations = [{"iteration": 0, **selection.consider(0), **diagnose(task, model, reference, expansion, views, cfg, seed)}]
     for iteration in range(1, cfg.epochs + 1):
