@@ -24,7 +24,7 @@
 #   4. REM ablations, one mechanism change reverted each, rates 0.1,0.5,1.0
 #   5. rates 0.3,0.7 for phases 1-3
 #   6. the remaining baselines (ssd, badteacher, cf-k, eu-k), all five rates
-# PHASES=1,2 runs only those. BUDGET_MINUTES=N stops the running phase when time is up (finished
+# PHASES=1,2 runs only those; PHASE<N>_METHODS=a,b replaces phase N's methods (e.g. one ablation). BUDGET_MINUTES=N stops the running phase when time is up (finished
 # cells are kept) and rebuilds the report. Environment (optional): SOURCE, CACHE_DIR, SEEDS,
 # DEVICE (default cpu), REMCLI, PYTHON, DRY_RUN=1 (check every option, print each phase's command).
 set -euo pipefail
@@ -38,11 +38,11 @@ PHASES=${PHASES:-1,2,3,4,5,6}
 # (remcli/unlearning/methods/rem.py); rem@legacy reverts all of them (REM before issue 9).
 LEGACY=(rem@legacy.bn=batch rem@legacy.fresh_optimizer=false rem@legacy.flush_stop=epoch rem@legacy.units=bottleneck rem@legacy.new_units_lr_scale=1)
 ABLATIONS=(rem@bn-batch.bn=batch rem@momentum.fresh_optimizer=false rem@epoch-flush.flush_stop=epoch rem@bottleneck.units=bottleneck rem@units-lr1.new_units_lr_scale=1)
-PHASE1=npo,ga
-PHASE2=rem,rem@legacy
-PHASE3=retrain,finetune,scrub,potion,neggrad+,salun
-PHASE4=rem@bn-batch,rem@momentum,rem@epoch-flush,rem@bottleneck,rem@units-lr1
-PHASE6=ssd,badteacher,cf-k,eu-k
+PHASE1=${PHASE1_METHODS:-npo,ga}
+PHASE2=${PHASE2_METHODS:-rem,rem@legacy}
+PHASE3=${PHASE3_METHODS:-retrain,finetune,scrub,potion,neggrad+,salun}
+PHASE4=${PHASE4_METHODS:-rem@bn-batch,rem@momentum,rem@epoch-flush,rem@bottleneck,rem@units-lr1}
+PHASE6=${PHASE6_METHODS:-ssd,badteacher,cf-k,eu-k}
 
 if [ "${TINY:-0}" = 1 ]; then
   CACHE_DIR=${CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/remcli/cifar10-tiny}

@@ -17,7 +17,12 @@ from pathlib import Path
 import torch
 
 from remcli.checkpoints import Checkpoint
-from remcli.data.corruption import Manifest, check_manifest_matches, load_manifest, read_index_file
+from remcli.data.corruption import (
+    Manifest,
+    check_manifest_matches,
+    load_manifest,
+    read_index_file,
+)
 from remcli.data.datasets import Dataset, load_dataset, parse_spec
 from remcli.errors import InputError
 from remcli.fileio import sha256_file

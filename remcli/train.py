@@ -19,20 +19,20 @@ from remcli.data.corruption import Manifest
 from remcli.data.datasets import Dataset
 from remcli.data.pipeline import InputSpec
 from remcli.data.views import clean_view, training_view, validation_split
-from remcli.engine import Engine, OptimConfig, make_optimizer, predict, resolve_device, resolve_precision, synchronize, warmup_linear_decay
+from remcli.engine import (
+    Engine,
+    OptimConfig,
+    make_optimizer,
+    predict,
+    resolve_device,
+    resolve_precision,
+    synchronize,
+    warmup_linear_decay,
+)
 from remcli.models import build_model, model_channels, resolve_arch_kwargs
+from remcli.models.recipes import default_optimizer, train_lr
 from remcli.progress import NullReporter
 from remcli.seeding import generator, seeded_global_rng
-
-
-def is_vit(arch: str) -> bool:
-    return arch.startswith("vit")
-
-
-def default_optim(arch: str, lr: float | None = None) -> OptimConfig:
-    if is_vit(arch):
-        return OptimConfig(name="adam", lr=1e-4 if lr is None else lr)
-    return OptimConfig(name="sgd", lr=0.025 if lr is None else lr)
 
 
 @dataclass
@@ -50,10 +50,8 @@ class TrainConfig:
     precision: str = "auto"
 
     def optim(self) -> OptimConfig:
-        base = default_optim(self.arch, self.lr)
-        name = self.optimizer or base.name
-        lr = self.lr if self.lr is not None else (0.025 if name == "sgd" else 1e-4)
-        return OptimConfig(name=name, lr=lr, weight_decay=self.weight_decay)
+        name = self.optimizer or default_optimizer(self.arch)
+        return OptimConfig(name=name, lr=self.lr if self.lr is not None else train_lr(name), weight_decay=self.weight_decay)
 
 
 @dataclass

@@ -310,3 +310,45 @@ def test_inspect_shows_the_new_fields(small_run):
     result = invoke(["inspect", small_run / "clean.safetensors"])
     assert result.exit_code == 0, result.output
     assert "dataset_content_sha256" in result.stdout and "10: airplane, automobile" in result.stdout
+
+
+# --- 5. extra labelled sets (evaluate --eval-set) ------------------------------------------------
+
+def test_eval_sets_are_labelled_by_class_name_and_gateable(small_run, small_root, tmp_path):
+    classes = sorted(p.name for p in (small_root / "test").iterdir())
+    first, last = tmp_path / "first", tmp_path / "last"  # two sets that partition the test split
+    for name in classes:
+        shutil.copytree(small_root / "test" / name, (first if name in classes[:7] else last) / name)
+    checkpoint = small_run / "model.safetensors"
+    result = invoke(["evaluate", checkpoint, "--eval-set", f"all={small_root / 'test'}", "--eval-set", f"first={first}",
+                     "--eval-set", f"last={last}", "--json", "-"])
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    metrics, counts = body["metrics"], body["counts"]
+    assert metrics["all_acc"] == metrics["test_acc"] and counts["all"] == counts["test"]
+    # `last` holds horse/ship/truck only: labelled 7, 8, 9 as in training (not 0, 1, 2), so the parts add up
+    pooled = (metrics["first_acc"] * counts["first"] + metrics["last_acc"] * counts["last"]) / counts["test"]
+    assert abs(pooled - metrics["test_acc"]) < 1e-5 and counts["last"] == 3 * 4
+    missed = invoke(["evaluate", checkpoint, "--eval-set", f"last={last}", "--require", "last_acc>=1.01,test_acc<=1.0"])
+    assert missed.exit_code == 3 and "last_acc" in missed.output
+
+
+@pytest.mark.parametrize(("make", "value", "needle"), [
+    (None, "2bad=x", "NAME=FOLDER with NAME a plain identifier"),
+    (None, "noequals", "NAME=FOLDER"),
+    (None, "a=/no/such/folder", "is not a folder"),
+    ("unknown", "a={}", "are not classes of the training data"),
+    ("big", "a={}", "add ?size=32"),
+])
+def test_bad_eval_sets_are_one_line_errors(small_run, small_root, tmp_path, make, value, needle):
+    folder = tmp_path / "set"
+    if make == "unknown":
+        shutil.copytree(small_root / "test" / "cat", folder / "tiger")
+    elif make == "big":
+        (folder / "cat").mkdir(parents=True)
+        Image.new("RGB", (40, 40)).save(folder / "cat" / "x.png")
+    line = error_line(invoke(["evaluate", small_run / "model.safetensors", "--eval-set", value.format(folder)]))
+    assert needle in line
+    if make == "big":  # the fix the message names works
+        result = invoke(["evaluate", small_run / "model.safetensors", "--eval-set", f"a={folder}?size=32", "--json", "-"])
+        assert result.exit_code == 0 and json.loads(result.stdout)["counts"]["a"] == 1, result.output

@@ -13,7 +13,13 @@ from collections.abc import Callable
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from remcli.errors import RemcliError
 from remcli.fileio import atomic_write_text, write_failure
@@ -62,7 +68,7 @@ def errors_to_exit(fn: Callable) -> Callable:
         except RemcliError as err:
             if os.environ.get("REMCLI_DEBUG"):
                 raise
-            stderr.print(f"[bold red]error:[/] {err}", soft_wrap=True)
+            stderr.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
             raise typer.Exit(code=err.exit_code) from None
 
     return wrapper

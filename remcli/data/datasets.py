@@ -277,6 +277,35 @@ def canonical_spec(spec: str) -> str:
     return f"{name}:{os.path.abspath(root)}{suffix}"
 
 
+EVAL_SET_LAYOUT = "FOLDER/<class>/<image>, class names as in the training data (a subset is fine)"
+
+
+def load_labelled_folder(spec: str, classes: tuple[str, ...]) -> Split:
+    """An extra labelled set a user keeps (`FOLDER` or `FOLDER?size=N`): FOLDER/<class>/<image>,
+    labelled by class *name* against `classes`, so a folder holding only some classes (all the
+    triggered images of one class, say) gets the training data's label numbers."""
+    match = _SIZE_OPTION.search(spec)
+    folder = Path(spec[: match.start()] if match else spec).expanduser()
+    size = None
+    if match:
+        if not match.group(1).isdigit() or int(match.group(1)) < 1:
+            raise InputError(f"?size={match.group(1)} in {spec!r} must be a positive integer N (every image is resized to N x N)")
+        size = int(match.group(1))
+    if not folder.is_dir():
+        raise InputError(f"labelled set {folder} is not a folder: expected {EVAL_SET_LAYOUT}")
+    found = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    unknown = [name for name in found if name not in classes]
+    if not found or unknown:
+        what = f"class folders {unknown[:3]} are not" if unknown else "no class folders are"
+        raise InputError(f"{what} classes of the training data under {folder}; expected {EVAL_SET_LAYOUT}: {', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''}")
+    try:
+        split, own_classes = _decode_folder(folder, size)
+    except FileNotFoundError as err:  # torchvision's message for a class folder without images
+        raise InputError(f"labelled set {folder}: {err}") from None
+    to_training_label = torch.tensor([classes.index(name) for name in own_classes])
+    return Split(split.images, to_training_label[split.labels], split.paths)
+
+
 def load_dataset(spec: str, download: bool = False) -> Dataset:
     """Decode a spec's splits. `Dataset.spec` is the canonical spec (relative roots made absolute)."""
     spec = canonical_spec(spec)

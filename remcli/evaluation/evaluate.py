@@ -14,6 +14,8 @@
 * corrupted_label_acc: accuracy on ALL corrupted training samples against their corrupted labels
   (triggered for poison): how much of the corruption the model has memorised. The paper's
   models are at ~0.99; unlearning comparisons are only meaningful where this is high.
+* NAME_acc: accuracy on each extra labelled set (`evaluate --eval-set NAME=FOLDER`), such as the
+  user's own triggered images labelled with their true classes.
 """
 
 from __future__ import annotations
@@ -28,11 +30,16 @@ import torch
 from remcli import __version__
 from remcli.checkpoints import Checkpoint
 from remcli.data.corruption import Manifest
-from remcli.data.datasets import Dataset
+from remcli.data.datasets import Dataset, Split
 from remcli.data.views import as_trained_view, clean_view
-from remcli.errors import InputError
 from remcli.engine import predict, resolve_device, resolve_precision
-from remcli.evaluation.metrics import accuracy, attack_success_rate, product, utility_mask
+from remcli.errors import InputError
+from remcli.evaluation.metrics import (
+    accuracy,
+    attack_success_rate,
+    product,
+    utility_mask,
+)
 from remcli.train import input_spec
 
 SCHEMA_VERSION = 1
@@ -45,6 +52,7 @@ def evaluate(
     identified: torch.Tensor | None = None,
     device: str = "auto",
     batch_size: int = 1024,
+    eval_sets: dict[str, Split] | None = None,
 ) -> dict:
     start = time.perf_counter()
     dev = resolve_device(device)
@@ -88,6 +96,13 @@ def evaluate(
         view = as_trained_view(dataset, manifest, identified, dev)
         metrics["identified_corrupted_acc"] = accuracy(preds_of(view), view.labels.cpu())
         counts["identified"] = len(identified)
+
+    for name, split in (eval_sets or {}).items():
+        if tuple(split.images.shape[1:]) != tuple(dataset.input_shape):
+            raise InputError(f"--eval-set {name}: images are {tuple(split.images.shape[1:])} (C,H,W) but the model takes {tuple(dataset.input_shape)}; "
+                             f"add ?size={dataset.input_shape[-1]} to its folder to resize")
+        metrics[f"{name}_acc"] = accuracy(preds_of(clean_view(split, None, dev)), split.labels)
+        counts[name] = len(split)
 
     return {
         "schema_version": SCHEMA_VERSION,

@@ -1,10 +1,12 @@
-"""Architectures by name: remcli's own CIFAR nets, then anything torchvision can build.
+"""Architectures by name: remcli's own CIFAR nets, anything torchvision can build, and timm.
 
 `build_model(arch, num_classes, ...)` is the one way a model is made. Names registered here
-win; every other name falls through to `torchvision.models.get_model(name, num_classes=K)`,
-so any classifier in `torchvision.models.list_models()` works and its state dict loads into
-the plain torchvision constructor. The resolved constructor arguments are returned so that
-checkpoints can record them and rebuild the exact module later.
+win; `timm:NAME` builds `timm.create_model(NAME, num_classes=K, in_chans=C)` (the optional
+`remcli[timm]` extra); every other name falls through to
+`torchvision.models.get_model(name, num_classes=K)`, so any classifier in
+`torchvision.models.list_models()` works and its state dict loads into the plain torchvision
+constructor. The resolved constructor arguments are returned so that checkpoints can record them
+and rebuild the exact module later.
 """
 
 from __future__ import annotations
@@ -51,6 +53,47 @@ def _vit_cifar(num_classes: int, in_channels: int, image_size: int, width: float
     )
 
 
+TIMM_PREFIX = "timm:"
+TIMM_EXTRA = "pip install 'remcli[timm]'"
+_TRANSFORMER_PREFIXES = ("vit_", "swin_", "maxvit_")  # torchvision's transformer classifiers
+
+
+def _timm():
+    try:
+        import timm
+    except ImportError:
+        raise InputError(f"--arch timm:NAME needs timm, which is not installed; install the extra: {TIMM_EXTRA}") from None
+    return timm
+
+
+def timm_name(arch: str) -> str | None:
+    """'resnet18' for 'timm:resnet18'; None for other archs."""
+    return arch[len(TIMM_PREFIX):] if arch.startswith(TIMM_PREFIX) else None
+
+
+def timm_pretrained_config(arch: str) -> dict:
+    """timm's pretrained config for `timm:NAME`: input_size (C,H,W), mean, std, fixed_input_size."""
+    name = timm_name(arch)
+    timm = _timm()
+    if not name or not timm.is_model(name):
+        close = timm.list_models(f"*{name}*")[:5] if name else []
+        hint = f" (close: {', '.join(close)})" if close else "; `python -c 'import timm; print(timm.list_models())'` lists them"
+        raise InputError(f"unknown timm model {name!r}{hint}")
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None:
+        return {}
+    return {"input_size": list(cfg.input_size), "mean": list(cfg.mean), "std": list(cfg.std), "fixed_input_size": bool(cfg.fixed_input_size)}
+
+
+def arch_family(arch: str) -> str:
+    """'transformer' (ViTs, Swin, timm models with a fixed input size) or 'cnn': picks recipes."""
+    if arch == "vit_cifar" or arch.startswith(_TRANSFORMER_PREFIXES):
+        return "transformer"
+    if timm_name(arch) is not None:
+        return "transformer" if timm_pretrained_config(arch).get("fixed_input_size") else "cnn"
+    return "cnn"
+
+
 def torchvision_archs() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
@@ -60,8 +103,8 @@ def list_archs() -> list[str]:
 
 
 def model_channels(arch: str, data_channels: int) -> int:
-    """remcli's nets take the data's channels; torchvision classifiers expect RGB."""
-    return data_channels if arch in _ARCHS else 3
+    """remcli's nets and timm models take the data's channels; torchvision classifiers expect RGB."""
+    return data_channels if arch in _ARCHS or timm_name(arch) is not None else 3
 
 
 def resolve_arch_kwargs(arch: str, image_size: int, user_kwargs: dict | None = None) -> dict:
@@ -69,12 +112,17 @@ def resolve_arch_kwargs(arch: str, image_size: int, user_kwargs: dict | None = N
     kwargs = dict(user_kwargs or {})
     if arch in _ARCHS:
         allowed = set(inspect.signature(_ARCHS[arch]).parameters) - {"num_classes", "in_channels", "image_size"}
+    elif timm_name(arch) is not None:
+        allowed = None  # timm's constructors validate their own keyword arguments
+        pretrained = timm_pretrained_config(arch)
+        if pretrained.get("fixed_input_size") and "img_size" not in kwargs and pretrained["input_size"][-1] != image_size:
+            kwargs["img_size"] = image_size  # position embeddings are sized for one input size
     elif arch in torchvision_archs():
         allowed = None  # torchvision builders take **kwargs; the constructor validates them
         if arch.startswith("vit_") and "image_size" not in kwargs:
             kwargs["image_size"] = image_size  # ViTs need the input size; 32 is divisible by their patches
     else:
-        raise InputError(f"unknown arch {arch!r}; use one of {', '.join(sorted(_ARCHS))} or a torchvision classifier such as resnet18, mobilenet_v3_small, vit_b_16 (`remcli archs` lists all)")
+        raise InputError(f"unknown arch {arch!r}; use one of {', '.join(sorted(_ARCHS))}, a torchvision classifier such as resnet18, mobilenet_v3_small, vit_b_16 (`remcli archs` lists all), or timm:NAME")
     if allowed is not None:
         unknown = set(kwargs) - allowed
         if unknown:
@@ -99,6 +147,11 @@ def build_model(arch: str, num_classes: int, in_channels: int = 3, input_size: i
     kwargs = resolve_arch_kwargs(arch, size, kwargs)
     if arch in _ARCHS:
         return _ARCHS[arch](num_classes=num_classes, in_channels=in_channels, image_size=size, **kwargs)
+    if timm_name(arch) is not None:
+        try:
+            return _timm().create_model(timm_name(arch), pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs)
+        except (TypeError, ValueError, AssertionError, RuntimeError) as err:
+            raise InputError(f"cannot build timm model {timm_name(arch)} with {kwargs}: {err}") from None
     try:
         return torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
     except (TypeError, ValueError) as err:

@@ -20,7 +20,14 @@ from rich.table import Table
 
 from remcli import __version__
 from remcli.fileio import atomic_write_text
-from remcli.sweep.grid import KIND_ORDER, ORIGINAL, REGULARITY, SCHEMA_VERSION, SweepConfig, kind_rank
+from remcli.sweep.grid import (
+    KIND_ORDER,
+    ORIGINAL,
+    REGULARITY,
+    SCHEMA_VERSION,
+    SweepConfig,
+    kind_rank,
+)
 from remcli.sweep.heatmaps import heatmap_values, write_heatmaps
 
 ID_COLUMNS = ("cell", "kind", "rate", "method", "seed", "status")

@@ -35,7 +35,16 @@ from pathlib import Path
 import torch
 
 from remcli.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
-from remcli.data.corruption import Manifest, check_manifest_matches, corrupt, identified_at, load_manifest, rate_label, resolve_count, write_corruption
+from remcli.data.corruption import (
+    Manifest,
+    check_manifest_matches,
+    corrupt,
+    identified_at,
+    load_manifest,
+    rate_label,
+    resolve_count,
+    write_corruption,
+)
 from remcli.data.datasets import Dataset, load_dataset
 from remcli.engine import resolve_device, resolve_precision
 from remcli.errors import InputError
@@ -45,7 +54,17 @@ from remcli.inputs import RunInputs, read_identified
 from remcli.models import build_model, model_channels, resolve_arch_kwargs
 from remcli.progress import NullReporter
 from remcli.seeding import seeded_global_rng
-from remcli.sweep.grid import ORIGINAL, SCHEMA_VERSION, Cell, SweepConfig, base_method, merge_configs, method_overrides, model_id, normalised
+from remcli.sweep.grid import (
+    ORIGINAL,
+    SCHEMA_VERSION,
+    Cell,
+    SweepConfig,
+    base_method,
+    merge_configs,
+    method_overrides,
+    model_id,
+    normalised,
+)
 from remcli.sweep.report import MEMORISED, write_results
 from remcli.train import TrainConfig, train
 from remcli.unlearning import unlearn

@@ -97,24 +97,46 @@ class LinearUnits(nn.Module):
         return self.write(hidden), hidden
 
 
-def _is_vit_mlp(module: nn.Module) -> bool:
+def _residual_block_types() -> tuple[type, ...]:
+    """torchvision's and (when installed) timm's ResNet blocks."""
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
+    types: tuple[type, ...] = (BasicBlock, Bottleneck)
+    with contextlib.suppress(ImportError):
+        from timm.models.resnet import BasicBlock as TimmBasicBlock
+        from timm.models.resnet import Bottleneck as TimmBottleneck
+
+        types += (TimmBasicBlock, TimmBottleneck)
+    return types
+
+
+def mlp_hidden_width(module: nn.Module) -> int | None:
+    """The hidden size of a transformer MLP block (torchvision's MLPBlock, timm's Mlp), else None.
+
+    New units of such a block are extra hidden neurons: they read the block's input."""
     from torchvision.models.vision_transformer import MLPBlock
 
-    return isinstance(module, MLPBlock)
+    if isinstance(module, MLPBlock):
+        return module[0].out_features
+    with contextlib.suppress(ImportError):
+        from timm.layers import Mlp
+
+        if isinstance(module, Mlp) and isinstance(module.fc1, nn.Linear):
+            return module.fc1.out_features
+    return None
 
 
 def default_targets(model: nn.Module, arch: str) -> list[str]:
-    """resnet9: its 6 block outputs; torchvision ResNets: every residual block; ViTs: every MLP
-    block; anything else: every Conv2d / Linear layer except the final classifier."""
-    from torchvision.models.resnet import BasicBlock, Bottleneck
-
+    """resnet9: its 6 block outputs; torchvision and timm ResNets: every residual block; ViTs
+    (torchvision or timm): every MLP block; anything else: every Conv2d / Linear layer except the
+    final classifier."""
     if arch == "resnet9":
         return ["conv1", "conv2", "res1", "conv3", "res2", "conv4"]
     named = list(model.named_modules())
-    found = [name for name, m in named if isinstance(m, (BasicBlock, Bottleneck))]
+    found = [name for name, m in named if isinstance(m, _residual_block_types())]
     if found:
         return found
-    found = [name for name, m in named if _is_vit_mlp(m)]
+    found = [name for name, m in named if mlp_hidden_width(m) is not None]
     if found:
         return found
     layers = [name for name, m in named if isinstance(m, (nn.Conv2d, nn.Linear))]
@@ -158,10 +180,11 @@ class Expansion:
         with seeded_global_rng(seed, "rem/expansion-init"):
             for target, (in_shape, out_shape) in ordered:
                 module = modules[target]
-                from_input = _is_vit_mlp(module)
+                hidden = mlp_hidden_width(module)
+                from_input = hidden is not None
                 spatial = len(out_shape) == 4
                 out_width = out_shape[1] if spatial else out_shape[-1]
-                width = module[0].out_features if from_input else out_width
+                width = hidden if from_input else out_width
                 count = max(1, round(capacity * width))
                 key = target.replace(".", "/")
                 if spatial and units == "conv":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 
 from rich.console import Console
 from rich.table import Table
@@ -10,6 +11,7 @@ from rich.table import Table
 from remcli.cli.options import JsonOpt
 from remcli.cli.output import emit_json
 from remcli.models import list_archs
+from remcli.models.registry import TIMM_EXTRA
 from remcli.unlearning import list_methods
 
 
@@ -32,9 +34,12 @@ def methods_command(json_out: JsonOpt = None) -> None:
 
 
 def archs_command(json_out: JsonOpt = None) -> None:
-    """List the architectures `--arch` accepts (remcli's own, then torchvision's classifiers)."""
+    """List the architectures `--arch` accepts: remcli's own, torchvision's classifiers, and
+    timm:NAME for any model of timm (the optional extra: pip install 'remcli[timm]')."""
     names = list_archs()
+    timm_installed = importlib.util.find_spec("timm") is not None
     if json_out:
-        emit_json({"archs": names}, json_out)
+        emit_json({"archs": names, "timm": timm_installed}, json_out)
         return
     Console().print(", ".join(names), soft_wrap=True)
+    Console().print(f"and timm:NAME for any timm model ({'timm is installed' if timm_installed else 'needs ' + TIMM_EXTRA})", soft_wrap=True, markup=False)

@@ -9,7 +9,15 @@ import typer
 
 from remcli.cli.options import DATA_HELP, DownloadOpt, ForceOpt, JsonOpt, SeedOpt
 from remcli.cli.output import emit_json, errors_to_exit, stderr
-from remcli.data.corruption import POSITIONS, Trigger, corrupt, parse_colour, parse_rates, resolve_count, write_corruption
+from remcli.data.corruption import (
+    POSITIONS,
+    Trigger,
+    corrupt,
+    parse_colour,
+    parse_rates,
+    resolve_count,
+    write_corruption,
+)
 from remcli.data.datasets import load_dataset
 from remcli.errors import InputError
 

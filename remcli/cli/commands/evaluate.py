@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,14 +11,40 @@ from rich.console import Console
 from rich.table import Table
 
 from remcli.checkpoints import load_checkpoint
-from remcli.cli.options import FORGET_HELP, CheckpointArg, CorruptionOpt, DataOpt, DeviceOpt, DownloadOpt, JsonOpt
+from remcli.cli.options import (
+    FORGET_HELP,
+    CheckpointArg,
+    CorruptionOpt,
+    DataOpt,
+    DeviceOpt,
+    DownloadOpt,
+    JsonOpt,
+)
 from remcli.cli.output import emit_json, errors_to_exit, stderr
-from remcli.errors import ThresholdError
+from remcli.data.datasets import load_labelled_folder
+from remcli.errors import InputError, ThresholdError
 from remcli.evaluation import evaluate, gates_summary, missed_gates, parse_gates
 from remcli.evaluation.evaluate import GATE_EXAMPLE
 from remcli.inputs import read_identified, resolve_inputs
 
 GATE_OPTION = "--gate/--fail-under"
+
+
+_EVAL_SET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def parse_eval_sets(values: list[str]) -> dict[str, str]:
+    """['mine=triggered/'] -> {'mine': 'triggered/'}: names are identifiers, so NAME_acc can be gated."""
+    sets: dict[str, str] = {}
+    for value in values:
+        name, sep, folder = value.partition("=")
+        name = name.strip()
+        if not sep or not folder.strip() or not _EVAL_SET_NAME.fullmatch(name):
+            raise InputError(f"--eval-set {value!r} must be NAME=FOLDER with NAME a plain identifier, e.g. --eval-set triggered=my_triggered_images")
+        if name in sets:
+            raise InputError(f"--eval-set name {name!r} is given twice; give each set its own name")
+        sets[name] = folder.strip()
+    return sets
 
 
 def metrics_table(result: dict) -> Table:
@@ -37,9 +64,14 @@ def evaluate_command(
     forget: Annotated[Optional[Path], typer.Option("--forget", metavar="FILE", help=FORGET_HELP + " Splits healed into identified / undiscovered.")] = None,
     json_out: JsonOpt = None,
     gate: Annotated[list[str], typer.Option(
-        "--gate", "--fail-under", metavar="METRIC>=VALUE",
+        "--gate", "--require", "--fail-under", metavar="METRIC>=VALUE",
         help=f"CI gates, comma-separated or repeated: METRIC>=VALUE (a floor) or METRIC<=VALUE (a ceiling); METRIC=VALUE means >=. "
-             f"Quote them for the shell, e.g. --gate '{GATE_EXAMPLE}'. Exit code 3 if one is missed. --fail-under is the same option.",
+             f"Quote them for the shell, e.g. --gate '{GATE_EXAMPLE}'. Exit code 3 if one is missed. --require and --fail-under are the same option.",
+    )] = [],
+    eval_set: Annotated[list[str], typer.Option(
+        "--eval-set", metavar="NAME=FOLDER",
+        help="An extra labelled set to measure, reported as NAME_acc (and gateable): FOLDER/<class>/<image> with the training data's class names, "
+             "e.g. your own triggered images under their true classes. FOLDER?size=N resizes. Repeatable.",
     )] = [],
     device: DeviceOpt = "auto",
     download: DownloadOpt = False,
@@ -49,12 +81,14 @@ def evaluate_command(
     Exit codes: 0 ok, 3 a --gate (--fail-under) was missed, 2 usage or input error, 1 otherwise.
     """
     gates = parse_gates(",".join(gate), GATE_OPTION)
+    eval_folders = parse_eval_sets(eval_set)
     ckpt = load_checkpoint(checkpoint)
     inputs = resolve_inputs(ckpt, data, corruption, download)
     identified = read_identified(forget, inputs.dataset) if forget else None
     if inputs.dataset.test_split != "test":
         stderr.print(f"note: {inputs.dataset.spec} has no test/ folder; test metrics are measured on its {inputs.dataset.test_split}/ split")
-    result = evaluate(ckpt, inputs.dataset, inputs.manifest, identified, device=device)
+    extra = {name: load_labelled_folder(folder, inputs.dataset.classes) for name, folder in eval_folders.items()}
+    result = evaluate(ckpt, inputs.dataset, inputs.manifest, identified, device=device, eval_sets=extra)
     missed = missed_gates(result, gates, GATE_OPTION)
     result["thresholds"] = gates_summary(gates, missed)
     if json_out:

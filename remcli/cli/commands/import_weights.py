@@ -7,13 +7,19 @@ from typing import Annotated, Optional
 
 import typer
 
-from remcli.checkpoints import Checkpoint, history_entry, import_state_dict, save_checkpoint
+from remcli.checkpoints import (
+    Checkpoint,
+    history_entry,
+    import_state_dict,
+    save_checkpoint,
+)
 from remcli.cli.commands.train import parse_arch_args
 from remcli.cli.options import ForceOpt
 from remcli.cli.output import errors_to_exit, stderr
 from remcli.errors import InputError
 from remcli.fileio import sha256_file
-from remcli.models import resolve_arch_kwargs
+from remcli.models import resolve_arch_kwargs, timm_name
+from remcli.models.registry import timm_pretrained_config
 
 
 def _channel_values(text: str, option: str, channels: int, positive: bool) -> list[float]:
@@ -38,13 +44,23 @@ def parse_normalisation(mean: str | None, std: str | None, channels: int) -> dic
     return {"mean": _channel_values(mean, "--mean", channels, False), "std": _channel_values(std, "--std", channels, True)}
 
 
+def parse_input_shape(text: str) -> list[int]:
+    try:
+        shape = [int(v) for v in text.split(",")]
+    except ValueError:
+        shape = []
+    if len(shape) != 3 or min(shape) < 1:
+        raise InputError(f"--input-shape {text!r} must be three positive integers C,H,W such as 3,32,32")
+    return shape
+
+
 @errors_to_exit
 def import_command(
     source: Annotated[Path, typer.Argument(help="A .pt/.pth file holding a state_dict (loaded with weights_only=True).", show_default=False)],
     arch: Annotated[str, typer.Option("--arch", help="Architecture the weights belong to.")],
     num_classes: Annotated[int, typer.Option("--num-classes", help="Number of output classes.")],
     out: Annotated[Path, typer.Option("--out", help="Output .safetensors checkpoint.")],
-    input_shape: Annotated[str, typer.Option("--input-shape", help="C,H,W of the inputs.")] = "3,32,32",
+    input_shape: Annotated[Optional[str], typer.Option("--input-shape", metavar="C,H,W", help="C,H,W of the inputs. Default: timm's pretrained input size for timm:NAME, else 3,32,32.")] = None,
     arch_arg: Annotated[list[str], typer.Option("--arch-arg", help="Constructor argument name=value (repeatable).")] = [],
     mean: Annotated[Optional[str], typer.Option("--mean", metavar="R,G,B", help="Per-channel mean the weights were trained with, comma-separated, on [0,1] pixels (ImageNet: 0.485,0.456,0.406). "
                                                 "Recorded in the checkpoint and used by unlearn/evaluate instead of statistics computed from --data. Give --std with it.")] = None,
@@ -55,14 +71,16 @@ def import_command(
 
     Without --mean/--std, unlearn and evaluate normalise with the statistics of the data they are
     given; weights trained elsewhere (e.g. on ImageNet) need the normalisation they were trained with.
+    For timm:NAME, timm's pretrained config supplies the input size and normalisation that
+    --input-shape, --mean and --std leave unset.
     """
-    try:
-        shape = [int(v) for v in input_shape.split(",")]
-    except ValueError:
-        shape = []
-    if len(shape) != 3 or min(shape) < 1:
-        raise InputError(f"--input-shape {input_shape!r} must be three positive integers C,H,W such as 3,32,32")
-    normalisation = parse_normalisation(mean, std, shape[0])
+    pretrained = timm_pretrained_config(arch) if timm_name(arch) else {}
+    shape = parse_input_shape(input_shape) if input_shape else list(pretrained.get("input_size", [3, 32, 32]))
+    if mean is None and std is None and pretrained:
+        normalisation = {"mean": pretrained["mean"], "std": pretrained["std"]}
+        stderr.print(f"note: normalising with timm's pretrained mean {normalisation['mean']} and std {normalisation['std']} for {arch}; --mean/--std override")
+    else:
+        normalisation = parse_normalisation(mean, std, shape[0])
     state = import_state_dict(source)
     kwargs = resolve_arch_kwargs(arch, shape[-1], parse_arch_args(arch_arg, None))
     meta = {"arch": arch, "arch_kwargs": kwargs, "num_classes": num_classes, "input_shape": shape, **normalisation}

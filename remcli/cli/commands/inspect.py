@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -9,11 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from remcli.checkpoints import load_checkpoint, read_metadata
-from pathlib import Path
-
 from remcli.cli.options import JsonOpt
 from remcli.cli.output import emit_json, errors_to_exit
-from remcli.models import build_model, list_archs
+from remcli.models import build_model, list_archs, timm_name
 from remcli.models.blocks import list_blocks
 
 
@@ -60,9 +59,9 @@ def inspect_command(
 ) -> None:
     """Show how a checkpoint was made: arch, data, corruption, validation split and history.
 
-    `remcli inspect ARCH --blocks` (e.g. resnet18) lists an architecture's blocks without a checkpoint.
+    `remcli inspect ARCH --blocks` (e.g. resnet18, timm:resnet18) lists an architecture's blocks without a checkpoint.
     """
-    if blocks and not checkpoint.exists() and str(checkpoint) in list_archs():
+    if blocks and not checkpoint.exists() and (str(checkpoint) in list_archs() or timm_name(str(checkpoint))):
         arch_blocks(str(checkpoint), json_out)
         return
     meta = read_metadata(checkpoint)

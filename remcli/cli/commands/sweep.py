@@ -17,8 +17,23 @@ from remcli.cli.commands.train import parse_arch_args
 from remcli.cli.options import DATA_HELP, DeviceOpt, JsonOpt, PrecisionOpt, QuietOpt
 from remcli.cli.output import OneBarReporter, emit_json, errors_to_exit, stderr
 from remcli.errors import InputError, RemcliError
-from remcli.sweep import SweepConfig, aggregate, rebuild_report, run_sweep, summary_table, write_report
-from remcli.sweep.grid import PAPER_RATES, parse_discovery, parse_kinds, parse_method_settings, parse_methods, parse_seeds
+from remcli.models.recipes import describe_train_lr
+from remcli.sweep import (
+    SweepConfig,
+    aggregate,
+    rebuild_report,
+    run_sweep,
+    summary_table,
+    write_report,
+)
+from remcli.sweep.grid import (
+    PAPER_RATES,
+    parse_discovery,
+    parse_kinds,
+    parse_method_settings,
+    parse_methods,
+    parse_seeds,
+)
 
 
 class Terminated(KeyboardInterrupt):
@@ -55,7 +70,7 @@ def sweep_command(
     seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds; each drives the corruption, the training and the unlearning.")] = "0",
     train_epochs: Annotated[int, typer.Option("--train-epochs", help="Training epochs per (kind, seed) model.")] = 40,
     train_batch_size: Annotated[int, typer.Option("--train-batch-size", help="Training batch size.")] = 512,
-    train_lr: Annotated[Optional[float], typer.Option("--train-lr", help="Training peak learning rate. Default 0.025 (SGD) or 1e-4 (Adam).")] = None,
+    train_lr: Annotated[Optional[float], typer.Option("--train-lr", help="Training peak learning rate. " + describe_train_lr() + ".")] = None,
     settings: Annotated[list[str], typer.Option("--set", metavar="METHOD.NAME=VALUE", help="Method setting METHOD.name=value, e.g. rem.epochs=3 (repeatable; see `remcli methods --json -`).")] = [],
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",

@@ -8,13 +8,24 @@ from typing import Annotated, Optional
 import typer
 
 from remcli.checkpoints import save_checkpoint
-from remcli.cli.options import DATA_HELP, CorruptionOpt, DeviceOpt, DownloadOpt, ForceOpt, JsonOpt, PrecisionOpt, QuietOpt, SeedOpt
+from remcli.cli.options import (
+    DATA_HELP,
+    CorruptionOpt,
+    DeviceOpt,
+    DownloadOpt,
+    ForceOpt,
+    JsonOpt,
+    PrecisionOpt,
+    QuietOpt,
+    SeedOpt,
+)
 from remcli.cli.output import RichReporter, emit_json, errors_to_exit, stderr
 from remcli.data.datasets import load_dataset
 from remcli.errors import InputError
-from remcli.settings import parse_settings
 from remcli.fileio import check_writable_output
 from remcli.inputs import load_corruption
+from remcli.models.recipes import describe_train_lr
+from remcli.settings import parse_settings
 from remcli.train import TrainConfig, train
 
 
@@ -35,7 +46,7 @@ def train_command(
     width: Annotated[Optional[float], typer.Option("--width", help="Channel multiplier for resnet9 / vit_cifar (1.0 = paper size).")] = None,
     arch_arg: Annotated[list[str], typer.Option("--arch-arg", help="Extra constructor argument name=value (repeatable).")] = [],
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training split (paper: ~41 = 4000 steps at batch 512).")] = 40,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate. Default 0.025 (SGD) or 1e-4 (Adam).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate. " + describe_train_lr() + ".")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per step.")] = 512,
     optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="sgd or adam. Default: sgd for CNNs, adam for ViTs.")] = None,
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="L2 weight decay.")] = 5e-4,

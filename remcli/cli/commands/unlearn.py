@@ -9,11 +9,23 @@ import typer
 
 from remcli.checkpoints import load_checkpoint, save_checkpoint
 from remcli.cli.commands.train import parse_arch_args
-from remcli.cli.options import FORGET_HELP, CheckpointArg, CorruptionOpt, DataOpt, DeviceOpt, DownloadOpt, ForceOpt, JsonOpt, PrecisionOpt, QuietOpt, SeedOpt
+from remcli.cli.options import (
+    FORGET_HELP,
+    CheckpointArg,
+    CorruptionOpt,
+    DataOpt,
+    DeviceOpt,
+    DownloadOpt,
+    ForceOpt,
+    JsonOpt,
+    PrecisionOpt,
+    QuietOpt,
+    SeedOpt,
+)
 from remcli.cli.output import RichReporter, emit_json, errors_to_exit, stderr
+from remcli.errors import UnchangedError
 from remcli.fileio import check_writable_output
 from remcli.inputs import read_identified, resolve_inputs
-from remcli.errors import UnchangedError
 from remcli.settings import parse_settings
 from remcli.unlearning import unlearn
 

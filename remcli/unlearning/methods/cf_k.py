@@ -13,7 +13,14 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 
 from remcli.unlearning.base import UnlearnResult, UnlearnTask, register_method
-from remcli.unlearning.training import FitConfig, check_fit_config, fit, freeze_outside, head_blocks, reinitialise
+from remcli.unlearning.training import (
+    FitConfig,
+    check_fit_config,
+    fit,
+    freeze_outside,
+    head_blocks,
+    reinitialise,
+)
 
 
 @dataclass

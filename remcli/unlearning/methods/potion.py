@@ -16,7 +16,14 @@ from dataclasses import dataclass
 
 from remcli.errors import InputError
 from remcli.unlearning.base import UnlearnResult, UnlearnTask, register_method
-from remcli.unlearning.importance import apply_factors, dampening_factors, importance_ratios, logit_norm_loss, parameter_importance, percentile
+from remcli.unlearning.importance import (
+    apply_factors,
+    dampening_factors,
+    importance_ratios,
+    logit_norm_loss,
+    parameter_importance,
+    percentile,
+)
 
 
 @dataclass

@@ -44,8 +44,14 @@ from torch import nn
 from remcli.data.pipeline import SampleView
 from remcli.engine import Engine, OptimConfig, autocast, make_optimizer
 from remcli.errors import InputError
+from remcli.models.recipes import default_optimizer, unlearn_lr
 from remcli.seeding import generator
-from remcli.unlearning.base import UnlearnResult, UnlearnTask, eval_mode, register_method
+from remcli.unlearning.base import (
+    UnlearnResult,
+    UnlearnTask,
+    eval_mode,
+    register_method,
+)
 from remcli.unlearning.expansion import UNIT_KINDS, Expansion, default_targets
 from remcli.unlearning.losses import npo_loss, npo_weight, rem_repair_loss
 from remcli.unlearning.masks import unit_masks
@@ -144,9 +150,8 @@ def per_sample_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def _optim(task: UnlearnTask, cfg: REMConfig) -> OptimConfig:
-    vit = task.arch.startswith("vit")
-    name = cfg.optimizer or ("adam" if vit else "sgd")
-    lr = cfg.lr if cfg.lr is not None else (2e-5 if name == "adam" else 0.005)
+    name = cfg.optimizer or default_optimizer(task.arch)
+    lr = cfg.lr if cfg.lr is not None else unlearn_lr(name)
     return OptimConfig(name=name, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
+from remcli.models.recipes import train_lr
 from remcli.unlearning.base import UnlearnResult, UnlearnTask, register_method
 from remcli.unlearning.training import FitConfig, check_fit_config, fit
 
@@ -28,7 +29,7 @@ class RetrainConfig:
 
 def resolve_budget(cfg: RetrainConfig, recorded: dict) -> FitConfig:
     optimizer = cfg.optimizer or recorded.get("optimizer") or "sgd"
-    default_lr = recorded.get("lr") if recorded.get("optimizer", optimizer) == optimizer and recorded.get("lr") else (0.025 if optimizer == "sgd" else 1e-4)
+    default_lr = recorded.get("lr") if recorded.get("optimizer", optimizer) == optimizer and recorded.get("lr") else train_lr(optimizer)
     return FitConfig(
         epochs=cfg.epochs if cfg.epochs is not None else int(recorded.get("epochs", 40)),
         lr=cfg.lr if cfg.lr is not None else float(default_lr),

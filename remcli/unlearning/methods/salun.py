@@ -27,8 +27,19 @@ from remcli.data.views import as_trained_view
 from remcli.errors import InputError
 from remcli.seeding import generator
 from remcli.unlearning.base import UnlearnResult, UnlearnTask, register_method
-from remcli.unlearning.importance import cross_entropy_loss, parameter_importance, top_fraction_mask
-from remcli.unlearning.training import FitConfig, check_fit_config, check_fraction, fit, make_engine, steps_per_epoch
+from remcli.unlearning.importance import (
+    cross_entropy_loss,
+    parameter_importance,
+    top_fraction_mask,
+)
+from remcli.unlearning.training import (
+    FitConfig,
+    check_fit_config,
+    check_fraction,
+    fit,
+    make_engine,
+    steps_per_epoch,
+)
 
 
 @dataclass

@@ -28,7 +28,12 @@ from remcli.engine import Engine
 from remcli.errors import InputError
 from remcli.seeding import generator
 from remcli.unlearning.base import UnlearnResult, UnlearnTask, register_method
-from remcli.unlearning.training import FitConfig, check_fit_config, make_engine, steps_per_epoch
+from remcli.unlearning.training import (
+    FitConfig,
+    check_fit_config,
+    make_engine,
+    steps_per_epoch,
+)
 
 VARIANTS = {
     "original": dict(epochs=3, lr=5e-4, batch_size=128, forget_batch_size=32, max_steps=2, schedule="constant"),

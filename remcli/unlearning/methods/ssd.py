@@ -13,7 +13,12 @@ from dataclasses import dataclass
 
 from remcli.errors import InputError
 from remcli.unlearning.base import UnlearnResult, UnlearnTask, register_method
-from remcli.unlearning.importance import apply_factors, cross_entropy_loss, dampening_factors, parameter_importance
+from remcli.unlearning.importance import (
+    apply_factors,
+    cross_entropy_loss,
+    dampening_factors,
+    parameter_importance,
+)
 
 
 @dataclass
