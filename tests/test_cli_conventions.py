@@ -172,6 +172,14 @@ def test_long_messages_are_not_wrapped_without_a_terminal():
     assert buffer.getvalue() == message.strip() + "\n"
 
 
+def test_usage_errors_without_a_terminal_are_plain_unwrapped_lines():
+    bogus = "--" + "no-such-option-" * 6
+    result = run_python(f"import sys; sys.argv = ['remcli', 'unlearn', 'x.safetensors', '{bogus}']; from remcli.cli.main import main; main()")
+    assert result.returncode == 2
+    assert f"Error: No such option: {bogus}" in result.stderr.splitlines()  # one line, however long
+    assert "╭" not in result.stderr and "Try 'remcli unlearn -h' for help." in result.stderr
+
+
 def test_cli_train_progress_and_summary_are_unwrapped_lines(cifar_spec, tmp_path):
     out = tmp_path / ("a-long-output-directory-name-so-the-summary-line-is-longer-than-eighty-columns" ) / "model.safetensors"
     out.parent.mkdir()

@@ -1,7 +1,7 @@
 """The `remcli` entry point: a thin typer shell over the library (the app is in remcli.cli.app).
 
 Exit codes: 0 success; 1 runtime failure; 2 usage or input error; 3 an `evaluate --gate`
-(`--fail-under`) was missed; 4 `unlearn --fail-if-unchanged` and the model was left unchanged.
+(`--require`, `--fail-under`) was missed; 4 `unlearn --fail-if-unchanged` and the model was left unchanged.
 Set REMCLI_DEBUG=1 for tracebacks.
 
 `remcli --version` answers without importing the app (and so torch); `from remcli.cli.main
@@ -29,9 +29,15 @@ def main() -> None:
     if asks_version(sys.argv[1:]):
         sys.stdout.write(f"remcli {__version__}\n")
         return
+    import typer
+
     from remcli.cli.app import app
 
-    app()
+    command = typer.main.get_command(app)
+    if not sys.stderr.isatty():
+        # logs and pipes: usage errors as click's plain lines, never boxed or wrapped at 80 columns
+        command.rich_markup_mode = None
+    command()
 
 
 def __getattr__(name: str):
