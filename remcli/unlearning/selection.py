@@ -46,9 +46,14 @@ class ProxySelection:
         self.best_proxy = float("-inf")
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_iteration = -1
+        self.last_forget_acc = float("nan")
 
-    def consider(self, iteration: int) -> dict:
-        forget_acc = self.task.accuracy(self.model, self.task.forget_view)
+    def consider(self, iteration: int, forget_acc: float | None = None) -> dict:
+        """Score the model as it is now. `forget_acc`: its identified-set accuracy if the caller
+        has just measured it (eval mode, drop view), so it is not measured twice."""
+        if forget_acc is None:
+            forget_acc = self.task.accuracy(self.model, self.task.forget_view)
+        self.last_forget_acc = forget_acc
         keep_acc = self.task.accuracy(self.model, self.view)
         value = selection_proxy(keep_acc, forget_acc, self.gamma)
         selected = value > self.best_proxy

@@ -165,35 +165,54 @@ def diagnostic_views(task: UnlearnTask, samples: int) -> dict[str, SampleView]:
     return views
 
 
-@torch.no_grad()
-def diagnose(task: UnlearnTask, model: nn.Module, reference: nn.Module, expansion: Expansion, views: dict[str, SampleView], cfg: REMConfig, seed: int) -> dict:
+class Diagnostics:
     """Per view (drop, redirect) and data (identified, retain): mean CE, mean NPO weight
     2 sigmoid(beta (CE_ref - CE)) and accuracy against the training labels; eval mode,
-    non-augmented images, new units still attached."""
-    out: dict[str, float | bool] = {}
-    with eval_mode(model, expansion.adapters):
-        for name, view in views.items():
-            sums = {"drop": [0.0, 0.0, 0], "redirect": [0.0, 0.0, 0]}
-            for batch in view.batches(task.spec, 1024):
-                with autocast(task.device, task.precision):
-                    ce_ref = per_sample_ce(reference(batch.inputs), batch.labels)
-                    drop_logits = model(batch.inputs)
-                    identified = task.identified_mask[batch.indices]
-                    with expansion.redirect(unit_masks(batch.indices, identified, expansion.num_units, cfg.mask_density, seed)):
-                        redirect_logits = model(batch.inputs)
-                for view_name, logits in (("drop", drop_logits), ("redirect", redirect_logits)):
-                    ce = per_sample_ce(logits, batch.labels)
-                    acc = sums[view_name]
-                    acc[0] += float(ce.sum())
-                    acc[1] += float(npo_weight(ce, ce_ref, cfg.beta).sum())
-                    acc[2] += int((logits.argmax(1) == batch.labels).sum())
-            n = max(len(view), 1)
-            for view_name, (ce_sum, weight_sum, correct) in sums.items():
-                out[f"{name}_{view_name}_ce"] = round(ce_sum / n, 4)
-                out[f"{name}_{view_name}_npo_weight"] = round(weight_sum / n, 4)
-                out[f"{name}_{view_name}_acc"] = round(correct / n, 4)
-    out["redirecting"] = bool(out["identified_redirect_acc"] >= REDIRECTING_FIT and out["identified_drop_acc"] <= cfg.gamma)
-    return out
+    non-augmented images, new units still attached.
+
+    The reference is frozen and the images are not augmented, so its CE is computed once."""
+
+    def __init__(self, task: UnlearnTask, reference: nn.Module, views: dict[str, SampleView], cfg: REMConfig, seed: int):
+        self.task, self.views, self.cfg, self.seed = task, views, cfg, seed
+        with torch.no_grad(), eval_mode(reference):
+            self.ce_ref = {name: [self._ce(reference, batch) for batch in view.batches(task.spec, 1024)] for name, view in views.items()}
+
+    def _ce(self, net: nn.Module, batch) -> torch.Tensor:
+        with autocast(self.task.device, self.task.precision):
+            logits = net(batch.inputs)
+        return per_sample_ce(logits, batch.labels)
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module, expansion: Expansion) -> dict:
+        """Unrounded values; `redirecting` says whether the redirect view holds the identified set."""
+        out: dict[str, float | bool] = {}
+        task, cfg = self.task, self.cfg
+        with eval_mode(model, expansion.adapters):
+            for name, view in self.views.items():
+                sums = {"drop": [0.0, 0.0, 0], "redirect": [0.0, 0.0, 0]}
+                for batch, ce_ref in zip(view.batches(task.spec, 1024), self.ce_ref[name]):
+                    with autocast(task.device, task.precision):
+                        drop_logits = model(batch.inputs)
+                        identified = task.identified_mask[batch.indices]
+                        with expansion.redirect(unit_masks(batch.indices, identified, expansion.num_units, cfg.mask_density, self.seed)):
+                            redirect_logits = model(batch.inputs)
+                    for view_name, logits in (("drop", drop_logits), ("redirect", redirect_logits)):
+                        ce = per_sample_ce(logits, batch.labels)
+                        acc = sums[view_name]
+                        acc[0] += float(ce.sum())
+                        acc[1] += float(npo_weight(ce, ce_ref, cfg.beta).sum())
+                        acc[2] += int((logits.argmax(1) == batch.labels).sum())
+                n = max(len(view), 1)
+                for view_name, (ce_sum, weight_sum, correct) in sums.items():
+                    out[f"{name}_{view_name}_ce"] = ce_sum / n
+                    out[f"{name}_{view_name}_npo_weight"] = weight_sum / n
+                    out[f"{name}_{view_name}_acc"] = correct / n
+        out["redirecting"] = bool(out["identified_redirect_acc"] >= REDIRECTING_FIT and out["identified_drop_acc"] <= cfg.gamma)
+        return out
+
+
+def rounded(values: dict, digits: int = 4) -> dict:
+    return {k: round(v, digits) if isinstance(v, float) else v for k, v in values.items()}
 
 
 def rem(task: UnlearnTask, cfg: REMConfig) -> UnlearnResult:
@@ -208,7 +227,7 @@ def rem(task: UnlearnTask, cfg: REMConfig) -> UnlearnResult:
     optimizer.add_param_group({"params": list(expansion.parameters()), "lr": optim.lr * cfg.new_units_lr_scale})
     engine = Engine(optimizer, task.device, task.precision, None, task.reporter)
     order = generator(seed, "unlearn/rem/batches", task.device)
-    views = diagnostic_views(task, cfg.diagnostic_samples)
+    diagnose = Diagnostics(task, reference, diagnostic_views(task, cfg.diagnostic_samples), cfg, seed)
     frozen = cfg.bn == "frozen"
 
     def ce_of(net: nn.Module, batch) -> torch.Tensor:
@@ -248,12 +267,12 @@ def rem(task: UnlearnTask, cfg: REMConfig) -> UnlearnResult:
             full = full.index_put((rows,), per_sample_ce(model(batch.inputs[rows]), batch.labels[rows]))
         return full
 
-    def flush(iteration: int) -> tuple[int, int, float]:
-        """NPO (or GA) on the identified set until its accuracy <= gamma; returns epochs, steps, accuracy."""
+    def flush(iteration: int, acc: float) -> tuple[int, int, float]:
+        """NPO (or GA) on the identified set, from accuracy `acc`, until its accuracy <= gamma;
+        returns epochs, steps, accuracy."""
         if cfg.fresh_optimizer:
             engine.reset_optimizer_state()
         steps_before, epochs = engine.steps, 0
-        acc = task.accuracy(model, task.forget_view)
         task.reporter.phase(f"flush {iteration}/{cfg.epochs}", None)
 
         def reached_gamma() -> bool:
@@ -271,21 +290,28 @@ def rem(task: UnlearnTask, cfg: REMConfig) -> UnlearnResult:
             task.reporter.advance(0, flush_epochs=epochs, forget_acc=acc)
         return epochs, engine.steps - steps_before, acc
 
-    iterations = [{"iteration": 0, **selection.consider(0), **diagnose(task, model, reference, expansion, views, cfg, seed)}]
+    def measure(iteration: int) -> dict:
+        """Diagnostics and selection; the drop view's identified accuracy is measured once for both."""
+        diagnostics = diagnose(model, expansion)
+        return {**selection.consider(iteration, forget_acc=diagnostics["identified_drop_acc"]), **rounded(diagnostics)}
+
+    iterations = [{"iteration": 0, **measure(0)}]
+    forget_acc = selection.last_forget_acc
     for iteration in range(1, cfg.epochs + 1):
-        flush_epochs, flush_steps, forget_acc = flush(iteration)
+        flush_epochs, flush_steps, forget_acc = flush(iteration, forget_acc)
         if cfg.fresh_optimizer:
             engine.reset_optimizer_state()
         task.reporter.phase(f"repair {iteration}/{cfg.epochs}", -(-len(task.train_view) // cfg.batch_size))
         set_train_mode(model, cfg.bn)
         expansion.train(True)
         stats = engine.run_epoch(task.train_view.batches(task.spec, cfg.batch_size, order, augment=True), repair_loss)
-        diagnostics = diagnose(task, model, reference, expansion, views, cfg, seed)
-        scores = selection.consider(iteration)
-        task.reporter.advance(0, forget_acc=scores["forget_acc"], redirect_acc=diagnostics["identified_redirect_acc"], proxy=scores["proxy"])
+        flushed_to = forget_acc
+        measured = measure(iteration)
+        forget_acc = selection.last_forget_acc
+        task.reporter.advance(0, forget_acc=measured["forget_acc"], redirect_acc=measured["identified_redirect_acc"], proxy=measured["proxy"])
         iterations.append({
-            "iteration": iteration, "flush_epochs": flush_epochs, "flush_steps": flush_steps, "forget_acc_after_flush": round(forget_acc, 5),
-            "repair_loss": round(stats.mean_loss, 5), **scores, **diagnostics,
+            "iteration": iteration, "flush_epochs": flush_epochs, "flush_steps": flush_steps, "forget_acc_after_flush": round(flushed_to, 5),
+            "repair_loss": round(stats.mean_loss, 5), **measured,
         })
     expansion.remove()
     if cfg.keep == "best":
