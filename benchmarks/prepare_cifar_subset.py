@@ -70,7 +70,9 @@ def prepare(source: Path, out: Path, per_class: int, test_per_class: int) -> dic
         for split, limit in limits.items():
             short = [cls for cls in classes if counts.get((split, cls), 0) != limit]
             if len(classes) != 10 or short:
-                raise SystemExit(f"error: {source} gave {split} counts {[counts.get((split, c), 0) for c in classes]}, expected {limit} for each of 10 classes")
+                raise SystemExit(
+                    f"error: {source} gave {split} counts {[counts.get((split, c), 0) for c in classes]}, expected {limit} for each of 10 classes"
+                )
         (tmp / ".prepared").write_text(json.dumps(stamp) + "\n")
         tmp.rename(out)
     finally:

@@ -17,7 +17,14 @@ from pathlib import Path
 
 from remcli.sweep.report import mean_sem
 
-DIAGNOSTICS = ("identified_drop_acc", "identified_redirect_acc", "identified_drop_npo_weight", "identified_redirect_npo_weight", "retain_drop_acc", "retain_redirect_acc")
+DIAGNOSTICS = (
+    "identified_drop_acc",
+    "identified_redirect_acc",
+    "identified_drop_npo_weight",
+    "identified_redirect_npo_weight",
+    "retain_drop_acc",
+    "retain_redirect_acc",
+)
 
 
 def fmt(mean: float | None, se: float | None, scale: float = 100.0, digits: int = 1) -> str:
@@ -63,7 +70,10 @@ def main() -> None:
     rates = sorted({c[2] for c in cells if c[0] in variants})
     uxh = {key: rec["row"]["utility_x_healed"] for key, rec in cells.items()}
 
-    lines = ["| variant | cells | utility × healed | Δ vs " + args.base + " (paired) | > 2 SE | healed | utility | wall s |", "|---|---:|---:|---:|---|---:|---:|---:|"]
+    lines = [
+        "| variant | cells | utility × healed | Δ vs " + args.base + " (paired) | > 2 SE | healed | utility | wall s |",
+        "|---|---:|---:|---:|---|---:|---:|---:|",
+    ]
     for variant in variants:
         keys = [k for k in cells if k[0] == variant]
         m, se = mean_sem([uxh[k] for k in keys])
@@ -91,12 +101,24 @@ def main() -> None:
         print(f"Untouched model: {fmt(*original)}\n")
         print("| variant | " + " | ".join(str(r) for r in rates) + " |\n|---|" + "---:|" * len(rates))
         for variant in variants:
-            vals = [fmt(*mean_sem([cells[c]["row"]["healed"] for c in cells if c[0] == variant and c[1] == "interclass" and c[2] == r])) for r in rates]
+            vals = [
+                fmt(*mean_sem([cells[c]["row"]["healed"] for c in cells if c[0] == variant and c[1] == "interclass" and c[2] == r])) for r in rates
+            ]
             print(f"| {variant} | " + " | ".join(vals) + " |")
 
     print("\n## Diagnostics (mean over cells; accuracies on the identified set's corrupted labels and on retain training labels)\n")
-    names = ["last_identified_drop_acc", "last_identified_redirect_acc", "last_identified_drop_npo_weight", "last_identified_redirect_npo_weight",
-             "kept_identified_drop_acc", "kept_identified_redirect_acc", "last_retain_drop_acc", "last_retain_redirect_acc", "redirecting_share", "kept_iteration"]
+    names = [
+        "last_identified_drop_acc",
+        "last_identified_redirect_acc",
+        "last_identified_drop_npo_weight",
+        "last_identified_redirect_npo_weight",
+        "kept_identified_drop_acc",
+        "kept_identified_redirect_acc",
+        "last_retain_drop_acc",
+        "last_retain_redirect_acc",
+        "redirecting_share",
+        "kept_iteration",
+    ]
     print("| variant | " + " | ".join(n.replace("identified_", "id ").replace("_", " ") for n in names) + " |\n|---|" + "---:|" * len(names))
     for variant in variants:
         diags = [d for d in (diagnostics(cells[c]) for c in cells if c[0] == variant) if d]

@@ -49,13 +49,27 @@ def main() -> None:
     args = parser.parse_args()
 
     dataset = load_dataset(args.data)
-    manifest = corrupt(dataset.train.labels, dataset=args.data, fingerprint=dataset.fingerprint, num_classes=dataset.num_classes, kind="poison", count=args.count, seed=0)
+    manifest = corrupt(
+        dataset.train.labels,
+        dataset=args.data,
+        fingerprint=dataset.fingerprint,
+        num_classes=dataset.num_classes,
+        kind="poison",
+        count=args.count,
+        seed=0,
+    )
     identified = identified_at(manifest, 0.5)
     inputs = RunInputs(dataset, manifest, None, None)
     results = {}
     for precision in args.precisions.split(","):
-        cfg = TrainConfig(arch=args.arch, arch_kwargs={"width": args.width} if args.arch in ("resnet9", "vit_cifar") else {}, epochs=args.epochs,
-                          batch_size=args.batch_size, device=args.device, precision=precision)
+        cfg = TrainConfig(
+            arch=args.arch,
+            arch_kwargs={"width": args.width} if args.arch in ("resnet9", "vit_cifar") else {},
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            device=args.device,
+            precision=precision,
+        )
         trained = train(dataset, cfg, manifest)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.safetensors"
@@ -71,20 +85,32 @@ def main() -> None:
             repair_steps = outcome.summary["steps"] - sum(it.get("flush_steps", 0) for it in log["iterations"])
             per_epoch = rem_s / train_s
             row["rem"][variant] = {
-                "rem_s": rem_s, "rem_s_per_iteration": round(rem_s / args.epochs, 3), "rem_s_per_repair_step": round(rem_s / max(repair_steps, 1), 4),
-                "steps": outcome.summary["steps"], "new_parameters": log["new_parameters"], "model_parameters": log["model_parameters"],
-                "ratio_rem_over_train_same_epochs": round(per_epoch, 3), "ratio_at_paper_budgets": round(per_epoch * 10 / 41, 3),
+                "rem_s": rem_s,
+                "rem_s_per_iteration": round(rem_s / args.epochs, 3),
+                "rem_s_per_repair_step": round(rem_s / max(repair_steps, 1), 4),
+                "steps": outcome.summary["steps"],
+                "new_parameters": log["new_parameters"],
+                "model_parameters": log["model_parameters"],
+                "ratio_rem_over_train_same_epochs": round(per_epoch, 3),
+                "ratio_at_paper_budgets": round(per_epoch * 10 / 41, 3),
             }
         results[precision] = row
     report = {
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {trained.summary['device']}",
-        "torch": torch.__version__, "data": args.data, "arch": args.arch, "width": args.width, "batch_size": args.batch_size,
-        "epochs": args.epochs, "results": results,
+        "torch": torch.__version__,
+        "data": args.data,
+        "arch": args.arch,
+        "width": args.width,
+        "batch_size": args.batch_size,
+        "epochs": args.epochs,
+        "results": results,
     }
     if "fp32" in results and "bf16" in results:
         fp32, bf16 = results["fp32"], results["bf16"]
         report["bf16_speedup_train_images_per_s"] = round(bf16["train_images_per_s"] / fp32["train_images_per_s"], 3)
-        report["bf16_speedup_rem_step"] = {v: round(fp32["rem"][v]["rem_s_per_repair_step"] / bf16["rem"][v]["rem_s_per_repair_step"], 3) for v in bf16["rem"]}
+        report["bf16_speedup_rem_step"] = {
+            v: round(fp32["rem"][v]["rem_s_per_repair_step"] / bf16["rem"][v]["rem_s_per_repair_step"], 3) for v in bf16["rem"]
+        }
     print(json.dumps(report, indent=2))
 
 

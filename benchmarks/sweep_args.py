@@ -42,7 +42,9 @@ def main() -> None:
         if method not in methods:
             continue
         if name not in registry[base(method)]:
-            print(f"note: {method} has no setting {name!r}; {pair} dropped (its settings: {', '.join(sorted(registry[base(method)]))})", file=sys.stderr)
+            print(
+                f"note: {method} has no setting {name!r}; {pair} dropped (its settings: {', '.join(sorted(registry[base(method)]))})", file=sys.stderr
+            )
             continue
         out += ["--set", pair]
     print("\n".join(out))

@@ -35,7 +35,7 @@ DEVICE=${DEVICE:-cpu}
 PHASES=${PHASES:-1,2,3,4,5,6}
 
 # REM variants: `rem` is the current default; each ablation reverts one mechanism change
-# (remcli/unlearning/methods/rem.py); rem@legacy reverts all of them (REM before issue 9).
+# (remcli/unlearning/methods/rem/); rem@legacy reverts all of them (REM before issue 9).
 LEGACY=(rem@legacy.bn=batch rem@legacy.fresh_optimizer=false rem@legacy.flush_stop=epoch rem@legacy.units=bottleneck rem@legacy.new_units_lr_scale=1)
 ABLATIONS=(rem@bn-batch.bn=batch rem@momentum.fresh_optimizer=false rem@epoch-flush.flush_stop=epoch rem@bottleneck.units=bottleneck rem@units-lr1.new_units_lr_scale=1)
 PHASE1=${PHASE1_METHODS:-npo,ga}

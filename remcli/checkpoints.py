@@ -81,7 +81,9 @@ class Checkpoint:
         if not self.arch or self.num_classes is None:
             raise InputError(f"checkpoint {self.path} records no arch/num_classes; pass --arch and --num-classes")
         shape = self.meta.get("input_shape") or [3, 32, 32]
-        return build_model(self.arch, self.num_classes, in_channels=model_channels(self.arch, shape[0]), input_size=shape[-1], **self.meta.get("arch_kwargs", {}))
+        return build_model(
+            self.arch, self.num_classes, in_channels=model_channels(self.arch, shape[0]), input_size=shape[-1], **self.meta.get("arch_kwargs", {})
+        )
 
     def build(self) -> nn.Module:
         """Rebuild the module and load the weights, checking names and shapes first."""
@@ -99,7 +101,10 @@ def check_state_dict_matches(model: nn.Module, state: dict[str, torch.Tensor], w
         raise InputError(f"{what} does not fit arch {arch}: missing {missing[:3]}, unexpected {extra[:3]}; pass the arch it was trained with")
     for key, shape in expected.items():
         if got[key] != shape:
-            raise InputError(f"{what} does not fit arch {arch}: {key} has shape {list(got[key])}, expected {list(shape)}; check --arch, --num-classes and --arch-arg")
+            raise InputError(
+                f"{what} does not fit arch {arch}: {key} has shape {list(got[key])}, expected {list(shape)}; check --arch, --num-classes "
+                "and --arch-arg"
+            )
 
 
 def history_entry(command: str, params: dict, seed: int | None, wall_time_s: float, device: str, parent_sha256: str | None = None, **extra) -> dict:
@@ -144,7 +149,9 @@ def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], meta:
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
-        raise ResultError(f"{len(bad)} tensors hold NaN or inf values (e.g. {bad[0]}): the run diverged, so {out} was not written; lower --lr and rerun")
+        raise ResultError(
+            f"{len(bad)} tensors hold NaN or inf values (e.g. {bad[0]}): the run diverged, so {out} was not written; lower --lr and rerun"
+        )
     with atomic_path(out) as tmp:
         try:
             save_file(tensors, str(tmp), metadata=encode_metadata(meta))
@@ -180,7 +187,10 @@ def import_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError/RuntimeError/EOFError variously
-        raise InputError(f"{p} is not a loadable weights-only PyTorch file ({err.__class__.__name__}); export a plain state_dict with torch.save(model.state_dict(), path)") from None
+        raise InputError(
+            f"{p} is not a loadable weights-only PyTorch file ({err.__class__.__name__}); export a plain state_dict with "
+            "torch.save(model.state_dict(), path)"
+        ) from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

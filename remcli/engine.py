@@ -35,7 +35,9 @@ def resolve_device(name: str) -> torch.device:
     if kind == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device {name} was asked for but no CUDA GPU is visible; use --device auto or cpu")
     if index and int(index) >= torch.cuda.device_count():
-        raise InputError(f"--device {name}: only {torch.cuda.device_count()} CUDA GPU(s) are visible (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+        raise InputError(
+            f"--device {name}: only {torch.cuda.device_count()} CUDA GPU(s) are visible (cuda:0 to cuda:{torch.cuda.device_count() - 1})"
+        )
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise InputError("--device mps was asked for but MPS is not available; use --device auto or cpu")
     return torch.device(name)
@@ -57,6 +59,9 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")  # and "auto"
+
+
 def resolve_precision(name: str, device: torch.device, cpu_bf16: bool | None = None) -> str:
     """`auto` = bf16 autocast on CUDA, and on CPUs with native bf16 (AVX512-BF16/AMX); fp32 elsewhere.
     `fp32` always forces fp32. `cpu_bf16` overrides the CPU check (tests)."""
@@ -66,7 +71,7 @@ def resolve_precision(name: str, device: torch.device, cpu_bf16: bool | None = N
         if device.type == "cpu":
             return "bf16" if (cpu_has_native_bf16() if cpu_bf16 is None else cpu_bf16) else "fp32"
         return "fp32"
-    if name not in ("fp32", "bf16", "fp16"):
+    if name not in PRECISIONS:
         raise InputError(f"unknown precision {name!r}; use auto, fp32, bf16 or fp16")
     if name == "fp16" and device.type != "cuda":
         raise InputError("fp16 autocast needs CUDA; use bf16 or fp32 on this device")
@@ -91,6 +96,9 @@ class OptimConfig:
     lr: float = 0.025
     momentum: float = 0.9
     weight_decay: float = 5e-4  # L2 in the loss, as in the paper (Adam, not AdamW)
+
+
+OPTIMIZERS = ("sgd", "adam")
 
 
 def make_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -197,6 +205,37 @@ class Engine:
         stats.loss_sum = float(torch.stack(losses).float().sum()) if losses else 0.0
         self.samples += stats.samples
         return stats
+
+    def fit(
+        self,
+        model: nn.Module,
+        epoch_batches: Callable[[], Iterable[Batch]],
+        loss_fn: Callable[[Batch], torch.Tensor],
+        epochs: int,
+        name: str,
+        steps_per_epoch: int | None = None,
+        evaluate: Callable[[], dict] | None = None,
+        set_mode: Callable[[nn.Module], None] | None = None,
+    ) -> tuple[list[dict], float]:
+        """The one fitting loop (training, retraining, fine-tuning baselines): `epochs` passes of
+        `epoch_batches()` minimising `loss_fn`, each logged as {epoch, loss, **evaluate()} (evaluate
+        runs in eval mode). `set_mode` (default `model.train()`) lets a method keep frozen parts
+        in eval mode. Returns the per-epoch log and the seconds spent stepping; leaves the
+        model in eval mode."""
+        log, seconds = [], 0.0
+        for epoch in range(1, epochs + 1):
+            self.reporter.phase(f"{name} epoch {epoch}/{epochs}", steps_per_epoch)
+            (set_mode or nn.Module.train)(model)
+            stats = self.run_epoch(epoch_batches(), loss_fn)
+            seconds += stats.seconds
+            entry = {"epoch": epoch, "loss": round(stats.mean_loss, 5)}
+            if evaluate is not None:
+                model.eval()
+                entry.update(evaluate())
+            self.reporter.advance(0, **entry)
+            log.append(entry)
+        model.eval()
+        return log, seconds
 
 
 @torch.no_grad()

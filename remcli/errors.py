@@ -1,18 +1,24 @@
 """One user-facing error type, mapped to exit codes once, at the CLI edge.
 
 Library code raises these; it never prints or exits. Every message names the problem and the
-fix in one line. Exit codes (also in the README and `remcli --help`):
-
-    0  success
-    1  runtime failure (anything unexpected)
-    2  usage or input error (bad file, bad option, mismatched data)
-    3  `evaluate --gate` (`--fail-under`): a quality gate was missed
-    4  `unlearn --fail-if-unchanged`: unlearning left every tensor unchanged (nothing written)
+fix in one line. The exit codes are `EXIT_CODES` (shown by `remcli --help`, listed in the README).
 
 A result that would be wrong (non-finite weights: the run diverged) is never written: exit 1.
 An unchanged unlearning result is written with a warning and `"changed": false` in the JSON
 summary and the history, unless `--fail-if-unchanged` asks for exit 4.
 """
+
+EXIT_CODES = {
+    0: "success",
+    1: "runtime failure (anything unexpected; a diverged run writes nothing)",
+    2: "usage or input error (bad file, bad option, mismatched data)",
+    3: "evaluate --gate (--require, --fail-under): a quality gate was missed",
+    4: "unlearn --fail-if-unchanged: unlearning left every tensor unchanged (nothing written)",
+}
+
+
+def exit_codes_text() -> str:
+    return "; ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES.items())
 
 
 class RemcliError(Exception):

@@ -63,8 +63,10 @@ def write_failure(target: str | Path, err: BaseException, option: str = "--out")
     if code == errno.EDQUOT:
         return WriteError(f"disk quota exceeded writing {target}; free space or choose another {option}")
     if code == errno.EFBIG:
-        return WriteError(f"file too large writing {target} (the file system or a file-size limit, ulimit -f, refused it); "
-                          f"raise the limit or choose another {option}")
+        return WriteError(
+            f"file too large writing {target} (the file system or a file-size limit, ulimit -f, refused it); "
+            f"raise the limit or choose another {option}"
+        )
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
         return WriteError(f"cannot write {target}: {os.strerror(code)}; choose a writable {option}")
     cause = os.strerror(code) if code is not None else str(err).strip() or err.__class__.__name__

@@ -17,13 +17,9 @@ from pathlib import Path
 import torch
 
 from remcli.checkpoints import Checkpoint
-from remcli.data.corruption import (
-    Manifest,
-    check_manifest_matches,
-    load_manifest,
-    read_index_file,
-)
 from remcli.data.datasets import Dataset, load_dataset, parse_spec
+from remcli.data.index_files import read_index_file
+from remcli.data.manifest import Manifest, check_manifest_matches, load_manifest
 from remcli.errors import InputError
 from remcli.fileio import sha256_file
 
@@ -67,18 +63,28 @@ def check_checkpoint_matches(checkpoint: Checkpoint, dataset: Dataset, spec: str
             fix = f"load the data as {resize} (the size it was trained at) or pass the --data it was trained on"
         raise InputError(f"checkpoint {checkpoint.path} expects inputs {list(shape)}, but {spec} has {list(dataset.input_shape)}; {fix}")
     if checkpoint.num_classes is not None and checkpoint.num_classes != dataset.num_classes:
-        raise InputError(f"checkpoint {checkpoint.path} has {checkpoint.num_classes} classes, but {spec} has {dataset.num_classes}; pass the matching --data")
+        raise InputError(
+            f"checkpoint {checkpoint.path} has {checkpoint.num_classes} classes, but {spec} has {dataset.num_classes}; pass the matching --data"
+        )
     classes = checkpoint.meta.get("classes")
     if isinstance(classes, list) and classes and [str(c) for c in classes] != list(dataset.classes):
-        raise InputError(f"checkpoint {checkpoint.path} was trained with other class names than {spec} has: "
-                         f"{first_difference([str(c) for c in classes], list(dataset.classes))}; rename the class folders to match or pass the --data it was trained on")
+        raise InputError(
+            f"checkpoint {checkpoint.path} was trained with other class names than {spec} has: "
+            f"{first_difference([str(c) for c in classes], list(dataset.classes))}; rename the class folders to match or pass the --data it "
+            "was trained on"
+        )
     recorded = checkpoint.meta.get("dataset_fingerprint")
     if recorded and recorded != dataset.fingerprint:
-        raise InputError(f"checkpoint {checkpoint.path} was trained on data {recorded}, but {spec} is {dataset.fingerprint}; pass the matching --data")
+        raise InputError(
+            f"checkpoint {checkpoint.path} was trained on data {recorded}, but {spec} is {dataset.fingerprint}; pass the matching --data"
+        )
     content = checkpoint.meta.get("dataset_content_sha256")
     if content and dataset.content_sha256 and content != dataset.content_sha256:
-        raise InputError(f"checkpoint {checkpoint.path} was trained on other images than {spec} holds (same labels, different pixels or image order: "
-                         f"content {content} vs {dataset.content_sha256}); restore the image files as they were at training time or pass the --data it was trained on")
+        raise InputError(
+            f"checkpoint {checkpoint.path} was trained on other images than {spec} holds (same labels, different pixels or image order: "
+            f"content {content} vs {dataset.content_sha256}); restore the image files as they were at training time or pass the --data it "
+            "was trained on"
+        )
 
 
 def _normalisation(checkpoint: Checkpoint, dataset: Dataset) -> Dataset:
@@ -99,8 +105,14 @@ def resolve_inputs(checkpoint: Checkpoint, data: str | None, corruption: str | P
     dataset = load_dataset(spec, download=download)
     check_checkpoint_matches(checkpoint, dataset, spec)
     dataset = _normalisation(checkpoint, dataset)
-    for key, value in (("dataset", dataset.spec), ("dataset_fingerprint", dataset.fingerprint), ("input_shape", list(dataset.input_shape)),
-                       ("mean", list(dataset.mean)), ("std", list(dataset.std)), ("classes", list(dataset.classes))):
+    for key, value in (
+        ("dataset", dataset.spec),
+        ("dataset_fingerprint", dataset.fingerprint),
+        ("input_shape", list(dataset.input_shape)),
+        ("mean", list(dataset.mean)),
+        ("std", list(dataset.std)),
+        ("classes", list(dataset.classes)),
+    ):
         checkpoint.meta.setdefault(key, value)  # checkpoints without remcli metadata gain it here
     if dataset.content_sha256 and checkpoint.meta.get("dataset_fingerprint") == dataset.fingerprint:
         checkpoint.meta.setdefault("dataset_content_sha256", dataset.content_sha256)

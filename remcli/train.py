@@ -15,11 +15,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from remcli.checkpoints import history_entry
-from remcli.data.corruption import Manifest
+from remcli.config import Settings
 from remcli.data.datasets import Dataset
-from remcli.data.pipeline import InputSpec
+from remcli.data.manifest import Manifest
 from remcli.data.views import clean_view, training_view, validation_split
 from remcli.engine import (
+    OPTIMIZERS,
+    PRECISIONS,
     Engine,
     OptimConfig,
     make_optimizer,
@@ -29,14 +31,16 @@ from remcli.engine import (
     synchronize,
     warmup_linear_decay,
 )
-from remcli.models import build_model, model_channels, resolve_arch_kwargs
+from remcli.models import build_model, input_spec, model_channels, resolve_arch_kwargs
 from remcli.models.recipes import default_optimizer, train_lr
 from remcli.progress import NullReporter
 from remcli.seeding import generator, seeded_global_rng
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Settings):
+    CHOICES = {"optimizer": OPTIMIZERS, "precision": ("auto", *PRECISIONS)}
+
     arch: str = "resnet9"
     arch_kwargs: dict = field(default_factory=dict)
     epochs: int = 40  # the paper's 4000 steps at batch 512 on CIFAR-10 are ~41 epochs
@@ -61,11 +65,9 @@ class TrainResult:
     summary: dict  # what the CLI prints / --json emits
 
 
-def input_spec(dataset: Dataset, arch: str) -> InputSpec:
-    return InputSpec(mean=dataset.mean, std=dataset.std, model_channels=model_channels(arch, dataset.input_shape[0]))
-
-
-def model_metadata(arch: str, arch_kwargs: dict, dataset: Dataset, corruption_sha256: str | None, corruption_path: str | None, validation: dict, history: list[dict]) -> dict:
+def model_metadata(
+    arch: str, arch_kwargs: dict, dataset: Dataset, corruption_sha256: str | None, corruption_path: str | None, validation: dict, history: list[dict]
+) -> dict:
     return {
         "arch": arch,
         "arch_kwargs": arch_kwargs,
@@ -114,23 +116,21 @@ def train(
     def loss_fn(batch):
         return F.cross_entropy(model(batch.inputs), batch.labels)
 
-    epochs_log = []
+    def validation_accuracy() -> dict:
+        return {"val_acc": round(float((predict(model, val_view.batches(spec, 1024), precision) == val_view.labels).float().mean()), 5)}
+
     start = time.perf_counter()
-    train_seconds = 0.0
-    for epoch in range(cfg.epochs):
-        reporter.phase(f"train epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch)
-        model.train()
-        stats = engine.run_epoch(view.batches(spec, cfg.batch_size, batch_order, augment=True), loss_fn)
-        train_seconds += stats.seconds
-        entry = {"epoch": epoch + 1, "loss": round(stats.mean_loss, 5)}
-        if val_view is not None:
-            model.eval()
-            entry["val_acc"] = round(float((predict(model, val_view.batches(spec, 1024), precision) == val_view.labels).float().mean()), 5)
-        reporter.advance(0, **entry)
-        epochs_log.append(entry)
+    epochs_log, train_seconds = engine.fit(
+        model,
+        lambda: view.batches(spec, cfg.batch_size, batch_order, augment=True),
+        loss_fn,
+        cfg.epochs,
+        "train",
+        steps_per_epoch,
+        validation_accuracy if val_view is not None else None,
+    )
     synchronize(device)
     wall = time.perf_counter() - start
-    model.eval()
 
     summary = {
         "arch": cfg.arch,
@@ -147,7 +147,18 @@ def train(
         "epoch_log": epochs_log,
     }
     params = {**asdict(cfg), "arch_kwargs": arch_kwargs, "optimizer": optim.name, "lr": optim.lr}
-    history = [history_entry("train", params, cfg.seed, wall, str(device), steps=engine.steps, images_per_s=summary["images_per_s"], corruption_sha256=corruption_sha256)]
+    history = [
+        history_entry(
+            "train",
+            params,
+            cfg.seed,
+            wall,
+            str(device),
+            steps=engine.steps,
+            images_per_s=summary["images_per_s"],
+            corruption_sha256=corruption_sha256,
+        )
+    ]
     validation = {"seed": cfg.seed, "fraction": cfg.val_fraction, "indices": held_out.tolist()}
     meta = model_metadata(cfg.arch, arch_kwargs, dataset, corruption_sha256, corruption_path, validation, history)
     return TrainResult(model=model, meta=meta, summary=summary)

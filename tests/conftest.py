@@ -74,12 +74,33 @@ def poisoned_run(tmp_path_factory, cifar_spec):
 
     out = tmp_path_factory.mktemp("poisoned")
     runner = CliRunner()
-    result = runner.invoke(app, ["corrupt", cifar_spec, "--kind", "poison", "--count", "150", "--patch-size", "4", "--discovery", "0.5,1.0", "--out", str(out / "c")])
+    result = runner.invoke(
+        app, ["corrupt", cifar_spec, "--kind", "poison", "--count", "150", "--patch-size", "4", "--discovery", "0.5,1.0", "--out", str(out / "c")]
+    )
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, [
-        "train", "--data", cifar_spec, "--corruption", str(out / "c" / "corruption.json"), "--width", "0.25",
-        "--epochs", "20", "--batch-size", "64", "--lr", "0.05", "--device", "cpu", "--quiet", "--out", str(out / "model.safetensors"),
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            cifar_spec,
+            "--corruption",
+            str(out / "c" / "corruption.json"),
+            "--width",
+            "0.25",
+            "--epochs",
+            "20",
+            "--batch-size",
+            "64",
+            "--lr",
+            "0.05",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--out",
+            str(out / "model.safetensors"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     return out
 

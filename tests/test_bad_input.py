@@ -95,6 +95,7 @@ def test_index_file_with_mismatched_fingerprint_header(model, forget_half, tmp_p
 
 # --- manifests ---------------------------------------------------------------------------------
 
+
 def test_manifest_with_mismatched_fingerprint(poisoned_run, cifar_spec, tmp_path):
     body = json.loads((poisoned_run / "c" / "corruption.json").read_text())
     real = body["fingerprint"]
@@ -119,6 +120,7 @@ def test_manifest_that_is_not_json(cifar_spec, tmp_path):
 
 # --- checkpoints -------------------------------------------------------------------------------
 
+
 def test_unlearn_with_wrong_arch_for_bare_checkpoint(cifar_spec, tmp_path):
     """A resnet9 checkpoint without metadata, unlearned as --arch resnet18: names the mismatch."""
     bare = tmp_path / "bare.safetensors"
@@ -126,7 +128,25 @@ def test_unlearn_with_wrong_arch_for_bare_checkpoint(cifar_spec, tmp_path):
     forget = tmp_path / "forget.txt"
     forget.write_text("1\n2\n3\n")
     out = tmp_path / "u.safetensors"
-    result = invoke(["unlearn", bare, "--arch", "resnet18", "--num-classes", "10", "--data", cifar_spec, "--forget", forget, "--out", out, "--device", "cpu", "--quiet"])
+    result = invoke(
+        [
+            "unlearn",
+            bare,
+            "--arch",
+            "resnet18",
+            "--num-classes",
+            "10",
+            "--data",
+            cifar_spec,
+            "--forget",
+            forget,
+            "--out",
+            out,
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
+    )
     assert_input_error(result, "does not fit arch resnet18", "missing")
     assert not out.exists()
 
@@ -134,8 +154,11 @@ def test_unlearn_with_wrong_arch_for_bare_checkpoint(cifar_spec, tmp_path):
 def test_checkpoint_shapes_do_not_match_recorded_arch(cifar_spec, tmp_path):
     """Metadata says resnet9 width 0.25, but the tensors are a width-0.5 resnet9."""
     path = tmp_path / "wrong.safetensors"
-    save_checkpoint(path, build_model("resnet9", 10, width=0.5).state_dict(),
-                    {"arch": "resnet9", "arch_kwargs": {"width": 0.25}, "num_classes": 10, "input_shape": [3, 32, 32], "dataset": cifar_spec})
+    save_checkpoint(
+        path,
+        build_model("resnet9", 10, width=0.5).state_dict(),
+        {"arch": "resnet9", "arch_kwargs": {"width": 0.25}, "num_classes": 10, "input_shape": [3, 32, 32], "dataset": cifar_spec},
+    )
     out = tmp_path / "result.json"
     result = invoke(["evaluate", path, "--device", "cpu", "--json", out])
     assert_input_error(result, "does not fit arch resnet9", "conv1.0.weight has shape [32, 3, 3, 3], expected [16, 3, 3, 3]")
@@ -175,6 +198,7 @@ def test_missing_checkpoint(tmp_path):
 
 # --- datasets, archs ---------------------------------------------------------------------------
 
+
 def test_missing_dataset_root_names_expected_files(tmp_path):
     out = tmp_path / "c"
     result = invoke(["corrupt", "cifar10:/nonexistent", "--kind", "label-noise", "--count", "5", "--out", out])
@@ -208,6 +232,7 @@ def test_unknown_arch_lists_valid_ones(cifar_spec, tmp_path):
 
 
 # --- outputs -----------------------------------------------------------------------------------
+
 
 def test_existing_output_needs_force(cifar_spec, tmp_path):
     out = tmp_path / "m.safetensors"
@@ -251,6 +276,7 @@ def test_unlearn_refuses_to_overwrite_its_input(model, forget_half, tmp_path):
 
 
 # --- evaluate gates and JSON -------------------------------------------------------------------
+
 
 def test_fail_under_missed_exits_3(model):
     result = invoke(["evaluate", model, "--device", "cpu", "--fail-under", "utility=0.99"])
@@ -318,11 +344,14 @@ def test_archs_listing_names_what_the_unknown_arch_error_refers_to():
 
 # --- malformed option values (exit code contract: input errors are 2, never a traceback) ---------
 
+
 def test_import_malformed_input_shape_is_input_error(tmp_path):
     source = tmp_path / "w.pth"
     torch.save(build_model("resnet9", 10, width=0.25).state_dict(), source)
     out = tmp_path / "w.safetensors"
-    result = invoke(["import", source, "--arch", "resnet9", "--num-classes", "10", "--arch-arg", "width=0.25", "--input-shape", "three,32,32", "--out", out])
+    result = invoke(
+        ["import", source, "--arch", "resnet9", "--num-classes", "10", "--arch-arg", "width=0.25", "--input-shape", "three,32,32", "--out", out]
+    )
     assert_input_error(result, "--input-shape")
     assert not out.exists()
 

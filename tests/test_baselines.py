@@ -69,7 +69,9 @@ def test_retrain_never_sees_an_identified_sample(poisoned_setup):
     images, labels = train.images.clone(), train.labels.clone()
     images[identified] = 255 - images[identified]
     labels[identified] = (labels[identified] + 1) % inputs.dataset.num_classes
-    altered = RunInputs(dataclasses.replace(inputs.dataset, train=Split(images, labels)), inputs.manifest, inputs.manifest_sha256, inputs.manifest_path)
+    altered = RunInputs(
+        dataclasses.replace(inputs.dataset, train=Split(images, labels)), inputs.manifest, inputs.manifest_sha256, inputs.manifest_path
+    )
     first = run(poisoned_setup, "retrain", epochs=1, **FAST)
     second = run(poisoned_setup, "retrain", inputs=altered, epochs=1, **FAST)
     assert first.summary["log"]["trained_samples"] == len(train) - len(ckpt.validation_indices) - len(identified)

@@ -24,8 +24,25 @@ def test_bring_your_own_model(cifar_root, tmp_path, monkeypatch):
     torch.save(weights, tmp_path / "resnet18.pth")
 
     # 1. import with the normalisation the weights were trained with
-    imported = runner.invoke(app, ["import", str(tmp_path / "resnet18.pth"), "--arch", "resnet18", "--num-classes", "10", "--input-shape", "3,32,32",
-                                   "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225", "--out", str(tmp_path / "model.safetensors")])
+    imported = runner.invoke(
+        app,
+        [
+            "import",
+            str(tmp_path / "resnet18.pth"),
+            "--arch",
+            "resnet18",
+            "--num-classes",
+            "10",
+            "--input-shape",
+            "3,32,32",
+            "--mean",
+            "0.485,0.456,0.406",
+            "--std",
+            "0.229,0.224,0.225",
+            "--out",
+            str(tmp_path / "model.safetensors"),
+        ],
+    )
     assert imported.exit_code == 0, imported.output
     meta = read_metadata(tmp_path / "model.safetensors")
     assert meta["mean"] == [0.485, 0.456, 0.406] and meta["std"] == [0.229, 0.224, 0.225]
@@ -37,9 +54,30 @@ def test_bring_your_own_model(cifar_root, tmp_path, monkeypatch):
     # 3. unlearn, with the data given as a path relative to the working directory
     monkeypatch.chdir(cifar_root.parent)
     relative = os.path.relpath(cifar_root, cifar_root.parent)
-    unlearned = runner.invoke(app, ["unlearn", str(tmp_path / "model.safetensors"), "--data", f"imagefolder:{relative}", "--forget", str(tmp_path / "bad.txt"),
-                                    "--epochs", "1", "--batch-size", "128", "--set", "flush_max_epochs=1", "--device", "cpu", "--quiet",
-                                    "--out", str(tmp_path / "healed.safetensors"), "--json", "-"])
+    unlearned = runner.invoke(
+        app,
+        [
+            "unlearn",
+            str(tmp_path / "model.safetensors"),
+            "--data",
+            f"imagefolder:{relative}",
+            "--forget",
+            str(tmp_path / "bad.txt"),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "128",
+            "--set",
+            "flush_max_epochs=1",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--out",
+            str(tmp_path / "healed.safetensors"),
+            "--json",
+            "-",
+        ],
+    )
     assert unlearned.exit_code == 0, unlearned.output
     summary = json.loads(unlearned.stdout)
     assert summary["method"] == "rem" and summary["identified"] == 2 and isinstance(summary["changed"], bool)
@@ -49,8 +87,21 @@ def test_bring_your_own_model(cifar_root, tmp_path, monkeypatch):
 
     # 4. evaluate from another directory, with a gate of each kind
     monkeypatch.chdir(tmp_path)
-    evaluated = runner.invoke(app, ["evaluate", str(tmp_path / "healed.safetensors"), "--forget", "bad.txt", "--device", "cpu", "--json", "-",
-                                    "--gate", "test_acc>=0.0,identified_corrupted_acc<=1.0"])
+    evaluated = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(tmp_path / "healed.safetensors"),
+            "--forget",
+            "bad.txt",
+            "--device",
+            "cpu",
+            "--json",
+            "-",
+            "--gate",
+            "test_acc>=0.0,identified_corrupted_acc<=1.0",
+        ],
+    )
     assert evaluated.exit_code == 0, evaluated.output
     metrics = json.loads(evaluated.stdout)["metrics"]
     assert 0.0 <= metrics["test_acc"] <= 1.0 and metrics["identified_corrupted_acc"] is not None

@@ -11,7 +11,13 @@ import torch
 import torchvision
 from typer.testing import CliRunner
 
-from remcli.checkpoints import Checkpoint, import_state_dict, load_checkpoint, read_metadata, save_checkpoint
+from remcli.checkpoints import (
+    Checkpoint,
+    import_state_dict,
+    load_checkpoint,
+    read_metadata,
+    save_checkpoint,
+)
 from remcli.cli.main import app
 from remcli.errors import InputError
 from remcli.fileio import sha256_file
@@ -46,6 +52,7 @@ def full_meta(arch: str = "resnet9", arch_kwargs: dict | None = None) -> dict:
 
 
 # --- round trip --------------------------------------------------------------------------------
+
 
 def test_round_trip_tensors_and_metadata(tmp_path):
     model = tiny_resnet9()
@@ -106,6 +113,7 @@ def test_checkpoint_without_metadata_cannot_build(tmp_path):
 
 # --- plain torchvision loading ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small"])
 def test_torchvision_checkpoint_loads_into_plain_torchvision(tmp_path, arch):
     with seeded_global_rng(0, "test/tv"):
@@ -123,6 +131,7 @@ def test_torchvision_checkpoint_loads_into_plain_torchvision(tmp_path, arch):
 
 
 # --- import of legacy pickles ------------------------------------------------------------------
+
 
 def test_import_state_dict_reads_torch_save(tmp_path):
     state = tiny_resnet9().state_dict()
@@ -218,6 +227,7 @@ def test_import_cli_refuses_full_model_pickle(tmp_path):
 
 
 # --- inspect -----------------------------------------------------------------------------------
+
 
 def test_inspect_prints_provenance(poisoned_run):
     model = poisoned_run / "model.safetensors"

@@ -36,6 +36,7 @@ def run_python(code: str, **kwargs) -> subprocess.CompletedProcess:
 
 # --- -h / --help ---------------------------------------------------------------------------------
 
+
 def test_every_command_is_there():
     assert COMMANDS == sorted(["corrupt", "train", "unlearn", "evaluate", "sweep", "inspect", "methods", "archs", "import", "index"])
 
@@ -48,6 +49,7 @@ def test_dash_h_is_help(args):
 
 
 # --- metavars and paragraphs ---------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", COMMANDS)
 def test_help_shows_no_python_type_metavars_for_flags_and_lists(name):
@@ -86,11 +88,14 @@ def test_reflow_joins_lines_keeps_paragraphs_and_list_items():
 
 # --- --version -----------------------------------------------------------------------------------
 
+
 def test_version_does_not_import_torch():
-    code = ("import sys; sys.argv = ['remcli', '--version']\n"
-            "from remcli.cli.main import main\n"
-            "try:\n    main()\nexcept SystemExit as stop:\n    assert not stop.code, stop.code\n"
-            "assert 'torch' not in sys.modules and 'typer' not in sys.modules, sorted(m for m in sys.modules if m in ('torch', 'typer'))")
+    code = (
+        "import sys; sys.argv = ['remcli', '--version']\n"
+        "from remcli.cli.main import main\n"
+        "try:\n    main()\nexcept SystemExit as stop:\n    assert not stop.code, stop.code\n"
+        "assert 'torch' not in sys.modules and 'typer' not in sys.modules, sorted(m for m in sys.modules if m in ('torch', 'typer'))"
+    )
     result = run_python(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"remcli {__version__}\n"
@@ -109,6 +114,7 @@ def test_main_runs_commands():
 
 
 # --- stderr without a terminal (CI logs) ---------------------------------------------------------
+
 
 def test_progress_without_a_terminal_is_plain_lines_printed_as_each_phase_ends():
     buffer = io.StringIO()  # not a terminal
@@ -181,10 +187,29 @@ def test_usage_errors_without_a_terminal_are_plain_unwrapped_lines():
 
 
 def test_cli_train_progress_and_summary_are_unwrapped_lines(cifar_spec, tmp_path):
-    out = tmp_path / ("a-long-output-directory-name-so-the-summary-line-is-longer-than-eighty-columns" ) / "model.safetensors"
+    out = tmp_path / ("a-long-output-directory-name-so-the-summary-line-is-longer-than-eighty-columns") / "model.safetensors"
     out.parent.mkdir()
-    result = runner.invoke(app, ["train", "--data", cifar_spec, "--width", "0.25", "--epochs", "2", "--batch-size", "500", "--val-fraction", "0",
-                                 "--device", "cpu", "--out", str(out)], env={"COLUMNS": "80"})
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            cifar_spec,
+            "--width",
+            "0.25",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "500",
+            "--val-fraction",
+            "0",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ],
+        env={"COLUMNS": "80"},
+    )
     assert result.exit_code == 0, result.output
     lines = result.stderr.splitlines()
     assert re.fullmatch(r"train epoch 1/2  2/2 steps  .*loss=[0-9.]+.*\d+\.\ds", lines[0]), lines
@@ -204,7 +229,10 @@ def test_long_phases_print_heartbeat_lines_without_a_terminal(monkeypatch):
             reporter.advance(1)
             reporter.advance(1, proxy=0.5)
             reporter.phase("repair 2/10", 4)
-    assert [re.sub(r"\d+\.\ds$", "T", line) for line in buffer.getvalue().splitlines()] == ["repair 1/10  1/4 steps  T", "repair 1/10  2/4 steps  proxy=0.5  T"]
+    assert [re.sub(r"\d+\.\ds$", "T", line) for line in buffer.getvalue().splitlines()] == [
+        "repair 1/10  1/4 steps  T",
+        "repair 1/10  2/4 steps  proxy=0.5  T",
+    ]
 
 
 def test_shell_completion_is_available():

@@ -16,9 +16,9 @@ from remcli.checkpoints import save_checkpoint
 from remcli.cli.main import app
 from remcli.data import InputSpec, Trigger, load_dataset, load_manifest
 from remcli.data.views import clean_view
-from remcli.models import build_model, model_channels
+from remcli.models import build_model, input_spec, model_channels
 from remcli.seeding import seeded_global_rng
-from remcli.train import input_spec, model_metadata
+from remcli.train import model_metadata
 
 runner = CliRunner()
 CPU = torch.device("cpu")
@@ -85,7 +85,9 @@ def test_trigger_on_grayscale_uses_colour_intensity(mnist):
 def test_corrupt_then_evaluate_on_mnist(mnist, mnist_root, tmp_path):
     spec = f"mnist:{mnist_root}"
     out = tmp_path / "c"
-    result = runner.invoke(app, ["corrupt", spec, "--kind", "label-noise", "--count", "200", "--discovery", "0.5,1.0", "--out", str(out), "--json", "-"])
+    result = runner.invoke(
+        app, ["corrupt", spec, "--kind", "label-noise", "--count", "200", "--discovery", "0.5,1.0", "--out", str(out), "--json", "-"]
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["corrupted"] == 200 and summary["discovery"] == {"0.5": 100, "1.0": 200}
@@ -99,7 +101,21 @@ def test_corrupt_then_evaluate_on_mnist(mnist, mnist_root, tmp_path):
     ckpt = tmp_path / "m.safetensors"
     save_checkpoint(ckpt, model.state_dict(), meta)
 
-    result = runner.invoke(app, ["evaluate", str(ckpt), "--corruption", str(out / "corruption.json"), "--forget", str(out / "forget-0.5.txt"), "--device", "cpu", "--json", "-"])
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(ckpt),
+            "--corruption",
+            str(out / "corruption.json"),
+            "--forget",
+            str(out / "forget-0.5.txt"),
+            "--device",
+            "cpu",
+            "--json",
+            "-",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["dataset"] == spec and report["arch"] == "resnet9"

@@ -10,8 +10,21 @@ import torch
 from typer.testing import CliRunner
 
 from remcli.cli.main import app
-from remcli.data import InputSpec, Trigger, corrupt, identified_at, load_dataset, load_manifest, read_index_file
+from remcli.data import (
+    InputSpec,
+    Trigger,
+    corrupt,
+    identified_at,
+    kind_regularity,
+    kinds_by_regularity,
+    load_dataset,
+    load_manifest,
+    read_index_file,
+    write_index_file,
+)
+from remcli.data.triggers import POSITIONS
 from remcli.data.views import clean_view, training_view
+from remcli.errors import InputError
 
 runner = CliRunner()
 CPU = torch.device("cpu")
@@ -44,6 +57,7 @@ def poison_manifest(poison_dirs):
 
 # --- determinism -------------------------------------------------------------------------------
 
+
 def test_corrupt_is_byte_identical_across_runs(poison_dirs):
     a, b = poison_dirs
     names = sorted(p.name for p in a.iterdir())
@@ -55,7 +69,9 @@ def test_corrupt_is_byte_identical_across_runs(poison_dirs):
 
 def test_corrupt_depends_on_seed(dataset):
     def pick(seed):
-        return corrupt(dataset.train.labels, dataset=dataset.spec, fingerprint=dataset.fingerprint, num_classes=10, kind="label-noise", count=100, seed=seed)
+        return corrupt(
+            dataset.train.labels, dataset=dataset.spec, fingerprint=dataset.fingerprint, num_classes=10, kind="label-noise", count=100, seed=seed
+        )
 
     assert pick(1).indices == pick(1).indices and pick(1).new_labels == pick(1).new_labels
     assert pick(1).indices != pick(2).indices
@@ -63,9 +79,12 @@ def test_corrupt_depends_on_seed(dataset):
 
 # --- discovery sets ----------------------------------------------------------------------------
 
+
 def test_discovery_sets_nest(poison_dirs, poison_manifest, dataset):
     out = poison_dirs[0]
-    sets = {rate: set(read_index_file(out / f"forget-{rate}.txt", len(dataset.train), dataset.fingerprint).tolist()) for rate in ("0.1", "0.5", "1.0")}
+    sets = {
+        rate: set(read_index_file(out / f"forget-{rate}.txt", len(dataset.train), dataset.fingerprint).tolist()) for rate in ("0.1", "0.5", "1.0")
+    }
     assert [len(sets[r]) for r in ("0.1", "0.5", "1.0")] == [10, 50, 100]
     assert sets["0.1"] < sets["0.5"] < sets["1.0"]
     assert sets["1.0"] == set(poison_manifest.indices)
@@ -84,6 +103,7 @@ def test_discovery_nests_for_every_rate(poison_manifest):
 
 
 # --- label noise -------------------------------------------------------------------------------
+
 
 def check_label_noise(manifest, labels: torch.Tensor, num_classes: int) -> None:
     idx = torch.tensor(manifest.indices)
@@ -120,6 +140,7 @@ def test_label_noise_never_keeps_true_label_on_mnist(mnist_root, tmp_path):
 
 # --- interclass --------------------------------------------------------------------------------
 
+
 def test_interclass_swaps_first_half_of_each_class(cifar_spec, dataset, tmp_path):
     out = run_corrupt(cifar_spec, tmp_path / "ic", "--kind", "interclass", "--count", "40", "--classes", "3,5")
     manifest = load_manifest(out / "corruption.json")
@@ -143,6 +164,7 @@ def test_interclass_odd_count_is_refused(dataset):
 
 # --- poison manifest ---------------------------------------------------------------------------
 
+
 def test_poison_manifest_records_trigger_and_target(poison_dirs, poison_manifest, dataset):
     body = json.loads((poison_dirs[0] / "corruption.json").read_text())
     assert body["schema_version"] == 1 and body["kind"] == "poison"
@@ -158,6 +180,7 @@ def test_poison_manifest_records_trigger_and_target(poison_dirs, poison_manifest
 
 
 # --- trigger placement after augmentation -------------------------------------------------------
+
 
 def pixels_of(batch_inputs: torch.Tensor, spec: InputSpec) -> torch.Tensor:
     mean = torch.tensor(spec.mean)[None, :, None, None]
@@ -213,3 +236,79 @@ def test_only_corrupted_samples_are_triggered_in_training_view(dataset, poison_m
         assert bool((batch.labels[expected] == 7).all())
         count += int(red.sum())
     assert count == 100
+
+
+# --- trigger checks, index files, kind regularity ---------------------------------------------
+
+
+def test_trigger_refuses_an_unknown_position():
+    with pytest.raises(InputError) as err:
+        Trigger(position="middle")
+    message = str(err.value)
+    assert "middle" in message and "\n" not in message
+    assert all(position in message for position in POSITIONS)
+
+
+@pytest.mark.parametrize("size", [0, -2, 2.5, True])
+def test_trigger_refuses_a_size_that_is_not_a_positive_int(size):
+    with pytest.raises(InputError, match="size"):
+        Trigger(size=size)
+
+
+@pytest.mark.parametrize("colour", [(1.0, 0.0), (2.0, 0.0, 0.0), "purple", "1,1"])
+def test_trigger_refuses_an_invalid_colour(colour):
+    with pytest.raises(InputError, match="colour"):
+        Trigger(colour=colour)
+
+
+def test_trigger_accepts_colour_names_and_keeps_tuples():
+    assert Trigger(colour="red") == Trigger(colour=RED)
+    assert Trigger(colour=[1.0, 0.0, 0.0]).colour == RED
+
+
+def test_corrupt_cli_refuses_a_bad_position_with_exit_code_2(cifar_spec, tmp_path):
+    result = runner.invoke(app, ["corrupt", cifar_spec, "--kind", "poison", "--count", "10", "--position", "middle", "--out", str(tmp_path / "c")])
+    assert result.exit_code == 2
+    assert "middle" in result.output and "bottom-right" in result.output
+    assert not (tmp_path / "c").exists()
+
+
+def test_index_file_round_trip(tmp_path):
+    path = write_index_file(
+        tmp_path / "ids.txt",
+        torch.tensor([9, 2, 5]),
+        dataset="toy",
+        fingerprint="fp1",
+        content_sha256="abc123",
+        comments=["corruption: poison, manifest sha256 0", "discovery-rate: 1.0"],
+    )
+    lines = path.read_text().splitlines()
+    assert lines[:6] == [
+        "# remcli identified samples: one training-split position per line",
+        "# dataset: toy",
+        "# fingerprint: fp1",
+        "# content-sha256: abc123",
+        "# corruption: poison, manifest sha256 0",
+        "# discovery-rate: 1.0",
+    ]
+    assert lines[6:] == ["9", "2", "5"]
+    assert read_index_file(path, 10, fingerprint="fp1", content_sha256="abc123").tolist() == [2, 5, 9]
+    with pytest.raises(InputError, match="fp1"):
+        read_index_file(path, 10, fingerprint="other")
+    with pytest.raises(InputError, match="abc123"):
+        read_index_file(path, 10, fingerprint="fp1", content_sha256="other")
+
+
+def test_index_file_without_content_hash_has_no_content_line(tmp_path):
+    path = write_index_file(tmp_path / "ids.txt", [3], dataset="toy", fingerprint="fp1")
+    assert "content-sha256" not in path.read_text()
+    assert read_index_file(path, 10, fingerprint="fp1", content_sha256="anything").tolist() == [3]
+
+
+def test_kinds_carry_their_regularity():
+    assert kind_regularity("poison") == "high"
+    assert kind_regularity("interclass") == "medium"
+    assert kind_regularity("label-noise") == "low"
+    assert kinds_by_regularity() == ("poison", "interclass", "label-noise")
+    with pytest.raises(InputError, match="unknown corruption kind"):
+        kind_regularity("nope")

@@ -27,10 +27,28 @@ def test_rem_removes_backdoor_and_keeps_utility(poisoned_run):
     before = evaluate_json(poisoned_run / "model.safetensors")["metrics"]
     assert before["attack_success_rate"] > 0.5, f"the poisoned model must have learned the backdoor: {before}"
     out = poisoned_run / "rem.safetensors"
-    result = runner.invoke(app, [
-        "unlearn", str(poisoned_run / "model.safetensors"), "--forget", str(poisoned_run / "c" / "forget-1.0.txt"),
-        "--method", "rem", "--epochs", "3", "--batch-size", "64", "--device", "cpu", "--quiet", "--out", str(out), "--json", "-",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "unlearn",
+            str(poisoned_run / "model.safetensors"),
+            "--forget",
+            str(poisoned_run / "c" / "forget-1.0.txt"),
+            "--method",
+            "rem",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "64",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--out",
+            str(out),
+            "--json",
+            "-",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["steps"] > 0 and summary["log"]["iterations"][0]["iteration"] == 0

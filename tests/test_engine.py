@@ -6,7 +6,13 @@ import torch
 from torch import nn
 
 from remcli.data.pipeline import Batch
-from remcli.engine import Engine, OptimConfig, cpu_has_native_bf16, make_optimizer, resolve_precision
+from remcli.engine import (
+    Engine,
+    OptimConfig,
+    cpu_has_native_bf16,
+    make_optimizer,
+    resolve_precision,
+)
 
 CPU = torch.device("cpu")
 AVX512_BF16 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_bf16 avx512_vnni\n"

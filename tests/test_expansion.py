@@ -17,8 +17,8 @@ from torchvision.models.vision_transformer import MLPBlock
 from remcli.errors import InputError
 from remcli.models import build_model
 from remcli.seeding import seeded_global_rng
-from remcli.unlearning.expansion import Expansion, default_targets
-from remcli.unlearning.masks import unit_masks
+from remcli.unlearning.methods.rem.expansion import Expansion, default_targets
+from remcli.unlearning.methods.rem.masks import unit_masks
 
 
 def make(arch: str, **kwargs) -> nn.Module:

@@ -64,8 +64,10 @@ def test_unknown_paths_are_one_error_naming_the_first_bad_lines(dataset, tmp_pat
         read_identified(index, dataset)
     message = str(err.value)
     assert "\n" not in message
-    assert message.startswith(f"{index}:2: 'train/cat/nope.jpg' is not an integer or a training image path (also line 3 '{dataset.test.paths[0]}', "
-                              "line 4 'cat.jpg', line 5 'train/' and 2 more)")
+    assert message.startswith(
+        f"{index}:2: 'train/cat/nope.jpg' is not an integer or a training image path (also line 3 '{dataset.test.paths[0]}', "
+        "line 4 'cat.jpg', line 5 'train/' and 2 more)"
+    )
     assert f"e.g. {paths[0]}" in message
 
 
@@ -84,6 +86,7 @@ def test_without_paths_a_non_integer_line_keeps_its_message(tmp_path):
 
 
 # --- through the CLI ---------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def model(poisoned_run) -> Path:
@@ -117,7 +120,9 @@ def test_evaluate_forget_dash_reads_stdin(model, poisoned_run, dataset, by_posit
     payload = json.loads(result.stdout)
     assert payload["counts"] == by_position["counts"] and payload["metrics"] == by_position["metrics"]
     # paths on stdin too
-    result = invoke(["evaluate", model, "--device", "cpu", "--forget", "-", "--json", "-"], input=as_paths(poisoned_run / "c" / "forget-0.5.txt", dataset))
+    result = invoke(
+        ["evaluate", model, "--device", "cpu", "--forget", "-", "--json", "-"], input=as_paths(poisoned_run / "c" / "forget-0.5.txt", dataset)
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["counts"] == by_position["counts"]
 

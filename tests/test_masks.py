@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from remcli.unlearning.masks import unit_masks
+from remcli.unlearning.methods.rem.masks import unit_masks
 
 
 def masks_for(ids, identified=None, units=500, density=0.2, seed=0) -> torch.Tensor:

@@ -20,9 +20,18 @@ from remcli.unlearning import list_methods
 runner = CliRunner()
 METHODS = [m.name for m in list_methods()]
 TINY = {
-    "rem": ["--epochs", "1"], "rem-ga": ["--epochs", "1"], "retrain": ["--epochs", "1"], "finetune": ["--epochs", "1"],
-    "cf-k": ["--epochs", "1"], "eu-k": ["--epochs", "1"], "neggrad+": ["--epochs", "1"], "scrub": ["--epochs", "1"],
-    "salun": ["--epochs", "1"], "badteacher": ["--epochs", "1"], "ga": ["--set", "max_epochs=2"], "npo": ["--set", "max_epochs=2"],
+    "rem": ["--epochs", "1"],
+    "rem-ga": ["--epochs", "1"],
+    "retrain": ["--epochs", "1"],
+    "finetune": ["--epochs", "1"],
+    "cf-k": ["--epochs", "1"],
+    "eu-k": ["--epochs", "1"],
+    "neggrad+": ["--epochs", "1"],
+    "scrub": ["--epochs", "1"],
+    "salun": ["--epochs", "1"],
+    "badteacher": ["--epochs", "1"],
+    "ga": ["--set", "max_epochs=2"],
+    "npo": ["--set", "max_epochs=2"],
     "potion": ["--set", "max_tries=20"],
 }
 
@@ -48,8 +57,24 @@ def test_methods_lists_each_method_with_data_budget_and_cost():
 def test_method_contract(poisoned_run, tmp_path, method):
     source = poisoned_run / "model.safetensors"
     out = tmp_path / f"{method}.safetensors"
-    args = ["unlearn", str(source), "--forget", str(poisoned_run / "c" / "forget-0.5.txt"), "--method", method,
-            "--batch-size", "128", "--device", "cpu", "--quiet", "--json", "-", "--out", str(out), *TINY.get(method, [])]
+    args = [
+        "unlearn",
+        str(source),
+        "--forget",
+        str(poisoned_run / "c" / "forget-0.5.txt"),
+        "--method",
+        method,
+        "--batch-size",
+        "128",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--json",
+        "-",
+        "--out",
+        str(out),
+        *TINY.get(method, []),
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -70,27 +95,60 @@ def test_method_contract(poisoned_run, tmp_path, method):
 @pytest.mark.parametrize("method", METHODS)
 def test_method_rejects_unknown_settings_without_output(poisoned_run, tmp_path, method):
     out = tmp_path / "never.safetensors"
-    result = runner.invoke(app, ["unlearn", str(poisoned_run / "model.safetensors"), "--forget", str(poisoned_run / "c" / "forget-0.5.txt"),
-                                 "--method", method, "--set", "no_such_setting=1", "--device", "cpu", "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "unlearn",
+            str(poisoned_run / "model.safetensors"),
+            "--forget",
+            str(poisoned_run / "c" / "forget-0.5.txt"),
+            "--method",
+            method,
+            "--set",
+            "no_such_setting=1",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 2
     assert "no setting" in result.output and "no_such_setting" in result.output
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize(("method", "setting", "message"), [
-    ("finetune", "lr=abc", "must be float"),
-    ("finetune", "epochs=0", "epochs must be >= 1"),
-    ("cf-k", "k=99", "out of range"),
-    ("scrub", "variant=nope", "variant"),
-    ("salun", "mask_fraction=1.5", "mask_fraction"),
-    ("ssd", "reference=test", "reference"),
-    ("ga", "select_on=test", "never test"),
-    ("npo", "beta=0", "beta"),
-])
+@pytest.mark.parametrize(
+    ("method", "setting", "message"),
+    [
+        ("finetune", "lr=abc", "must be float"),
+        ("finetune", "epochs=0", "epochs must be >= 1"),
+        ("cf-k", "k=99", "out of range"),
+        ("scrub", "variant=nope", "variant"),
+        ("salun", "mask_fraction=1.5", "mask_fraction"),
+        ("ssd", "reference=test", "reference"),
+        ("ga", "select_on=test", "never test"),
+        ("npo", "beta=0", "beta"),
+    ],
+)
 def test_bad_method_settings_are_one_line_usage_errors(poisoned_run, tmp_path, method, setting, message):
     out = tmp_path / "never.safetensors"
-    result = runner.invoke(app, ["unlearn", str(poisoned_run / "model.safetensors"), "--forget", str(poisoned_run / "c" / "forget-0.5.txt"),
-                                 "--method", method, "--set", setting, "--device", "cpu", "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "unlearn",
+            str(poisoned_run / "model.safetensors"),
+            "--forget",
+            str(poisoned_run / "c" / "forget-0.5.txt"),
+            "--method",
+            method,
+            "--set",
+            setting,
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 2, result.output
     assert message in result.output and len(result.output.strip().splitlines()) == 1
     assert not out.exists()
@@ -100,8 +158,21 @@ def test_unchanged_output_is_reported_and_can_fail_ci(poisoned_run, tmp_path):
     """SSD with an impossible threshold dampens nothing: the output is the input. It is written with a
     warning and "changed": false (JSON and history); --fail-if-unchanged makes it exit 4 with nothing written."""
     out = tmp_path / "same.safetensors"
-    args = ["unlearn", str(poisoned_run / "model.safetensors"), "--forget", str(poisoned_run / "c" / "forget-0.5.txt"), "--method", "ssd",
-            "--set", "alpha=1e12", "--device", "cpu", "--quiet", "--out", str(out)]
+    args = [
+        "unlearn",
+        str(poisoned_run / "model.safetensors"),
+        "--forget",
+        str(poisoned_run / "c" / "forget-0.5.txt"),
+        "--method",
+        "ssd",
+        "--set",
+        "alpha=1e12",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
     written = runner.invoke(app, [*args, "--json", "-"])
     assert written.exit_code == 0, written.output
     assert json.loads(written.stdout)["changed"] is False and "ssd left the model unchanged" in written.stderr

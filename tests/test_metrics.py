@@ -7,7 +7,12 @@ import torch
 
 from remcli.errors import InputError
 from remcli.evaluation import Gate, gates_summary, missed_gates, parse_gates
-from remcli.evaluation.metrics import accuracy, attack_success_rate, product, utility_mask
+from remcli.evaluation.metrics import (
+    accuracy,
+    attack_success_rate,
+    product,
+    utility_mask,
+)
 
 
 def t(*values: int) -> torch.Tensor:
@@ -15,6 +20,7 @@ def t(*values: int) -> torch.Tensor:
 
 
 # --- accuracy ----------------------------------------------------------------------------------
+
 
 def test_accuracy_is_fraction_correct():
     assert accuracy(t(0, 1, 2, 3), t(0, 1, 0, 0)) == pytest.approx(0.5)
@@ -42,6 +48,7 @@ def test_accuracy_empty_is_none():
 
 # --- utility mask ------------------------------------------------------------------------------
 
+
 def test_utility_mask_without_exclusions_keeps_everything():
     labels = t(0, 3, 5, 7)
     assert utility_mask(labels, ()).tolist() == [True, True, True, True]
@@ -61,6 +68,7 @@ def test_utility_uses_the_mask():
 
 
 # --- attack success rate -----------------------------------------------------------------------
+
 
 def test_asr_counts_target_predictions_among_non_target_images():
     target = 0
@@ -84,6 +92,7 @@ def test_asr_none_when_every_test_image_is_target_class():
 
 # --- product -----------------------------------------------------------------------------------
 
+
 def test_product():
     assert product(0.5, 0.4) == pytest.approx(0.2)
     assert product(1.0, 0.0) == 0.0
@@ -93,6 +102,7 @@ def test_product():
 
 
 # --- gates (--gate / --fail-under) -------------------------------------------------------------
+
 
 def test_parse_gates_floors_and_ceilings():
     assert parse_gates("utility>=0.8") == [Gate("utility", ">=", 0.8)]
@@ -110,8 +120,22 @@ def test_parse_gates_floor_and_ceiling_on_one_metric():
     assert parse_gates("utility>=0.5,utility<=0.99") == [Gate("utility", ">=", 0.5), Gate("utility", "<=", 0.99)]
 
 
-@pytest.mark.parametrize("text", ["utility", "utility=abc", "utility=0.8,healed", "=", "utility:0.8", "utility>0.8", "utility<0.1",
-                                  "utility==0.8", "utility=>0.8", "utility>=nan", ">=0.5"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "utility",
+        "utility=abc",
+        "utility=0.8,healed",
+        "=",
+        "utility:0.8",
+        "utility>0.8",
+        "utility<0.1",
+        "utility==0.8",
+        "utility=>0.8",
+        "utility>=nan",
+        ">=0.5",
+    ],
+)
 def test_parse_gates_rejects_malformed(text):
     with pytest.raises(InputError, match="--gate") as err:
         parse_gates(text)

@@ -45,12 +45,45 @@ def import_unlearn_evaluate(arch: str, weights: Path, root: Path, tmp_path: Path
     assert result.exit_code == 0, result.output
     cats = sorted(p.relative_to(root).as_posix() for p in (root / "train" / "cat").iterdir())[:2]
     (tmp_path / "bad.txt").write_text("\n".join(cats) + "\n")
-    result = invoke(["unlearn", model, "--data", f"imagefolder:{root}", "--forget", tmp_path / "bad.txt", "--epochs", "1", "--batch-size", "128",
-                     "--set", "flush_max_epochs=1", "--device", "cpu", "--quiet", "--out", tmp_path / "healed.safetensors", "--json", "-"])
+    result = invoke(
+        [
+            "unlearn",
+            model,
+            "--data",
+            f"imagefolder:{root}",
+            "--forget",
+            tmp_path / "bad.txt",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "128",
+            "--set",
+            "flush_max_epochs=1",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--out",
+            tmp_path / "healed.safetensors",
+            "--json",
+            "-",
+        ]
+    )
     assert result.exit_code == 0, result.output
     unlearned = json.loads(result.stdout)
-    result = invoke(["evaluate", tmp_path / "healed.safetensors", "--forget", tmp_path / "bad.txt", "--device", "cpu", "--json", "-",
-                     "--gate", "test_acc>=0.0,identified_corrupted_acc<=1.0"])
+    result = invoke(
+        [
+            "evaluate",
+            tmp_path / "healed.safetensors",
+            "--forget",
+            tmp_path / "bad.txt",
+            "--device",
+            "cpu",
+            "--json",
+            "-",
+            "--gate",
+            "test_acc>=0.0,identified_corrupted_acc<=1.0",
+        ]
+    )
     assert result.exit_code == 0, result.output
     evaluated = json.loads(result.stdout)
     # the unlearned checkpoint rebuilds through the recorded arch and has the input's tensors
@@ -75,10 +108,13 @@ def test_torchvision_vit_through_import_unlearn_evaluate(small_root, tmp_path):
     assert 0.0 <= evaluated["metrics"]["test_acc"] <= 1.0
 
 
-@pytest.mark.parametrize(("name", "targets", "optimizer"), [
-    ("test_resnet", ["layer1.0", "layer2.0", "layer3.0", "layer4.0"], "sgd"),
-    ("test_vit", [f"blocks.{i}.mlp" for i in range(6)], "adam"),
-])
+@pytest.mark.parametrize(
+    ("name", "targets", "optimizer"),
+    [
+        ("test_resnet", ["layer1.0", "layer2.0", "layer3.0", "layer4.0"], "sgd"),
+        ("test_vit", [f"blocks.{i}.mlp" for i in range(6)], "adam"),
+    ],
+)
 def test_timm_models_through_import_unlearn_evaluate(small_root, tmp_path, name, targets, optimizer):
     import timm
 
@@ -107,8 +143,24 @@ def test_timm_pretrained_config_supplies_input_size_and_normalisation(tmp_path):
     assert meta["mean"] == list(cfg.mean) and meta["std"] == list(cfg.std)
     assert "timm's pretrained mean" in result.stderr
     # explicit values win over the pretrained config
-    result = invoke(["import", tmp_path / "w.pth", "--arch", "timm:test_resnet", "--num-classes", "10", "--input-shape", "3,32,32",
-                     "--mean", "0.4,0.4,0.4", "--std", "0.2,0.2,0.2", "--out", tmp_path / "b.safetensors"])
+    result = invoke(
+        [
+            "import",
+            tmp_path / "w.pth",
+            "--arch",
+            "timm:test_resnet",
+            "--num-classes",
+            "10",
+            "--input-shape",
+            "3,32,32",
+            "--mean",
+            "0.4,0.4,0.4",
+            "--std",
+            "0.2,0.2,0.2",
+            "--out",
+            tmp_path / "b.safetensors",
+        ]
+    )
     assert result.exit_code == 0, result.output
     meta = read_metadata(tmp_path / "b.safetensors")
     assert meta["input_shape"] == [3, 32, 32] and meta["mean"] == [0.4] * 3 and meta["std"] == [0.2] * 3
@@ -122,7 +174,9 @@ def test_fixed_size_timm_models_are_built_for_the_data_size():
 
 def test_unknown_timm_model_is_one_line_error(tmp_path):
     torch.save({}, tmp_path / "w.pth")
-    result = invoke(["import", tmp_path / "w.pth", "--arch", "timm:resnet_does_not_exist", "--num-classes", "10", "--out", tmp_path / "x.safetensors"])
+    result = invoke(
+        ["import", tmp_path / "w.pth", "--arch", "timm:resnet_does_not_exist", "--num-classes", "10", "--out", tmp_path / "x.safetensors"]
+    )
     assert result.exit_code == 2 and "unknown timm model 'resnet_does_not_exist'" in result.stderr
     assert not (tmp_path / "x.safetensors").exists()
 
@@ -134,13 +188,25 @@ def test_without_the_extra_the_error_names_it(monkeypatch):
     result = invoke(["archs"])
     assert result.exit_code == 0 and "needs pip install 'remcli[timm]'" in result.stdout
     result = invoke(["inspect", "timm:test_resnet", "--blocks"])
-    assert result.exit_code == 2 and result.stderr.strip() == "error: --arch timm:NAME needs timm, which is not installed; install the extra: pip install 'remcli[timm]'"
+    assert (
+        result.exit_code == 2
+        and result.stderr.strip() == "error: --arch timm:NAME needs timm, which is not installed; install the extra: pip install 'remcli[timm]'"
+    )
 
 
-@pytest.mark.parametrize(("arch", "family"), [
-    ("resnet9", "cnn"), ("resnet18", "cnn"), ("mobilenet_v3_small", "cnn"), ("timm:test_resnet", "cnn"),
-    ("vit_cifar", "transformer"), ("vit_b_16", "transformer"), ("swin_t", "transformer"), ("timm:test_vit", "transformer"),
-])
+@pytest.mark.parametrize(
+    ("arch", "family"),
+    [
+        ("resnet9", "cnn"),
+        ("resnet18", "cnn"),
+        ("mobilenet_v3_small", "cnn"),
+        ("timm:test_resnet", "cnn"),
+        ("vit_cifar", "transformer"),
+        ("vit_b_16", "transformer"),
+        ("swin_t", "transformer"),
+        ("timm:test_vit", "transformer"),
+    ],
+)
 def test_the_family_picks_the_recipe(arch, family):
     assert arch_family(arch) == family
     optimizer = default_optimizer(arch)

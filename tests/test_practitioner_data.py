@@ -25,8 +25,7 @@ from remcli.checkpoints import load_checkpoint, read_metadata, save_checkpoint
 from remcli.cli.main import app
 from remcli.data.datasets import load_dataset
 from remcli.inputs import resolve_inputs
-from remcli.models import build_model
-from remcli.train import input_spec
+from remcli.models import build_model, input_spec
 from tests.conftest import copy_imagefolder_subset
 
 runner = CliRunner()
@@ -82,6 +81,7 @@ def swap_two_images(root: Path) -> None:
 
 # --- 1. content check -----------------------------------------------------------------------------
 
+
 def test_new_files_record_the_content_hash_and_class_names(small_run, small_root):
     dataset = load_dataset(f"imagefolder:{small_root}")
     meta = read_metadata(small_run / "model.safetensors")
@@ -101,12 +101,15 @@ def test_reordered_images_are_refused_by_checkpoint_manifest_and_index_file(smal
     line = error_line(invoke(["evaluate", small_run / "clean.safetensors", "--data", spec]))
     assert "other images" in line and "restore the image files" in line and str(small_run / "clean.safetensors") in line
 
-    line = error_line(invoke(["train", "--data", spec, "--corruption", small_run / "c" / "corruption.json", *TINY_TRAIN, "--out", tmp_path / "m.safetensors"]))
+    line = error_line(
+        invoke(["train", "--data", spec, "--corruption", small_run / "c" / "corruption.json", *TINY_TRAIN, "--out", tmp_path / "m.safetensors"])
+    )
     assert "corruption manifest" in line and "other images" in line and "rerun `remcli corrupt`" in line
     assert not (tmp_path / "m.safetensors").exists()
 
-    from remcli.inputs import read_identified
     from remcli.errors import InputError
+    from remcli.inputs import read_identified
+
     with pytest.raises(InputError, match="other images"):
         read_identified(small_run / "c" / "forget-0.5.txt", load_dataset(spec))
 
@@ -134,6 +137,7 @@ def test_files_without_the_content_hash_keep_working(small_run, small_root, tmp_
 
 
 # --- 2. import normalisation, class names, val/, resizing -----------------------------------------
+
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
@@ -163,11 +167,14 @@ def test_import_records_mean_std_and_they_replace_the_data_statistics(weights, s
     assert resolve_inputs(load_checkpoint(plain), f"imagefolder:{small_root}", None).dataset.mean == data.mean != (0.485, 0.456, 0.406)
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--mean", "0.5,0.5,0.5"], "--mean and --std go together"),
-    (["--mean", "0.5,0.5", "--std", "0.2,0.2,0.2"], "--mean '0.5,0.5' must be 3 comma-separated"),
-    (["--mean", "0.5,0.5,0.5", "--std", "0.2,0,0.2"], "--std '0.2,0,0.2' must be 3 comma-separated positive"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--mean", "0.5,0.5,0.5"], "--mean and --std go together"),
+        (["--mean", "0.5,0.5", "--std", "0.2,0.2,0.2"], "--mean '0.5,0.5' must be 3 comma-separated"),
+        (["--mean", "0.5,0.5,0.5", "--std", "0.2,0,0.2"], "--std '0.2,0,0.2' must be 3 comma-separated positive"),
+    ],
+)
 def test_import_rejects_bad_normalisation(weights, tmp_path, args, needle):
     out = tmp_path / "x.safetensors"
     line = error_line(invoke(["import", weights, "--arch", "resnet9", "--arch-arg", "width=0.25", "--num-classes", "10", *args, "--out", out]))
@@ -224,13 +231,16 @@ def test_mixed_sizes_are_refused_naming_the_option_and_resized_with_it(small_run
 
 def test_imported_shape_mismatch_points_at_import(weights, small_root, tmp_path):
     out = tmp_path / "imported64.safetensors"
-    result = invoke(["import", weights, "--arch", "resnet9", "--arch-arg", "width=0.25", "--num-classes", "10", "--input-shape", "3,64,64", "--out", out])
+    result = invoke(
+        ["import", weights, "--arch", "resnet9", "--arch-arg", "width=0.25", "--num-classes", "10", "--input-shape", "3,64,64", "--out", out]
+    )
     assert result.exit_code == 0, result.output
     line = error_line(invoke(["evaluate", out, "--data", f"imagefolder:{small_root}"]))
     assert "re-run `remcli import` with the --input-shape" in line and "imagefolder:ROOT?size=64" in line
 
 
 # --- 3. dataset roots are recorded as absolute paths ---------------------------------------------
+
 
 def test_relative_roots_are_recorded_absolute_and_work_from_another_directory(small_root, tmp_path, monkeypatch):
     work = tmp_path / "work"
@@ -250,6 +260,7 @@ def test_relative_roots_are_recorded_absolute_and_work_from_another_directory(sm
 
 # --- 4. failed writes: one line, exit 1, nothing partial left --------------------------------------
 
+
 def run_limited(args: list, max_bytes: int, cwd: Path) -> subprocess.CompletedProcess:
     """Run the CLI in a subprocess whose files may not grow past `max_bytes` (SIGXFSZ ignored: writes fail with EFBIG)."""
 
@@ -260,8 +271,9 @@ def run_limited(args: list, max_bytes: int, cwd: Path) -> subprocess.CompletedPr
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1", "COLUMNS": "100"}
     env.pop("REMCLI_DEBUG", None)
     code = "import sys; sys.argv[0] = 'remcli'; from remcli.cli.main import main; main()"
-    return subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
-                          preexec_fn=limit, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, preexec_fn=limit, timeout=300
+    )
 
 
 def assert_write_failure(proc: subprocess.CompletedProcess, path: Path, option: str) -> None:
@@ -276,7 +288,9 @@ def test_a_failed_checkpoint_write_leaves_nothing_and_says_why(weights, tmp_path
     out = tmp_path / "out"
     out.mkdir()
     target = out / "m.safetensors"
-    proc = run_limited(["import", weights, "--arch", "resnet9", "--arch-arg", "width=0.25", "--num-classes", "10", "--out", target], 64 * 1024, tmp_path)
+    proc = run_limited(
+        ["import", weights, "--arch", "resnet9", "--arch-arg", "width=0.25", "--num-classes", "10", "--out", target], 64 * 1024, tmp_path
+    )
     assert_write_failure(proc, target, "--out")
     assert list(out.iterdir()) == []  # no partial file, no temporary file
 
@@ -291,11 +305,14 @@ def test_a_failed_json_write_leaves_nothing_and_says_why(weights, tmp_path):
     assert list(out.iterdir()) == []
 
 
-@pytest.mark.parametrize("code, start, hint", [
-    (errno.ENOSPC, "error: no space left on device writing", "free space or choose another --out"),
-    (errno.EDQUOT, "error: disk quota exceeded writing", "free space or choose another --out"),
-    (errno.EACCES, "error: cannot write", "choose a writable --out"),
-])
+@pytest.mark.parametrize(
+    "code, start, hint",
+    [
+        (errno.ENOSPC, "error: no space left on device writing", "free space or choose another --out"),
+        (errno.EDQUOT, "error: disk quota exceeded writing", "free space or choose another --out"),
+        (errno.EACCES, "error: cannot write", "choose a writable --out"),
+    ],
+)
 def test_write_failures_name_the_file_and_the_cause(code, start, hint, tmp_path):
     """The message for causes a test cannot provoke for real here (a full disk); EFBIG is provoked above."""
     from remcli.fileio import write_failure
@@ -303,7 +320,7 @@ def test_write_failures_name_the_file_and_the_cause(code, start, hint, tmp_path)
     message = f"error: {write_failure(tmp_path / 'm.safetensors', OSError(code, os.strerror(code)))}"
     assert message.startswith(start) and str(tmp_path / "m.safetensors") in message and hint in message
     # safetensors quotes the OS error number in its own exception text
-    assert str(write_failure("x", RuntimeError(f"Error while serializing: I/O error: ... (os error {code})"))).startswith(start[len("error: "):])
+    assert str(write_failure("x", RuntimeError(f"Error while serializing: I/O error: ... (os error {code})"))).startswith(start[len("error: ") :])
 
 
 def test_inspect_shows_the_new_fields(small_run):
@@ -314,14 +331,27 @@ def test_inspect_shows_the_new_fields(small_run):
 
 # --- 5. extra labelled sets (evaluate --eval-set) ------------------------------------------------
 
+
 def test_eval_sets_are_labelled_by_class_name_and_gateable(small_run, small_root, tmp_path):
     classes = sorted(p.name for p in (small_root / "test").iterdir())
     first, last = tmp_path / "first", tmp_path / "last"  # two sets that partition the test split
     for name in classes:
         shutil.copytree(small_root / "test" / name, (first if name in classes[:7] else last) / name)
     checkpoint = small_run / "model.safetensors"
-    result = invoke(["evaluate", checkpoint, "--eval-set", f"all={small_root / 'test'}", "--eval-set", f"first={first}",
-                     "--eval-set", f"last={last}", "--json", "-"])
+    result = invoke(
+        [
+            "evaluate",
+            checkpoint,
+            "--eval-set",
+            f"all={small_root / 'test'}",
+            "--eval-set",
+            f"first={first}",
+            "--eval-set",
+            f"last={last}",
+            "--json",
+            "-",
+        ]
+    )
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
     metrics, counts = body["metrics"], body["counts"]
@@ -333,13 +363,16 @@ def test_eval_sets_are_labelled_by_class_name_and_gateable(small_run, small_root
     assert missed.exit_code == 3 and "last_acc" in missed.output
 
 
-@pytest.mark.parametrize(("make", "value", "needle"), [
-    (None, "2bad=x", "NAME=FOLDER with NAME a plain identifier"),
-    (None, "noequals", "NAME=FOLDER"),
-    (None, "a=/no/such/folder", "is not a folder"),
-    ("unknown", "a={}", "are not classes of the training data"),
-    ("big", "a={}", "add ?size=32"),
-])
+@pytest.mark.parametrize(
+    ("make", "value", "needle"),
+    [
+        (None, "2bad=x", "NAME=FOLDER with NAME a plain identifier"),
+        (None, "noequals", "NAME=FOLDER"),
+        (None, "a=/no/such/folder", "is not a folder"),
+        ("unknown", "a={}", "are not classes of the training data"),
+        ("big", "a={}", "add ?size=32"),
+    ],
+)
 def test_bad_eval_sets_are_one_line_errors(small_run, small_root, tmp_path, make, value, needle):
     folder = tmp_path / "set"
     if make == "unknown":

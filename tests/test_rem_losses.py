@@ -7,7 +7,12 @@ import math
 import pytest
 import torch
 
-from remcli.unlearning.losses import npo_loss, npo_term, rem_repair_loss, selection_proxy
+from remcli.unlearning.losses import (
+    npo_loss,
+    npo_term,
+    rem_repair_loss,
+    selection_proxy,
+)
 
 CE = [0.5, 2.0, 1.2, 3.0]
 CE_REF = [1.0, 0.5, 1.2, 0.1]
@@ -80,10 +85,7 @@ IDENT = [True, False, True, False]
 @pytest.mark.parametrize("beta", [1.0, 0.5])
 def test_rem_repair_loss_default(beta):
     got = rem_repair_loss(t(FIT), t(DROP), t(REF), torch.tensor(IDENT), beta)
-    per_sample = [
-        npo_by_hand(f, r, beta) - (npo_by_hand(d, r, beta) if i else 0.0)
-        for f, d, r, i in zip(FIT, DROP, REF, IDENT)
-    ]
+    per_sample = [npo_by_hand(f, r, beta) - (npo_by_hand(d, r, beta) if i else 0.0) for f, d, r, i in zip(FIT, DROP, REF, IDENT)]
     assert float(got) == pytest.approx(sum(per_sample) / 4, rel=1e-12)
 
 
@@ -97,10 +99,7 @@ def test_rem_repair_loss_without_continued_removal(beta):
 @pytest.mark.parametrize("beta", [1.0, 0.5])
 def test_rem_repair_loss_without_redirect_fit(beta):
     got = rem_repair_loss(t(FIT), t(DROP), t(REF), torch.tensor(IDENT), beta, fit_identified=False)
-    per_sample = [
-        -npo_by_hand(d, r, beta) if i else npo_by_hand(f, r, beta)
-        for f, d, r, i in zip(FIT, DROP, REF, IDENT)
-    ]
+    per_sample = [-npo_by_hand(d, r, beta) if i else npo_by_hand(f, r, beta) for f, d, r, i in zip(FIT, DROP, REF, IDENT)]
     assert float(got) == pytest.approx(sum(per_sample) / 4, rel=1e-12)
 
 

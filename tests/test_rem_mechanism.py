@@ -93,11 +93,21 @@ def test_batchnorm_running_statistics_follow_the_policy(poisoned_setup, bn, unch
     assert same == unchanged
 
 
-@pytest.mark.parametrize(("setting", "value", "match"), [
-    ("bn", "train", "bn"), ("flush_stop", "batch", "flush_stop"), ("units", "dense", "units"), ("capacity", 0.0, "capacity"),
-    ("kernel_size", 4, "kernel_size"), ("mask_density", 1.7, "mask_density"), ("new_units_lr_scale", -1.0, "new_units_lr_scale"),
-    ("epochs", 0, "epochs"), ("diagnostic_samples", -1, "diagnostic_samples"), ("keep", "first", "keep"),
-])
+@pytest.mark.parametrize(
+    ("setting", "value", "match"),
+    [
+        ("bn", "train", "bn"),
+        ("flush_stop", "batch", "flush_stop"),
+        ("units", "dense", "units"),
+        ("capacity", 0.0, "capacity"),
+        ("kernel_size", 4, "kernel_size"),
+        ("mask_density", 1.7, "mask_density"),
+        ("new_units_lr_scale", -1.0, "new_units_lr_scale"),
+        ("epochs", 0, "epochs"),
+        ("diagnostic_samples", -1, "diagnostic_samples"),
+        ("keep", "first", "keep"),
+    ],
+)
 def test_config_rejects_values_no_run_could_use(setting, value, match):
     with pytest.raises(InputError, match=match):
         REMConfig(**{setting: value})

@@ -16,14 +16,19 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from typer.testing import CliRunner
 
-from remcli.checkpoints import Checkpoint, load_checkpoint, read_metadata, save_checkpoint
+from remcli.checkpoints import (
+    Checkpoint,
+    load_checkpoint,
+    read_metadata,
+    save_checkpoint,
+)
 from remcli.cli.main import app
 from remcli.models import build_model
 from remcli.models.resnet9 import ResNet9
 from remcli.progress import NullReporter
 from remcli.seeding import seeded_global_rng
 from remcli.unlearning import build_task, unlearn
-from remcli.unlearning.methods.rem import frozen_bn_stats
+from remcli.unlearning.methods.rem.method import frozen_bn_stats
 
 runner = CliRunner()
 SMALL = {"epochs": 1, "batch_size": 64}
@@ -55,7 +60,7 @@ class RecordingReporter(NullReporter):
     def steps_by_phase(self) -> dict[str, int]:
         steps: dict[str, int] = {}
         current = None
-        for kind, a, b in self.events:
+        for kind, a, _b in self.events:
             if kind == "phase":
                 current = a
             elif current is not None:
@@ -219,8 +224,25 @@ def test_history_records_the_run(poisoned_setup, main_run, tmp_path):
     assert entry["parent_sha256"] == ckpt.sha256
     params = entry["params"]
     assert params["epochs"] == 1 and params["batch_size"] == 64
-    for name in ("lr", "beta", "gamma", "flush_max_epochs", "flush_stop", "bn", "fresh_optimizer", "units", "capacity", "kernel_size", "chain",
-                 "new_units_lr_scale", "mask_density", "redirect", "continued_removal", "flush", "select_on"):
+    for name in (
+        "lr",
+        "beta",
+        "gamma",
+        "flush_max_epochs",
+        "flush_stop",
+        "bn",
+        "fresh_optimizer",
+        "units",
+        "capacity",
+        "kernel_size",
+        "chain",
+        "new_units_lr_scale",
+        "mask_density",
+        "redirect",
+        "continued_removal",
+        "flush",
+        "select_on",
+    ):
         assert name in params, name
     iterations = entry["log"]["iterations"]
     assert [it["iteration"] for it in iterations] == [0, 1]
@@ -250,11 +272,31 @@ def test_history_records_the_run(poisoned_setup, main_run, tmp_path):
 )
 def test_ablations_run_from_the_cli(poisoned_run, main_run, tmp_path, flags, method, expect):
     out = tmp_path / "out.safetensors"
-    result = runner.invoke(app, [
-        "unlearn", str(poisoned_run / "model.safetensors"), "--forget", str(poisoned_run / "c" / "forget-0.5.txt"),
-        "--method", method, *flags, "--epochs", "1", "--batch-size", "64", "--set", "keep=last", "--device", "cpu", "--quiet",
-        "--out", str(out), "--json", "-",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "unlearn",
+            str(poisoned_run / "model.safetensors"),
+            "--forget",
+            str(poisoned_run / "c" / "forget-0.5.txt"),
+            "--method",
+            method,
+            *flags,
+            "--epochs",
+            "1",
+            "--batch-size",
+            "64",
+            "--set",
+            "keep=last",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--out",
+            str(out),
+            "--json",
+            "-",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["method"] == method and summary["steps"] > 0
@@ -311,12 +353,38 @@ def test_rem_on_plain_torchvision_resnet18(cifar_spec, poisoned_run, tmp_path):
     source = tmp_path / "resnet18.safetensors"
     save_file(original, str(source))  # no metadata at all
     out = tmp_path / "resnet18-rem.safetensors"
-    result = runner.invoke(app, [
-        "unlearn", str(source), "--arch", "resnet18", "--num-classes", "10", "--data", cifar_spec,
-        "--corruption", str(poisoned_run / "c" / "corruption.json"), "--forget", str(poisoned_run / "c" / "forget-0.5.txt"),
-        "--epochs", "1", "--batch-size", "128", "--set", "flush_max_epochs=1", "--set", "keep=last", "--device", "cpu", "--quiet",
-        "--out", str(out), "--json", "-",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "unlearn",
+            str(source),
+            "--arch",
+            "resnet18",
+            "--num-classes",
+            "10",
+            "--data",
+            cifar_spec,
+            "--corruption",
+            str(poisoned_run / "c" / "corruption.json"),
+            "--forget",
+            str(poisoned_run / "c" / "forget-0.5.txt"),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "128",
+            "--set",
+            "flush_max_epochs=1",
+            "--set",
+            "keep=last",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--out",
+            str(out),
+            "--json",
+            "-",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["config"]["flush_max_epochs"] == 1

@@ -26,9 +26,15 @@ from typer.testing import CliRunner
 import remcli.sweep.runner as sweep_runner
 from remcli.cli.main import app
 from remcli.data import load_dataset, load_manifest
-from remcli.data.corruption import identified_at, read_index_file
+from remcli.data.corruption import identified_at
+from remcli.data.index_files import read_index_file
 from remcli.errors import InputError
-from remcli.sweep.grid import SweepConfig, merge_configs, parse_method_settings, parse_methods
+from remcli.sweep.grid import (
+    SweepConfig,
+    merge_configs,
+    parse_method_settings,
+    parse_methods,
+)
 from remcli.sweep.heatmaps import heatmap_values
 from remcli.sweep.report import aggregate, mean_sem
 from remcli.unlearning import list_methods
@@ -49,7 +55,9 @@ def sweep(*args) -> object:
 
 def grid_sweep(spec: str, out: Path, rates: str, methods: str, *extra) -> object:
     budget = [b for b in BUDGET if b.split("=", 1)[1].split(".")[0] in methods.split(",")]
-    return sweep("--data", spec, *TINY, "--kinds", ",".join(KINDS), "--discovery", rates, "--methods", methods, *budget, "--out", out, "--json", "-", *extra)
+    return sweep(
+        "--data", spec, *TINY, "--kinds", ",".join(KINDS), "--discovery", rates, "--methods", methods, *budget, "--out", out, "--json", "-", *extra
+    )
 
 
 def snapshot(folder: Path) -> dict[str, int]:
@@ -110,6 +118,7 @@ def summary_of(result) -> dict:
 
 # --- what a sweep writes ------------------------------------------------------------------------
 
+
 def test_runs_exit_codes_and_stdout_is_json(grown):
     codes = [r.exit_code for r in grown.runs]
     assert codes == [0, 1, 0, 0, 0], [(r.exit_code, r.stderr[-500:]) for r in grown.runs]
@@ -124,7 +133,20 @@ def test_results_have_one_row_per_cell(grown):
     expected = cell_ids(("0.5", "1.0"), ("rem", "ga"))
     assert len(rows) == len(expected) == 15
     assert {r["cell"] for r in rows} == expected
-    for column in ("kind", "rate", "method", "seed", "status", "test_acc", "utility", "healed", "utility_x_healed", "steps", "wall_time_s", "train_wall_time_s"):
+    for column in (
+        "kind",
+        "rate",
+        "method",
+        "seed",
+        "status",
+        "test_acc",
+        "utility",
+        "healed",
+        "utility_x_healed",
+        "steps",
+        "wall_time_s",
+        "train_wall_time_s",
+    ):
         assert column in rows[0], column
     for row in rows:
         assert row["status"] == "ok" and row["error"] == "", row
@@ -157,7 +179,11 @@ def test_one_model_per_kind_and_seed(grown):
     models = sorted(p.name for p in (grown.out / "models").iterdir())
     assert models == ["interclass-s0", "label-noise-s0", "poison-s0"]
     assert [summary_of(r)["models"] for r in grown.runs] == [
-        {"trained": 3, "reused": 0}, {"trained": 0, "reused": 3}, {"trained": 0, "reused": 3}, {"trained": 0, "reused": 0}, {"trained": 0, "reused": 1},
+        {"trained": 3, "reused": 0},
+        {"trained": 0, "reused": 3},
+        {"trained": 0, "reused": 3},
+        {"trained": 0, "reused": 0},
+        {"trained": 0, "reused": 1},
     ]
     for name in models:  # never rewritten after the first run
         for snap in grown.snaps[1:]:
@@ -206,6 +232,7 @@ def test_failed_cells_are_recorded_and_retried(grown):
 
 
 # --- the report ---------------------------------------------------------------------------------
+
 
 def test_summary_lists_every_method_sorted_by_utility_x_healed(grown):
     text = (grown.out / "summary.md").read_text()
@@ -266,8 +293,10 @@ def test_report_only_rebuilds_and_names_the_plots_extra(grown, tmp_path, monkeyp
 
 
 def test_aggregate_pools_cells_and_seeds():
-    rows = [{"method": "a", "kind": k, "status": "ok", "healed": h, "utility": 1.0, "utility_x_healed": h, "wall_time_s": 1.0, "steps": 2}
-            for k, h in (("poison", 0.5), ("interclass", 0.7), ("poison", 0.9))]
+    rows = [
+        {"method": "a", "kind": k, "status": "ok", "healed": h, "utility": 1.0, "utility_x_healed": h, "wall_time_s": 1.0, "steps": 2}
+        for k, h in (("poison", 0.5), ("interclass", 0.7), ("poison", 0.9))
+    ]
     rows.append({"method": "b", "kind": "poison", "status": "failed", "healed": None, "utility": None, "utility_x_healed": None})
     agg = aggregate(rows)
     assert [e["method"] for e in agg] == ["a", "b"]
@@ -279,9 +308,13 @@ def test_every_registered_method_runs_in_a_sweep(cifar_spec, tmp_path, one_threa
     """The sweep takes whatever the registry holds; each method at a tiny budget (settings it has)."""
     budget = {"epochs": 1, "max_epochs": 2, "max_tries": 5, "batch_size": 64, "max_steps": 5, "flush_max_epochs": 2}
     names = [m.name for m in list_methods()]
-    settings = [f"--set={m.name}.{k}={v}" for m in list_methods() for k, v in budget.items() if k in {f.name for f in dataclasses.fields(m.config_cls)}]
+    settings = [
+        f"--set={m.name}.{k}={v}" for m in list_methods() for k, v in budget.items() if k in {f.name for f in dataclasses.fields(m.config_cls)}
+    ]
     out = tmp_path / "all"
-    result = sweep("--data", cifar_spec, *TINY, "--kinds", "poison", "--discovery", "0.5", "--methods", ",".join(names), *settings, "--out", out, "--json", "-")
+    result = sweep(
+        "--data", cifar_spec, *TINY, "--kinds", "poison", "--discovery", "0.5", "--methods", ",".join(names), *settings, "--out", out, "--json", "-"
+    )
     assert result.exit_code == 0, result.stderr[-3000:]
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert sorted(r["method"] for r in rows) == sorted(["original", *names])
@@ -292,6 +325,7 @@ def test_every_registered_method_runs_in_a_sweep(cifar_spec, tmp_path, one_threa
 
 # --- bad input: exit 2, one line, nothing written -----------------------------------------------
 
+
 def assert_input_error(result, *needles):
     assert result.exit_code == 2, (result.exit_code, result.output)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -301,19 +335,22 @@ def assert_input_error(result, *needles):
     assert result.stdout == ""
 
 
-@pytest.mark.parametrize("args, needles", [
-    (["--methods", "rem,nosuch"], ["unknown method 'nosuch'", "rem-ga"]),
-    (["--kinds", "poison,backdoor"], ["unknown corruption kind 'backdoor'", "label-noise"]),
-    (["--discovery", "0.5,1.5"], ["discovery rate 1.5 must be in (0, 1]"]),
-    (["--discovery", "0,0.5"], ["discovery rate 0.0 must be in (0, 1]"]),
-    (["--seeds", "0,x"], ["--seeds"]),
-    (["--set", "rem.nosuch=1"], ["method rem has no setting ['nosuch']"]),
-    (["--set", "rem-ga.epochs=1"], ["--set names method 'rem-ga', which is not in --methods"]),
-    (["--set", "epochs=1"], ["METHOD.name=value"]),
-    (["--arch", "nosuchnet"], ["unknown arch 'nosuchnet'"]),
-    (["--count", "100000"], ["--count 100000"]),
-    (["--count", "61", "--kinds", "interclass"], ["interclass needs an even --count"]),
-])
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["--methods", "rem,nosuch"], ["unknown method 'nosuch'", "rem-ga"]),
+        (["--kinds", "poison,backdoor"], ["unknown corruption kind 'backdoor'", "label-noise"]),
+        (["--discovery", "0.5,1.5"], ["discovery rate 1.5 must be in (0, 1]"]),
+        (["--discovery", "0,0.5"], ["discovery rate 0.0 must be in (0, 1]"]),
+        (["--seeds", "0,x"], ["--seeds"]),
+        (["--set", "rem.nosuch=1"], ["method rem has no setting ['nosuch']"]),
+        (["--set", "rem-ga.epochs=1"], ["--set names method 'rem-ga', which is not in --methods"]),
+        (["--set", "epochs=1"], ["METHOD.name=value"]),
+        (["--arch", "nosuchnet"], ["unknown arch 'nosuchnet'"]),
+        (["--count", "100000"], ["--count 100000"]),
+        (["--count", "61", "--kinds", "interclass"], ["interclass needs an even --count"]),
+    ],
+)
 def test_bad_input_writes_nothing(cifar_spec, tmp_path, args, needles):
     out = tmp_path / "new"
     result = sweep("--data", cifar_spec, *TINY, "--discovery", "0.5", "--methods", "rem", *args, "--out", out)
@@ -327,16 +364,28 @@ def test_missing_data_is_an_input_error(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize("change, needles", [
-    (["--train-epochs", "2"], ["--train-epochs 1, not 2", "use another --out"]),
-    (["--width", "0.25"], ["--arch-arg/--width width=0.125, not width=0.25"]),
-    (["--count", "80"], ["--count 60, not 80"]),
-    (["--set", "rem.epochs=2"], ["ran rem with settings", "epochs=1", "epochs=2"]),
-])
+@pytest.mark.parametrize(
+    "change, needles",
+    [
+        (["--train-epochs", "2"], ["--train-epochs 1, not 2", "use another --out"]),
+        (["--width", "0.25"], ["--arch-arg/--width width=0.125, not width=0.25"]),
+        (["--count", "80"], ["--count 60, not 80"]),
+        (["--set", "rem.epochs=2"], ["ran rem with settings", "epochs=1", "epochs=2"]),
+    ],
+)
 def test_mismatching_sweep_json_is_refused_untouched(grown, change, needles):
     before = snapshot(grown.out)
-    options = {"--data": grown.spec, "--width": "0.125", "--count": "60", "--train-epochs": "1", "--train-batch-size": "64",
-               "--device": "cpu", "--kinds": "poison", "--discovery": "1.0", "--methods": "rem"}
+    options = {
+        "--data": grown.spec,
+        "--width": "0.125",
+        "--count": "60",
+        "--train-epochs": "1",
+        "--train-batch-size": "64",
+        "--device": "cpu",
+        "--kinds": "poison",
+        "--discovery": "1.0",
+        "--methods": "rem",
+    }
     settings = [b for b in BUDGET if b.startswith("--set=rem.")]
     option, value = change
     if option == "--set":
@@ -398,6 +447,7 @@ def test_non_sweep_folder_is_refused(cifar_spec, tmp_path):
 
 # --- configuration rules (pure) -----------------------------------------------------------------
 
+
 def test_merge_allows_growing_the_grid_and_fixes_model_settings():
     stored = SweepConfig(data="d", kinds=("label-noise",), rates=(0.5,), methods=("rem",), seeds=(0,), overrides={"rem": {"epochs": 1}})
     grown = merge_configs(stored, SweepConfig(data="d", kinds=("poison",), rates=(0.1, 1.0), methods=("rem-ga",), seeds=(2,)), "sweep.json")
@@ -417,7 +467,9 @@ def test_cell_ids_and_settings_parsing():
     assert [c.id for c in cfg.cells()] == ["poison-s3-original", "poison-s3-rem-r0.1", "poison-s3-rem-r1.0"]
     # labelled variants of one method sit side by side, each with its own settings
     assert parse_methods("rem,rem@legacy") == ("rem", "rem@legacy")
-    variants = SweepConfig(data="d", kinds=("poison",), rates=(1.0,), methods=("rem", "rem@legacy"), overrides={"rem@legacy": {"bn": "batch"}}).validate()
+    variants = SweepConfig(
+        data="d", kinds=("poison",), rates=(1.0,), methods=("rem", "rem@legacy"), overrides={"rem@legacy": {"bn": "batch"}}
+    ).validate()
     assert [c.id for c in variants.cells()] == ["poison-s0-original", "poison-s0-rem-r1.0", "poison-s0-rem@legacy-r1.0"]
     for bad, needle in (("rem@", "METHOD@LABEL"), ("nope@x", "unknown method"), ("rem@a@b", "METHOD@LABEL")):
         with pytest.raises(InputError, match=needle):
@@ -425,10 +477,12 @@ def test_cell_ids_and_settings_parsing():
     with pytest.raises(InputError, match="has no setting"):
         SweepConfig(data="d", methods=("rem@x",), overrides={"rem@x": {"nope": 1}}).validate()
     assert parse_method_settings(["rem.epochs=3", "rem.lr=0.01", "rem.redirect=false", "rem.targets=conv1,res1", "rem.flush=ga"]) == {
-        "rem": {"epochs": 3, "lr": 0.01, "redirect": False, "targets": ["conv1", "res1"], "flush": "ga"}}
+        "rem": {"epochs": 3, "lr": 0.01, "redirect": False, "targets": ["conv1", "res1"], "flush": "ga"}
+    }
 
 
 # --- benchmark scripts ----------------------------------------------------------------------------
+
 
 def test_benchmark_scripts_parse():
     for script in ("sweep_cpu.sh", "sweep_gpu.sh"):
@@ -438,8 +492,20 @@ def test_benchmark_scripts_parse():
 def test_sweep_args_keeps_registered_methods_and_settings():
     registry = {"methods": [{"name": "rem", "settings": {"epochs": 10}}, {"name": "ssd", "settings": {"alpha": 10}}]}
     result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "sweep_args.py"), "--methods", "rem,retrain,ssd", "rem.epochs=3", "ssd.epochs=2", "retrain.epochs=9", "*.alpha=5"],
-        input=json.dumps(registry), capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "sweep_args.py"),
+            "--methods",
+            "rem,retrain,ssd",
+            "rem.epochs=3",
+            "ssd.epochs=2",
+            "retrain.epochs=9",
+            "*.alpha=5",
+        ],
+        input=json.dumps(registry),
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert result.stdout.split() == ["--methods", "rem,ssd", "--set", "rem.epochs=3", "--set", "ssd.alpha=5"]
     assert "retrain is not registered" in result.stderr and "ssd has no setting 'epochs'" in result.stderr
@@ -466,11 +532,20 @@ def test_gpu_script_tiny_mode(tmp_path):
     if not source.is_file():
         pytest.skip(f"{source} not available")
     env = {
-        **os.environ, "TINY": "1", "METHODS": "rem", "SOURCE": str(source), "CACHE_DIR": str(tmp_path / "data"),
-        "REMCLI": str(Path(sys.executable).parent / "remcli"), "PYTHON": sys.executable, "OMP_NUM_THREADS": "1", "COLUMNS": "120",
+        **os.environ,
+        "TINY": "1",
+        "METHODS": "rem",
+        "SOURCE": str(source),
+        "CACHE_DIR": str(tmp_path / "data"),
+        "REMCLI": str(Path(sys.executable).parent / "remcli"),
+        "PYTHON": sys.executable,
+        "OMP_NUM_THREADS": "1",
+        "COLUMNS": "120",
     }
     env.pop("REMCLI_DEBUG", None)
-    result = subprocess.run(["bash", str(REPO / "benchmarks" / "sweep_gpu.sh"), str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "sweep_gpu.sh"), str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     commands = [line for line in result.stdout.splitlines() if line.startswith("phase seeds=")]
     assert len(commands) == 2 and "--discovery 1.0 " in commands[0] and "--discovery 0.5\\,1.0 " in commands[1]
@@ -486,8 +561,16 @@ def _cpu_script_env(tmp_path, **extra) -> dict:
     source = SHARED_CIFAR / "cifar10-jpeg.tar.gz"
     if not source.is_file():
         pytest.skip(f"{source} not available")
-    env = {**os.environ, "SOURCE": str(source), "CACHE_DIR": str(tmp_path / "data"), "REMCLI": str(Path(sys.executable).parent / "remcli"),
-           "PYTHON": sys.executable, "OMP_NUM_THREADS": "1", "COLUMNS": "120", **extra}
+    env = {
+        **os.environ,
+        "SOURCE": str(source),
+        "CACHE_DIR": str(tmp_path / "data"),
+        "REMCLI": str(Path(sys.executable).parent / "remcli"),
+        "PYTHON": sys.executable,
+        "OMP_NUM_THREADS": "1",
+        "COLUMNS": "120",
+        **extra,
+    }
     env.pop("REMCLI_DEBUG", None)
     return env
 
@@ -496,7 +579,9 @@ def test_cpu_script_dry_run(tmp_path):
     """benchmarks/sweep_cpu.sh (the memorising profile) prepares its 1,500-image subset and every
     phase's command passes every check: 2 % corrupted, width 0.5, 60 epochs, budgets x 60/41, 3 seeds."""
     env = _cpu_script_env(tmp_path, DRY_RUN="1")
-    result = subprocess.run(["bash", str(REPO / "benchmarks" / "sweep_cpu.sh"), str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "sweep_cpu.sh"), str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(list((tmp_path / "data" / "train").rglob("*.jpg"))) == 1500 and len(list((tmp_path / "data" / "test").rglob("*.jpg"))) == 2000
     commands = [line for line in result.stdout.splitlines() if line.startswith("phase ")]
@@ -513,7 +598,9 @@ def test_cpu_script_dry_run(tmp_path):
 def test_cpu_script_tiny_mode_runs_every_phase(tmp_path):
     """TINY=1: the profile's six phases at toy size, each resuming the folder the previous one wrote."""
     env = _cpu_script_env(tmp_path, TINY="1")
-    result = subprocess.run(["bash", str(REPO / "benchmarks" / "sweep_cpu.sh"), str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "sweep_cpu.sh"), str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv")))
     assert all(r["status"] == "ok" for r in rows)
@@ -533,17 +620,38 @@ def test_memorisation_check_passes_a_trained_model_and_flags_an_undertrained_one
     from remcli.sweep.report import MEMORISED, memorisation, summary_markdown
 
     short = tmp_path / "one-epoch.safetensors"
-    result = runner.invoke(app, [
-        "train", "--corruption", str(poisoned_run / "c" / "corruption.json"), "--data", load_manifest(poisoned_run / "c" / "corruption.json").dataset,
-        "--width", "0.25", "--epochs", "1", "--batch-size", "64", "--lr", "0.05", "--device", "cpu", "--quiet", "--out", str(short),
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--corruption",
+            str(poisoned_run / "c" / "corruption.json"),
+            "--data",
+            load_manifest(poisoned_run / "c" / "corruption.json").dataset,
+            "--width",
+            "0.25",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "64",
+            "--lr",
+            "0.05",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--out",
+            str(short),
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = []
     for seed, path in enumerate((poisoned_run / "model.safetensors", short)):
         evaluated = runner.invoke(app, ["evaluate", str(path), "--device", "cpu", "--json", "-"])
         assert evaluated.exit_code == 0, evaluated.output
         metrics = json.loads(evaluated.stdout)["metrics"]
-        rows.append({"cell": f"poison-s{seed}-original", "kind": "poison", "rate": 0.0, "method": "original", "seed": seed, "status": "ok", **metrics})
+        rows.append(
+            {"cell": f"poison-s{seed}-original", "kind": "poison", "rate": 0.0, "method": "original", "seed": seed, "status": "ok", **metrics}
+        )
     trained, undertrained = memorisation(rows)
     assert trained["corrupted_label_acc"] >= MEMORISED and trained["memorised"] is True
     assert undertrained["corrupted_label_acc"] < MEMORISED and undertrained["memorised"] is False

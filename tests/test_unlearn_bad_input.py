@@ -20,7 +20,22 @@ runner = CliRunner()
 
 
 def unlearn_args(model: Path, forget: Path, out: Path, *extra: str) -> list[str]:
-    return ["unlearn", str(model), "--forget", str(forget), "--out", str(out), "--epochs", "1", "--batch-size", "64", "--device", "cpu", "--quiet", *extra]
+    return [
+        "unlearn",
+        str(model),
+        "--forget",
+        str(forget),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--device",
+        "cpu",
+        "--quiet",
+        *extra,
+    ]
 
 
 def assert_refused(args: list[str], out: Path, *, match: str, out_existed: bool = False) -> str:
@@ -120,8 +135,17 @@ def test_corruption_manifest_for_other_data(plain_resnet18, poisoned_run, work, 
     """Without checkpoint metadata the manifest's fingerprint still catches the mismatch."""
     _, out = work
     args = unlearn_args(
-        plain_resnet18, poisoned_run / "c" / "forget-0.5.txt", out, "--arch", "resnet18", "--num-classes", "10",
-        "--data", f"imagefolder:{small_folder}", "--corruption", str(poisoned_run / "c" / "corruption.json"),
+        plain_resnet18,
+        poisoned_run / "c" / "forget-0.5.txt",
+        out,
+        "--arch",
+        "resnet18",
+        "--num-classes",
+        "10",
+        "--data",
+        f"imagefolder:{small_folder}",
+        "--corruption",
+        str(poisoned_run / "c" / "corruption.json"),
     )
     assert_refused(args, out, match="was made for dataset")
 
@@ -130,8 +154,15 @@ def test_index_file_for_other_data(plain_resnet18, poisoned_run, work, small_fol
     """No metadata, no manifest: the index file's fingerprint header catches it."""
     _, out = work
     args = unlearn_args(
-        plain_resnet18, poisoned_run / "c" / "forget-0.5.txt", out, "--arch", "resnet18", "--num-classes", "10",
-        "--data", f"imagefolder:{small_folder}",
+        plain_resnet18,
+        poisoned_run / "c" / "forget-0.5.txt",
+        out,
+        "--arch",
+        "resnet18",
+        "--num-classes",
+        "10",
+        "--data",
+        f"imagefolder:{small_folder}",
     )
     assert_refused(args, out, match="was written for data")
 
@@ -139,8 +170,17 @@ def test_index_file_for_other_data(plain_resnet18, poisoned_run, work, small_fol
 def test_weights_that_do_not_fit_the_arch(plain_resnet18, poisoned_run, work, cifar_spec):
     _, out = work
     args = unlearn_args(
-        plain_resnet18, poisoned_run / "c" / "forget-0.5.txt", out, "--arch", "resnet34", "--num-classes", "10",
-        "--data", cifar_spec, "--corruption", str(poisoned_run / "c" / "corruption.json"),
+        plain_resnet18,
+        poisoned_run / "c" / "forget-0.5.txt",
+        out,
+        "--arch",
+        "resnet34",
+        "--num-classes",
+        "10",
+        "--data",
+        cifar_spec,
+        "--corruption",
+        str(poisoned_run / "c" / "corruption.json"),
     )
     assert_refused(args, out, match="does not fit arch resnet34")
 

@@ -21,6 +21,7 @@ from remcli.cli.commands.inspect import inspect_command
 from remcli.cli.commands.sweep import sweep_command
 from remcli.cli.commands.train import train_command
 from remcli.cli.commands.unlearn import unlearn_command
+from remcli.errors import exit_codes_text
 
 HELP_OPTIONS = ["-h", "--help"]
 
@@ -80,9 +81,7 @@ app = typer.Typer(
     help=(
         "Remove the influence of corrupted training data from image classifiers.\n\n"
         "Pipeline: corrupt -> train -> unlearn -> evaluate, on safetensors checkpoints and plain index files.\n\n"
-        "Exit codes: 0 ok; 1 runtime failure; 2 usage or input error; 3 an evaluate --gate (--fail-under) was missed; "
-        "4 unlearn --fail-if-unchanged: the model was left unchanged, nothing written. "
-        "Non-finite weights are never written (exit 1). Shell completion: remcli --install-completion."
+        f"Exit codes: {exit_codes_text()}. Shell completion: remcli --install-completion."
     ),
     context_settings={"help_option_names": HELP_OPTIONS},
     no_args_is_help=True,
@@ -103,8 +102,15 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 for _name, _command in (
-    ("corrupt", corrupt_command), ("train", train_command), ("unlearn", unlearn_command), ("evaluate", evaluate_command),
-    ("sweep", sweep_command), ("inspect", inspect_command), ("methods", methods_command), ("archs", archs_command),
-    ("import", import_command), ("index", index_command),
+    ("corrupt", corrupt_command),
+    ("train", train_command),
+    ("unlearn", unlearn_command),
+    ("evaluate", evaluate_command),
+    ("sweep", sweep_command),
+    ("inspect", inspect_command),
+    ("methods", methods_command),
+    ("archs", archs_command),
+    ("import", import_command),
+    ("index", index_command),
 ):
     app.command(_name, cls=RemcliCommand)(_command)

@@ -1,8 +1,6 @@
 """The `remcli` entry point: a thin typer shell over the library (the app is in remcli.cli.app).
 
-Exit codes: 0 success; 1 runtime failure; 2 usage or input error; 3 an `evaluate --gate`
-(`--require`, `--fail-under`) was missed; 4 `unlearn --fail-if-unchanged` and the model was left unchanged.
-Set REMCLI_DEBUG=1 for tracebacks.
+Exit codes: `remcli.errors.EXIT_CODES`. Set REMCLI_DEBUG=1 for tracebacks.
 
 `remcli --version` answers without importing the app (and so torch); `from remcli.cli.main
 import app` still gives the typer app.

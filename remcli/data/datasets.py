@@ -8,7 +8,8 @@ batching) is batched tensor work on these. A sample's identity is its position i
 split as the loader orders it, so index files and corruption manifests refer to positions.
 
 Loaders use torchvision's own dataset classes (`download=False` unless asked), so the on-disk
-layouts are the ones torchvision documents.
+layouts are the ones torchvision documents. (Longer than most modules: one loader per format,
+plus the spec grammar they share.)
 """
 
 from __future__ import annotations
@@ -136,10 +137,7 @@ def _torchvision(key: str, name: str, root: Path, download: bool, **kwargs):
         return cls(str(root), download=download, **kwargs)
     except RuntimeError as err:
         if "not found" in str(err).lower() or "download" in str(err).lower():
-            raise InputError(
-                f"{name} files not found under {root}: expected {_EXPECTED_FILES[key]}; "
-                "point ROOT at them or pass --download"
-            ) from None
+            raise InputError(f"{name} files not found under {root}: expected {_EXPECTED_FILES[key]}; point ROOT at them or pass --download") from None
         raise
 
 
@@ -197,8 +195,10 @@ def _decode_folder(folder: Path, size: int | None = None) -> tuple[Split, tuple[
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1:
         sizes = [f"{w}x{h}" for h, w, _ in sorted(shapes)[:3]]
-        raise InputError(f"images under {folder} have different sizes ({', '.join(sizes)}{', ...' if len(shapes) > 3 else ''}); "
-                         f"add ?size=N to the data spec (e.g. imagefolder:{folder.parent}?size=32) to resize every image to N x N")
+        raise InputError(
+            f"images under {folder} have different sizes ({', '.join(sizes)}{', ...' if len(shapes) > 3 else ''}); "
+            f"add ?size=N to the data spec (e.g. imagefolder:{folder.parent}?size=32) to resize every image to N x N"
+        )
     split = _split_from_hwc(np.stack(arrays), listing.targets)
     paths = tuple(Path(path).relative_to(folder.parent).as_posix() for path, _ in listing.samples)
     return Split(split.images, split.labels, paths), tuple(listing.classes)
@@ -241,7 +241,9 @@ def split_spec_options(spec: str) -> tuple[str, dict]:
         return spec, {}
     text = match.group(1)
     if not text.isdigit() or int(text) < 1:
-        raise InputError(f"?size={text} in data spec {spec!r} must be a positive integer N (every image is resized to N x N), e.g. imagefolder:ROOT?size=32")
+        raise InputError(
+            f"?size={text} in data spec {spec!r} must be a positive integer N (every image is resized to N x N), e.g. imagefolder:ROOT?size=32"
+        )
     base = spec[: match.start()]
     if not base.startswith("imagefolder:") and base != "sample":
         raise InputError(f"?size=N in data spec {spec!r} is only for imagefolder data (and sample); remove it")
@@ -257,7 +259,11 @@ def parse_spec(spec: str) -> tuple[str, Path]:
         return "imagefolder", SAMPLE_DATA
     name, sep, root = spec.partition(":")
     if name not in _LOADERS or not sep or not root:
-        raise InputError(f"unknown dataset spec {spec!r}; use one of: sample, " + ", ".join(f"{n}:ROOT" for n in sorted(_LOADERS)) + " (imagefolder:ROOT?size=N resizes)")
+        raise InputError(
+            f"unknown dataset spec {spec!r}; use one of: sample, "
+            + ", ".join(f"{n}:ROOT" for n in sorted(_LOADERS))
+            + " (imagefolder:ROOT?size=N resizes)"
+        )
     return name, Path(root).expanduser()
 
 
@@ -273,7 +279,7 @@ def canonical_spec(spec: str) -> str:
     name, sep, root = base.partition(":")
     if not sep or not root or root.startswith("~") or os.path.isabs(root):
         return spec
-    suffix = spec[len(base):]
+    suffix = spec[len(base) :]
     return f"{name}:{os.path.abspath(root)}{suffix}"
 
 
@@ -297,7 +303,10 @@ def load_labelled_folder(spec: str, classes: tuple[str, ...]) -> Split:
     unknown = [name for name in found if name not in classes]
     if not found or unknown:
         what = f"class folders {unknown[:3]} are not" if unknown else "no class folders are"
-        raise InputError(f"{what} classes of the training data under {folder}; expected {EVAL_SET_LAYOUT}: {', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''}")
+        raise InputError(
+            f"{what} classes of the training data under {folder}; expected {EVAL_SET_LAYOUT}: "
+            f"{', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''}"
+        )
     try:
         split, own_classes = _decode_folder(folder, size)
     except FileNotFoundError as err:  # torchvision's message for a class folder without images
@@ -322,5 +331,13 @@ def load_dataset(spec: str, download: bool = False) -> Dataset:
     if len(train) == 0 or len(test) == 0:
         raise InputError(f"dataset {spec} has an empty train or test split; add images to both")
     test_split = imagefolder_test_split(root) if name == "imagefolder" else "test"
-    return Dataset(spec=spec, train=train, test=test, classes=classes, mean=tuple(mean), std=tuple(std),
-                   content_sha256=content_fingerprint(train.images), test_split=test_split)
+    return Dataset(
+        spec=spec,
+        train=train,
+        test=test,
+        classes=classes,
+        mean=tuple(mean),
+        std=tuple(std),
+        content_sha256=content_fingerprint(train.images),
+        test_split=test_split,
+    )

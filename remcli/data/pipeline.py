@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from remcli.data.corruption import Trigger
+from remcli.data.triggers import Trigger
 
 
 def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from remcli.data.corruption import Manifest, Trigger
 from remcli.data.datasets import Dataset, Split
+from remcli.data.manifest import Manifest
 from remcli.data.pipeline import SampleView
+from remcli.data.triggers import Trigger
 from remcli.seeding import generator
 
 

@@ -29,8 +29,8 @@ import torch
 
 from remcli import __version__
 from remcli.checkpoints import Checkpoint
-from remcli.data.corruption import Manifest
 from remcli.data.datasets import Dataset, Split
+from remcli.data.manifest import Manifest
 from remcli.data.views import as_trained_view, clean_view
 from remcli.engine import predict, resolve_device, resolve_precision
 from remcli.errors import InputError
@@ -40,7 +40,7 @@ from remcli.evaluation.metrics import (
     product,
     utility_mask,
 )
-from remcli.train import input_spec
+from remcli.models import input_spec
 
 SCHEMA_VERSION = 1
 
@@ -99,8 +99,10 @@ def evaluate(
 
     for name, split in (eval_sets or {}).items():
         if tuple(split.images.shape[1:]) != tuple(dataset.input_shape):
-            raise InputError(f"--eval-set {name}: images are {tuple(split.images.shape[1:])} (C,H,W) but the model takes {tuple(dataset.input_shape)}; "
-                             f"add ?size={dataset.input_shape[-1]} to its folder to resize")
+            raise InputError(
+                f"--eval-set {name}: images are {tuple(split.images.shape[1:])} (C,H,W) but the model takes {tuple(dataset.input_shape)}; "
+                f"add ?size={dataset.input_shape[-1]} to its folder to resize"
+            )
         metrics[f"{name}_acc"] = accuracy(preds_of(clean_view(split, None, dev)), split.labels)
         counts[name] = len(split)
 
@@ -113,7 +115,9 @@ def evaluate(
         "dataset": dataset.spec,
         "test_split": dataset.test_split,
         "corruption": None if manifest is None else {"kind": manifest.kind, "count": len(manifest.indices), "seed": manifest.seed},
-        "discovery_rate": None if identified is None or manifest is None else round(counts.get("identified_corrupted", 0) / max(len(manifest.indices), 1), 4),
+        "discovery_rate": None
+        if identified is None or manifest is None
+        else round(counts.get("identified_corrupted", 0) / max(len(manifest.indices), 1), 4),
         "metrics": {k: (None if v is None else round(v, 6)) for k, v in metrics.items()},
         "counts": counts,
         "wall_time_s": round(time.perf_counter() - start, 3),
@@ -158,8 +162,9 @@ def parse_gates(text: str, option: str = "--gate") -> list[Gate]:
             except ValueError:
                 limit = None
         if limit is None or math.isnan(limit):  # NaN could never fail (or pass) a gate
-            raise InputError(f"{option} {part!r} is not a gate; write NAME>=VALUE or NAME<=VALUE (NAME=VALUE means >=), "
-                             f"comma-separated, e.g. '{GATE_EXAMPLE}'")
+            raise InputError(
+                f"{option} {part!r} is not a gate; write NAME>=VALUE or NAME<=VALUE (NAME=VALUE means >=), comma-separated, e.g. '{GATE_EXAMPLE}'"
+            )
         op = ">=" if match.group(2) == "=" else match.group(2)
         key = (match.group(1), op)
         if key in seen:

@@ -4,6 +4,7 @@ recipe defaults of each model family."""
 from remcli.models.registry import (
     arch_family,
     build_model,
+    input_spec,
     list_archs,
     model_channels,
     register_arch,
@@ -11,4 +12,4 @@ from remcli.models.registry import (
     timm_name,
 )
 
-__all__ = ["arch_family", "build_model", "list_archs", "model_channels", "register_arch", "resolve_arch_kwargs", "timm_name"]
+__all__ = ["arch_family", "build_model", "input_spec", "list_archs", "model_channels", "register_arch", "resolve_arch_kwargs", "timm_name"]

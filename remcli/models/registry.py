@@ -17,6 +17,8 @@ from collections.abc import Callable
 import torchvision
 from torch import nn
 
+from remcli.data.datasets import Dataset
+from remcli.data.pipeline import InputSpec
 from remcli.errors import InputError
 from remcli.models.resnet9 import ResNet9
 
@@ -48,8 +50,13 @@ def _vit_cifar(num_classes: int, in_channels: int, image_size: int, width: float
         raise InputError("vit_cifar expects RGB input")
     dim = max(8, round(512 * width / 8) * 8)  # 8 heads always divide it
     return torchvision.models.VisionTransformer(
-        image_size=image_size, patch_size=patch_size, num_layers=depth, num_heads=8,
-        hidden_dim=dim, mlp_dim=3 * dim, num_classes=num_classes,
+        image_size=image_size,
+        patch_size=patch_size,
+        num_layers=depth,
+        num_heads=8,
+        hidden_dim=dim,
+        mlp_dim=3 * dim,
+        num_classes=num_classes,
     )
 
 
@@ -68,7 +75,7 @@ def _timm():
 
 def timm_name(arch: str) -> str | None:
     """'resnet18' for 'timm:resnet18'; None for other archs."""
-    return arch[len(TIMM_PREFIX):] if arch.startswith(TIMM_PREFIX) else None
+    return arch[len(TIMM_PREFIX) :] if arch.startswith(TIMM_PREFIX) else None
 
 
 def timm_pretrained_config(arch: str) -> dict:
@@ -107,6 +114,12 @@ def model_channels(arch: str, data_channels: int) -> int:
     return data_channels if arch in _ARCHS or timm_name(arch) is not None else 3
 
 
+def input_spec(dataset: Dataset, arch: str) -> InputSpec:
+    """How `dataset`'s uint8 images become inputs of an `arch` model: its normalisation (the
+    dataset's statistics, or those a checkpoint recorded on it) and the model's channel count."""
+    return InputSpec(mean=dataset.mean, std=dataset.std, model_channels=model_channels(arch, dataset.input_shape[0]))
+
+
 def resolve_arch_kwargs(arch: str, image_size: int, user_kwargs: dict | None = None) -> dict:
     """The constructor arguments to record: user ones plus what the input size requires."""
     kwargs = dict(user_kwargs or {})
@@ -122,7 +135,10 @@ def resolve_arch_kwargs(arch: str, image_size: int, user_kwargs: dict | None = N
         if arch.startswith("vit_") and "image_size" not in kwargs:
             kwargs["image_size"] = image_size  # ViTs need the input size; 32 is divisible by their patches
     else:
-        raise InputError(f"unknown arch {arch!r}; use one of {', '.join(sorted(_ARCHS))}, a torchvision classifier such as resnet18, mobilenet_v3_small, vit_b_16 (`remcli archs` lists all), or timm:NAME")
+        raise InputError(
+            f"unknown arch {arch!r}; use one of {', '.join(sorted(_ARCHS))}, a torchvision classifier such as resnet18, mobilenet_v3_small, "
+            "vit_b_16 (`remcli archs` lists all), or timm:NAME"
+        )
     if allowed is not None:
         unknown = set(kwargs) - allowed
         if unknown:

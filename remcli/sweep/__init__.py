@@ -5,9 +5,10 @@ writes summary.md (the paper's Table 1) and heatmaps (its Fig. 1); `rebuild_repo
 latter from the files in DIR alone.
 """
 
+from remcli.sweep.folder import load_config, load_records
 from remcli.sweep.grid import ORIGINAL, Cell, SweepConfig
 from remcli.sweep.report import aggregate, summary_table, write_report
-from remcli.sweep.runner import SweepOutcome, load_config, load_records, run_sweep
+from remcli.sweep.runner import SweepOutcome, run_sweep
 
 
 def rebuild_report(out):
@@ -25,4 +26,16 @@ def rebuild_report(out):
     return config, rows, files, notes
 
 
-__all__ = ["ORIGINAL", "Cell", "SweepConfig", "SweepOutcome", "aggregate", "load_config", "load_records", "rebuild_report", "run_sweep", "summary_table", "write_report"]
+__all__ = [
+    "ORIGINAL",
+    "Cell",
+    "SweepConfig",
+    "SweepOutcome",
+    "aggregate",
+    "load_config",
+    "load_records",
+    "rebuild_report",
+    "run_sweep",
+    "summary_table",
+    "write_report",
+]

@@ -1,4 +1,5 @@
 """What a sweep covers: its configuration, the cells it enumerates, and when two configs may share a folder.
+(Longer than most modules: the option parsers live beside the rules they enforce.)
 
 A sweep crosses corruption kinds x discovery rates x unlearning methods x seeds. Per (kind,
 seed) one corrupted dataset is made and one model is trained; every (rate, method) cell reuses
@@ -22,7 +23,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 
-from remcli.data.corruption import kind_names, parse_rates, rate_label
+from remcli.data.corruption import (
+    kind_names,
+    kind_regularity,
+    kinds_by_regularity,
+    parse_rates,
+    rate_label,
+)
 from remcli.errors import InputError
 from remcli.settings import parse_setting
 from remcli.unlearning import get_method
@@ -30,8 +37,7 @@ from remcli.unlearning.base import build_config
 
 SCHEMA_VERSION = 1
 ORIGINAL = "original"  # the trained model, not unlearned: one cell per (kind, seed), rate 0.0
-KIND_ORDER = ("poison", "interclass", "label-noise")  # high -> low regularity (paper's Fig. 1 rows)
-REGULARITY = {"poison": "high", "interclass": "medium", "label-noise": "low"}
+KIND_ORDER = kinds_by_regularity()  # the default kinds, high -> low regularity (paper's Fig. 1 rows)
 PAPER_RATES = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0"
 
 # settings that define the trained models: fixed for a sweep folder's life; name -> option
@@ -80,7 +86,14 @@ def model_id(kind: str, seed: int) -> str:
 
 
 def kind_rank(kind: str) -> int:
-    return KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
+    """Position in high -> low regularity order; kinds not registered (e.g. from older results) last."""
+    order = kinds_by_regularity()
+    return order.index(kind) if kind in order else len(order)
+
+
+def regularity_label(kind: str) -> str:
+    """A kind's regularity for tables and plots; "?" for a kind not registered (e.g. from older results)."""
+    return kind_regularity(kind) if kind in kind_names() else "?"
 
 
 @dataclass
@@ -188,7 +201,8 @@ def merge_configs(stored: SweepConfig, new: SweepConfig, where: str, finished_me
         before, now = normalised(stored.overrides.get(method, {})), normalised(new.overrides.get(method, {}))
         if before != now:
             raise InputError(
-                f"{where} ran {method} with settings {_show(before)}, not {_show(now)}; use another --out, or the same --set {method}.NAME=VALUE options"
+                f"{where} ran {method} with settings {_show(before)}, not {_show(now)}; use another --out, or the same --set "
+                f"{method}.NAME=VALUE options"
             )
     return SweepConfig(
         data=new.data,
@@ -222,6 +236,7 @@ def _show(value) -> str:
 
 
 # --- parsing list-valued options -----------------------------------------------------------------
+
 
 def split_list(text: str, option: str) -> tuple[str, ...]:
     items = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))

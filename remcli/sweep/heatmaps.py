@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 from remcli.fileio import atomic_path
-from remcli.sweep.grid import ORIGINAL, REGULARITY
+from remcli.sweep.grid import ORIGINAL, regularity_label
 
 Matrix = list[list[float | None]]
 
@@ -25,8 +25,15 @@ def heatmap_values(rows: list[dict], method: str, kinds: list[str], rates: list[
         line: list[float | None] = []
         for column in columns:
             wanted = ORIGINAL if column == 0.0 else method
-            found = [r["utility_x_healed"] for r in rows if r["kind"] == kind and r["method"] == wanted and r["status"] == "ok"
-                     and (column == 0.0 or r["rate"] == column) and r.get("utility_x_healed") is not None]
+            found = [
+                r["utility_x_healed"]
+                for r in rows
+                if r["kind"] == kind
+                and r["method"] == wanted
+                and r["status"] == "ok"
+                and (column == 0.0 or r["rate"] == column)
+                and r.get("utility_x_healed") is not None
+            ]
             line.append(100.0 * sum(found) / len(found) if found else None)
         values.append(line)
     return kinds, columns, values
@@ -48,7 +55,7 @@ def _draw(ax, title: str, kinds: list[str], columns: list[float], values: Matrix
             if value is not None:
                 ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=8, color="black" if value >= 60 else "white")
     ax.set_xticks(range(len(columns)), [f"{c:.1f}" if round(c, 1) == c else f"{c:g}" for c in columns], fontsize=8)
-    ax.set_yticks(range(len(kinds)), [f"{k}\n({REGULARITY.get(k, '?')})" for k in kinds], fontsize=8)
+    ax.set_yticks(range(len(kinds)), [f"{k}\n({regularity_label(k)})" for k in kinds], fontsize=8)
     ax.set_xlabel("discovery rate", fontsize=8)
     ax.set_title(title, fontsize=10)
     return image
@@ -87,7 +94,7 @@ def write_heatmaps(folder: str | Path, rows: list[dict], kinds: list[str]) -> li
     image = None
     for ax, (method, row_kinds, columns, values) in zip(axes.flat, panels):
         image = _draw(ax, method, row_kinds, columns, values)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     fig.colorbar(image, ax=axes, label="utility × healed (%)", shrink=0.8)
     fig.suptitle("utility × healed (%), mean over seeds")

@@ -5,7 +5,7 @@ Utility x Healed pooled over every cell (kinds x discovery rates) and seed, in %
 does the same over the folder's finished cells, sorted by utility x healed, descending; the
 trained model appears as `original (no unlearning)`, pooled over its (kind, seed) cells. A
 per-kind breakdown and the heatmap values as text follow, so the report is complete without
-matplotlib.
+matplotlib. (Longer than most modules: each table is short, and they share the pooling code.)
 """
 
 from __future__ import annotations
@@ -19,21 +19,29 @@ from pathlib import Path
 from rich.table import Table
 
 from remcli import __version__
+from remcli.data.corruption import kinds_by_regularity
 from remcli.fileio import atomic_write_text
 from remcli.sweep.grid import (
-    KIND_ORDER,
     ORIGINAL,
-    REGULARITY,
     SCHEMA_VERSION,
     SweepConfig,
     kind_rank,
+    regularity_label,
 )
 from remcli.sweep.heatmaps import heatmap_values, write_heatmaps
 
 ID_COLUMNS = ("cell", "kind", "rate", "method", "seed", "status")
 METRIC_COLUMNS = (
-    "test_acc", "utility", "healed", "healed_identified", "healed_undiscovered",
-    "attack_success_rate", "triggered_test_acc", "utility_x_healed", "identified_corrupted_acc", "corrupted_label_acc",
+    "test_acc",
+    "utility",
+    "healed",
+    "healed_identified",
+    "healed_undiscovered",
+    "attack_success_rate",
+    "triggered_test_acc",
+    "utility_x_healed",
+    "identified_corrupted_acc",
+    "corrupted_label_acc",
 )
 COST_COLUMNS = ("identified", "steps", "wall_time_s", "eval_wall_time_s", "train_steps", "train_wall_time_s", "device", "finished_at", "error")
 TABLE_METRICS = (("healed", "Healed"), ("utility", "Utility"), ("utility_x_healed", "Utility × Healed"))
@@ -49,12 +57,21 @@ def memorisation(rows: list[dict]) -> list[dict]:
         if row["method"] != ORIGINAL or row["status"] != "ok":
             continue
         fit = row.get("corrupted_label_acc")
-        out.append({"kind": row["kind"], "seed": row["seed"], "test_acc": row.get("test_acc"), "corrupted_label_acc": fit,
-                    "memorised": None if fit is None else fit >= MEMORISED, "train_wall_time_s": row.get("train_wall_time_s")})
+        out.append(
+            {
+                "kind": row["kind"],
+                "seed": row["seed"],
+                "test_acc": row.get("test_acc"),
+                "corrupted_label_acc": fit,
+                "memorised": None if fit is None else fit >= MEMORISED,
+                "train_wall_time_s": row.get("train_wall_time_s"),
+            }
+        )
     return sorted(out, key=lambda m: (kind_rank(m["kind"]), m["kind"], m["seed"]))
 
 
 # --- rows ---------------------------------------------------------------------------------------
+
 
 def sorted_rows(records: dict[str, dict], cfg: SweepConfig) -> list[dict]:
     methods = {m: i for i, m in enumerate(cfg.methods)}
@@ -89,6 +106,7 @@ def write_results(out: Path, cfg: SweepConfig, records: dict[str, dict]) -> list
 
 
 # --- aggregation --------------------------------------------------------------------------------
+
 
 def mean_sem(values: list[float]) -> tuple[float | None, float | None]:
     """Mean and standard error of the mean (sample std / sqrt(n)); SEM is None for n < 2."""
@@ -135,6 +153,7 @@ def method_label(method: str) -> str:
 
 # --- summary.md ---------------------------------------------------------------------------------
 
+
 def _md_table(header: list[str], body: list[list[str]], align: list[str]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in body]
@@ -158,7 +177,11 @@ def summary_markdown(rows: list[dict], cfg: SweepConfig) -> str:
         f"discovery rates {', '.join(str(r) for r in rates)}; seeds {', '.join(str(s) for s in seeds)}. remcli {__version__}.",
     ]
     if cfg.overrides:
-        lines.append("Method settings: " + "; ".join(f"{m}: " + ", ".join(f"{k}={v}" for k, v in sorted(s.items())) for m, s in sorted(cfg.overrides.items())) + ".")
+        lines.append(
+            "Method settings: "
+            + "; ".join(f"{m}: " + ", ".join(f"{k}={v}" for k, v in sorted(s.items())) for m, s in sorted(cfg.overrides.items()))
+            + "."
+        )
     lines += [
         "",
         "## Table 1: mean ± standard error over all cells (kinds × discovery rates) and seeds, in %",
@@ -166,27 +189,63 @@ def summary_markdown(rows: list[dict], cfg: SweepConfig) -> str:
         "Sorted by utility × healed, descending. `original` is the trained model before unlearning (one cell per kind and seed).",
         "",
     ]
-    body = [[method_label(e["method"]), str(e["cells"]), *(pct(e[k], e[f"{k}_sem"]) for k, _ in TABLE_METRICS),
-             _num(e["mean_wall_time_s"], "{:.1f}"), _num(e["mean_steps"], "{:.0f}"), str(e["failed"])] for e in agg]
-    lines += _md_table(["method", "cells", *(name for _, name in TABLE_METRICS), "mean wall s", "mean steps", "failed"], body, ["l", "r", "r", "r", "r", "r", "r", "r"])
+    body = [
+        [
+            method_label(e["method"]),
+            str(e["cells"]),
+            *(pct(e[k], e[f"{k}_sem"]) for k, _ in TABLE_METRICS),
+            _num(e["mean_wall_time_s"], "{:.1f}"),
+            _num(e["mean_steps"], "{:.0f}"),
+            str(e["failed"]),
+        ]
+        for e in agg
+    ]
+    lines += _md_table(
+        ["method", "cells", *(name for _, name in TABLE_METRICS), "mean wall s", "mean steps", "failed"],
+        body,
+        ["l", "r", "r", "r", "r", "r", "r", "r"],
+    )
 
     models = memorisation(rows)
     if models:
         lines += ["", f"## Trained models: do they memorise their corrupted samples? (regime: corrupted-label accuracy ≥ {MEMORISED})", ""]
-        body = [[m["kind"], str(m["seed"]), _num(m["test_acc"], "{:.3f}"), _num(m["corrupted_label_acc"], "{:.3f}"),
-                 {True: "yes", False: "**NO: below the regime, results on it are not comparable to the paper**", None: "unknown (older evaluation)"}[m["memorised"]],
-                 _num(m["train_wall_time_s"], "{:.0f}")] for m in models]
+        body = [
+            [
+                m["kind"],
+                str(m["seed"]),
+                _num(m["test_acc"], "{:.3f}"),
+                _num(m["corrupted_label_acc"], "{:.3f}"),
+                {True: "yes", False: "**NO: below the regime, results on it are not comparable to the paper**", None: "unknown (older evaluation)"}[
+                    m["memorised"]
+                ],
+                _num(m["train_wall_time_s"], "{:.0f}"),
+            ]
+            for m in models
+        ]
         lines += _md_table(["kind", "seed", "clean test acc", "corrupted-label acc", "memorised", "train s"], body, ["l", "r", "r", "r", "l", "r"])
     retrain = next((e for e in agg if e["method"] == "retrain"), None)
     if retrain and retrain["mean_wall_time_s"]:
         lines += ["", "## Wall time relative to retrain (mean unlearning seconds per cell ÷ retrain's)", ""]
-        body = [[e["method"], f"{e['mean_wall_time_s'] / retrain['mean_wall_time_s']:.3f}"] for e in agg if e["method"] != ORIGINAL and e["mean_wall_time_s"] is not None]
+        body = [
+            [e["method"], f"{e['mean_wall_time_s'] / retrain['mean_wall_time_s']:.3f}"]
+            for e in agg
+            if e["method"] != ORIGINAL and e["mean_wall_time_s"] is not None
+        ]
         lines += _md_table(["method", "× retrain"], body, ["l", "r"])
 
     lines += ["", "## By corruption kind: utility × healed, % (mean ± standard error over discovery rates and seeds)", ""]
     per_kind = {k: {e["method"]: e for e in aggregate(rows, k)} for k in kinds}
-    body = [[method_label(e["method"]), *(pct(per_kind[k].get(e["method"], {}).get("utility_x_healed"), per_kind[k].get(e["method"], {}).get("utility_x_healed_sem")) for k in kinds)] for e in agg]
-    lines += _md_table(["method", *(f"{k} ({REGULARITY.get(k, '?')} regularity)" for k in kinds)], body, ["l", *("r" for _ in kinds)])
+    body = [
+        [
+            method_label(e["method"]),
+            *(
+                pct(per_kind[k].get(e["method"], {}).get("utility_x_healed"), per_kind[k].get(e["method"], {}).get("utility_x_healed_sem"))
+                for k in kinds
+            ),
+        ]
+        for e in agg
+    ]
+    lines += _md_table(["method", *(f"{k} ({regularity_label(k)} regularity)" for k in kinds)], body, ["l", *("r" for _ in kinds)])
 
     lines += ["", "## Utility × healed by regularity and discovery rate, % (mean over seeds; the heatmap values)", ""]
     lines += ["Rows: regularity high → low. Column 0.0 is the trained model before unlearning.", ""]
@@ -211,6 +270,7 @@ def _num(value: float | None, fmt: str) -> str:
 
 # --- terminal table -----------------------------------------------------------------------------
 
+
 def _style(value: float | None) -> str:
     if value is None:
         return "dim"
@@ -227,8 +287,12 @@ def summary_table(rows: list[dict], title: str = "sweep: mean ± SE over cells a
     for rank, e in enumerate(agg):
         uxh = pct(e["utility_x_healed"], e["utility_x_healed_sem"])
         table.add_row(
-            e["method"], str(e["cells"]), pct(e["healed"], e["healed_sem"]), pct(e["utility"], e["utility_sem"]),
-            f"[{_style(e['utility_x_healed'])}]{uxh}[/]", _num(e["mean_wall_time_s"], "{:.1f}"),
+            e["method"],
+            str(e["cells"]),
+            pct(e["healed"], e["healed_sem"]),
+            pct(e["utility"], e["utility_sem"]),
+            f"[{_style(e['utility_x_healed'])}]{uxh}[/]",
+            _num(e["mean_wall_time_s"], "{:.1f}"),
             *((f"[red]{e['failed']}[/]" if e["failed"] else "0",) if any_failed else ()),
             style="bold" if rank == 0 else None,
         )
@@ -236,6 +300,7 @@ def summary_table(rows: list[dict], title: str = "sweep: mean ± SE over cells a
 
 
 # --- the whole report ---------------------------------------------------------------------------
+
 
 def write_report(out: str | Path, cfg: SweepConfig, records: dict[str, dict]) -> tuple[list[dict], list[Path], list[str]]:
     """results.csv/json, summary.md and (with matplotlib) heatmaps; returns (rows, files, notes)."""
@@ -245,7 +310,9 @@ def write_report(out: str | Path, cfg: SweepConfig, records: dict[str, dict]) ->
     files = [out / "results.csv", out / "results.json", out / "summary.md"]
     notes = []
     try:
-        files += write_heatmaps(out / "heatmaps", rows, kinds_present(rows) or list(KIND_ORDER))
+        files += write_heatmaps(out / "heatmaps", rows, kinds_present(rows) or list(kinds_by_regularity()))
     except ImportError:
-        notes.append("heatmaps skipped: matplotlib is not installed; install the plots extra (pip install 'remcli[plots]') and rerun with --report-only")
+        notes.append(
+            "heatmaps skipped: matplotlib is not installed; install the plots extra (pip install 'remcli[plots]') and rerun with --report-only"
+        )
     return rows, files, notes

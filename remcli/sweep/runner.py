@@ -1,5 +1,8 @@
 """`run_sweep()`: corrupt -> train -> unlearn -> evaluate over a grid, resumably.
 
+(Longer than most modules because it is the one place a cell's life is written down: preparation,
+model training, cell execution and the progress adapter follow each other in the order they run.)
+
 Folder layout (`DIR`):
 
     sweep.json                      the configuration (union of every run's grid)
@@ -16,19 +19,16 @@ Failures: an exception inside one cell's unlearning or evaluation is recorded in
 file (`status: failed`, `error`) and the sweep goes on; failed cells are retried by the next run.
 Bad input (names, numbers, a folder made with other settings) fails before anything is written.
 
-One sweep per folder at a time: DIR/.lock holds the running sweep's pid while it runs.
+One sweep per folder at a time (`remcli.sweep.folder.folder_lock`).
 
 Seeds: corruption seed = training seed = unlearning seed = the sweep seed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
-import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,16 +36,14 @@ import torch
 
 from remcli.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from remcli.data.corruption import (
-    Manifest,
-    check_manifest_matches,
     corrupt,
-    identified_at,
-    load_manifest,
     rate_label,
     resolve_count,
     write_corruption,
+    write_forget_file,
 )
 from remcli.data.datasets import Dataset, load_dataset
+from remcli.data.manifest import Manifest, check_manifest_matches, load_manifest
 from remcli.engine import resolve_device, resolve_precision
 from remcli.errors import InputError
 from remcli.evaluation import evaluate
@@ -54,6 +52,7 @@ from remcli.inputs import RunInputs, read_identified
 from remcli.models import build_model, model_channels, resolve_arch_kwargs
 from remcli.progress import NullReporter
 from remcli.seeding import seeded_global_rng
+from remcli.sweep.folder import folder_lock, is_finished, load_records, read_sweep_json, sweep_json_path, write_sweep_json
 from remcli.sweep.grid import (
     ORIGINAL,
     SCHEMA_VERSION,
@@ -86,53 +85,8 @@ class SweepOutcome:
     records: dict[str, dict] = field(default_factory=dict)  # every cell file in DIR, by id
 
 
-# --- sweep.json and cell files ----------------------------------------------------------------
-
-def sweep_json_path(out: Path) -> Path:
-    return out / "sweep.json"
-
-
-def read_sweep_json(out: Path) -> dict | None:
-    path = sweep_json_path(out)
-    if not path.is_file():
-        return None
-    try:
-        body = json.loads(path.read_text(encoding="utf-8"))
-        SweepConfig.from_dict(body["config"])
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-        raise InputError(f"{path} is not a remcli sweep file; use another --out") from None
-    if body.get("schema_version") != SCHEMA_VERSION:
-        raise InputError(f"{path} has schema_version {body.get('schema_version')}, expected {SCHEMA_VERSION}; use another --out")
-    return body
-
-
-def load_config(out: Path) -> SweepConfig:
-    body = read_sweep_json(out)
-    if body is None:
-        raise InputError(f"{out} holds no sweep.json; run `remcli sweep` with --out {out} first")
-    return SweepConfig.from_dict(body["config"])
-
-
-def load_records(out: Path) -> dict[str, dict]:
-    """Every readable cell file in DIR/cells, by cell id."""
-    records = {}
-    folder = out / "cells"
-    if folder.is_dir():
-        for path in sorted(folder.glob("*.json")):
-            try:
-                body = json.loads(path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue  # cannot be partial (atomic writes); a hand-edited file is recomputed
-            if isinstance(body, dict) and body.get("cell") == path.stem and isinstance(body.get("row"), dict):
-                records[path.stem] = body
-    return records
-
-
-def is_finished(record: dict | None, cell_config: dict) -> bool:
-    return bool(record) and record["row"].get("status") == "ok" and record.get("config") == cell_config
-
-
 # --- preparation: everything that can fail on bad input, before anything is written -------------
+
 
 @dataclass
 class Prepared:
@@ -153,26 +107,30 @@ def prepare(cfg: SweepConfig, out: Path) -> Prepared:
     resolve_precision(cfg.precision, resolve_device(cfg.device))
     dataset = load_dataset(cfg.data)
     if stored is not None and stored.get("dataset_fingerprint") not in (None, dataset.fingerprint):
-        raise InputError(f"{sweep_json_path(out)} was made for data {stored['dataset_fingerprint']}, but {cfg.data} is {dataset.fingerprint}; use another --out")
+        raise InputError(
+            f"{sweep_json_path(out)} was made for data {stored['dataset_fingerprint']}, but {cfg.data} is {dataset.fingerprint}; use another --out"
+        )
     resolve_count(len(dataset.train), cfg.count, None)
     arch_kwargs = resolve_arch_kwargs(cfg.arch, dataset.input_shape[-1], cfg.arch_kwargs)
     with seeded_global_rng(0, "sweep/check-arch"):
         build_model(cfg.arch, dataset.num_classes, model_channels(cfg.arch, dataset.input_shape[0]), dataset.input_shape[-1], **arch_kwargs)
     manifests = {
-        (kind, seed): corrupt(dataset.train.labels, dataset=cfg.data, fingerprint=dataset.fingerprint, num_classes=dataset.num_classes, kind=kind, count=cfg.count, seed=seed)
+        (kind, seed): corrupt(
+            dataset.train.labels,
+            dataset=cfg.data,
+            fingerprint=dataset.fingerprint,
+            num_classes=dataset.num_classes,
+            kind=kind,
+            count=cfg.count,
+            seed=seed,
+        )
         for kind, seed in cfg.models()
     }
     return Prepared(merged, dataset, manifests)
 
 
-def write_sweep_json(out: Path, cfg: SweepConfig, dataset: Dataset) -> None:
-    from remcli import __version__
-
-    body = {"schema_version": SCHEMA_VERSION, "remcli_version": __version__, "dataset_fingerprint": dataset.fingerprint, "config": cfg.to_dict()}
-    atomic_write_text(sweep_json_path(out), json.dumps(body, indent=1) + "\n")
-
-
 # --- models -------------------------------------------------------------------------------------
+
 
 @dataclass
 class Model:
@@ -193,8 +151,16 @@ def ensure_model(cfg: SweepConfig, out: Path, dataset: Dataset, manifest: Manife
         folder.mkdir(parents=True, exist_ok=True)
         write_corruption(manifest, folder, list(cfg.rates), force=True)  # deterministic: same bytes every time
         digest = sha256_file(manifest_path)
-        tcfg = TrainConfig(arch=cfg.arch, arch_kwargs=dict(cfg.arch_kwargs), epochs=cfg.train_epochs, batch_size=cfg.train_batch_size, lr=cfg.train_lr,
-                           seed=seed, device=cfg.device, precision=cfg.precision)
+        tcfg = TrainConfig(
+            arch=cfg.arch,
+            arch_kwargs=dict(cfg.arch_kwargs),
+            epochs=cfg.train_epochs,
+            batch_size=cfg.train_batch_size,
+            lr=cfg.train_lr,
+            seed=seed,
+            device=cfg.device,
+            precision=cfg.precision,
+        )
         result = train(dataset, tcfg, manifest, digest, str(manifest_path.resolve()), reporter)
         # the summary first: a checkpoint never exists without the record of how it was made
         atomic_write_text(summary_path, json.dumps({"config": wanted, "summary": result.summary}, indent=1) + "\n")
@@ -206,7 +172,9 @@ def ensure_model(cfg: SweepConfig, out: Path, dataset: Dataset, manifest: Manife
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         recorded = {}
     if recorded.get("config") != wanted:
-        raise InputError(f"{folder} holds a model trained with other settings (or no train.json); delete that folder to retrain it, or use another --out")
+        raise InputError(
+            f"{folder} holds a model trained with other settings (or no train.json); delete that folder to retrain it, or use another --out"
+        )
     checkpoint = load_checkpoint(ckpt_path)
     if not manifest_path.is_file() or sha256_file(manifest_path) != checkpoint.meta.get("corruption_sha256"):
         raise InputError(f"{manifest_path} is missing or is not the manifest {ckpt_path} was trained on; delete {folder} to retrain it")
@@ -220,28 +188,29 @@ def forget_file(model: Model, rate: float) -> Path:
     """DIR/models/<m>/forget-<rate>.txt; rates added after training get their file now (same format)."""
     path = model.folder / f"forget-{rate_label(rate)}.txt"
     if not path.is_file():
-        manifest = model.inputs.manifest
-        ids = identified_at(manifest, rate)
-        header = [
-            "# remcli identified samples: one training-split position per line",
-            f"# dataset: {manifest.dataset}",
-            f"# fingerprint: {manifest.fingerprint}",
-            f"# corruption: {manifest.kind}, manifest sha256 {model.inputs.manifest_sha256}",
-            f"# discovery-rate: {rate_label(rate)} ({len(ids)} of {len(manifest.indices)} corrupted, seed {manifest.seed})",
-        ]
-        atomic_write_text(path, "\n".join(header + [str(i) for i in ids.tolist()]) + "\n")
+        write_forget_file(path, model.inputs.manifest, rate, model.inputs.manifest_sha256)
     return path
 
 
 # --- cells --------------------------------------------------------------------------------------
 
+
 def run_cell(cfg: SweepConfig, cell: Cell, model: Model, reporter, raise_errors: bool) -> dict:
     """Unlearn (unless `original`) and evaluate one cell; returns its record (not yet written)."""
     dataset, manifest = model.inputs.dataset, model.inputs.manifest
     row = {
-        "cell": cell.id, "kind": cell.kind, "rate": cell.rate, "method": cell.method, "seed": cell.seed, "status": "ok", "error": "",
-        "identified": 0, "steps": 0, "wall_time_s": 0.0,
-        "train_steps": model.train_summary.get("steps"), "train_wall_time_s": model.train_summary.get("wall_time_s"),
+        "cell": cell.id,
+        "kind": cell.kind,
+        "rate": cell.rate,
+        "method": cell.method,
+        "seed": cell.seed,
+        "status": "ok",
+        "error": "",
+        "identified": 0,
+        "steps": 0,
+        "wall_time_s": 0.0,
+        "train_steps": model.train_summary.get("steps"),
+        "train_wall_time_s": model.train_summary.get("wall_time_s"),
     }
     record: dict = {"schema_version": SCHEMA_VERSION, "cell": cell.id, "config": cfg.cell_config(cell), "row": row}
     try:
@@ -250,10 +219,25 @@ def run_cell(cfg: SweepConfig, cell: Cell, model: Model, reporter, raise_errors:
         else:
             identified = read_identified(forget_file(model, cell.rate), dataset)
             overrides = method_overrides(cfg.overrides.get(cell.method, {}))
-            outcome = unlearn(model.checkpoint, model.inputs, identified, base_method(cell.method), overrides, seed=cell.seed, device=cfg.device, precision=cfg.precision, reporter=reporter)
+            outcome = unlearn(
+                model.checkpoint,
+                model.inputs,
+                identified,
+                base_method(cell.method),
+                overrides,
+                seed=cell.seed,
+                device=cfg.device,
+                precision=cfg.precision,
+                reporter=reporter,
+            )
             healed = Checkpoint(state_dict=outcome.state_dict, meta=outcome.meta)
             evaluation = evaluate(healed, dataset, manifest, identified, device=cfg.device)
-            row.update(identified=len(identified), changed=outcome.summary["changed"], steps=outcome.summary["steps"], wall_time_s=outcome.summary["wall_time_s"])
+            row.update(
+                identified=len(identified),
+                changed=outcome.summary["changed"],
+                steps=outcome.summary["steps"],
+                wall_time_s=outcome.summary["wall_time_s"],
+            )
             record["unlearn"] = {k: v for k, v in outcome.summary.items()}
             del outcome, healed
         row.update(evaluation["metrics"])
@@ -287,13 +271,20 @@ class _CellReporter:
 def _brief(row: dict) -> str:
     if row["status"] != "ok":
         return f"FAILED ({row['error']})"
-    parts = [f"{name} {row[key] * 100:.1f}%" for name, key in (("utility", "utility"), ("healed", "healed"), ("utility x healed", "utility_x_healed")) if row.get(key) is not None]
+    parts = [
+        f"{name} {row[key] * 100:.1f}%"
+        for name, key in (("utility", "utility"), ("healed", "healed"), ("utility x healed", "utility_x_healed"))
+        if row.get(key) is not None
+    ]
     return ", ".join(parts) + f" ({row['wall_time_s']:.1f}s, {row['steps']} steps)"
 
 
 # --- the sweep ----------------------------------------------------------------------------------
 
-def run_sweep(cfg: SweepConfig, out: str | Path, reporter: NullReporter | None = None, raise_errors: bool = False, dry_run: bool = False) -> SweepOutcome:
+
+def run_sweep(
+    cfg: SweepConfig, out: str | Path, reporter: NullReporter | None = None, raise_errors: bool = False, dry_run: bool = False
+) -> SweepOutcome:
     """Run every missing cell of `cfg` in DIR=`out`; results.csv/json are rebuilt after each cell.
 
     `dry_run`: check everything and count what would run (`to_run`, `models_to_train`); write nothing.
@@ -335,7 +326,9 @@ def _run_cells(cfg: SweepConfig, out: Path, prepared: Prepared, todo: list[Cell]
         model = ensure_model(cfg, out, dataset, prepared.manifests[(kind, seed)], kind, seed, _CellReporter(reporter, f"{kind} s{seed}:"))
         if model.trained:
             outcome.models_trained += 1
-            reporter.note(f"trained {kind} seed {seed}: val acc {model.train_summary.get('val_acc')} in {model.train_summary.get('wall_time_s', 0):.1f}s")
+            reporter.note(
+                f"trained {kind} seed {seed}: val acc {model.train_summary.get('val_acc')} in {model.train_summary.get('wall_time_s', 0):.1f}s"
+            )
         else:
             outcome.models_reused += 1
         for cell in pending:
@@ -352,45 +345,11 @@ def _run_cells(cfg: SweepConfig, out: Path, prepared: Prepared, todo: list[Cell]
             reporter.note(f"{tag} {cell.label()}: {_brief(record['row'])}")
             fit = record["row"].get("corrupted_label_acc")
             if cell.method == ORIGINAL and fit is not None and fit < MEMORISED:
-                reporter.note(f"warning: {kind} seed {seed} fits only {fit:.3f} of its corrupted samples (< {MEMORISED}): not the memorising regime; "
-                              "train longer or wider (--train-epochs, --width) for results comparable to the paper")
+                reporter.note(
+                    f"warning: {kind} seed {seed} fits only {fit:.3f} of its corrupted samples (< {MEMORISED}): not the memorising regime; "
+                    "train longer or wider (--train-epochs, --width) for results comparable to the paper"
+                )
         del model
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     write_results(out, merged, records)
-
-
-@contextlib.contextmanager
-def folder_lock(out: Path) -> Iterator[None]:
-    """One sweep per folder at a time: DIR/.lock holds the running sweep's pid (a dead pid's lock is taken over)."""
-    path = out / ".lock"
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            try:
-                pid = int(path.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and pid != os.getpid() and _alive(pid):
-                raise InputError(f"another sweep (pid {pid}) is running in {out}; wait for it, or delete {path} if it is gone") from None
-            path.unlink(missing_ok=True)
-    else:
-        raise InputError(f"cannot lock {out} ({path} keeps reappearing); is another sweep running there?")
-    try:
-        os.write(fd, f"{os.getpid()}\n".encode())
-        os.close(fd)
-        yield
-    finally:
-        path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -3,7 +3,7 @@
 from remcli.unlearning import methods  # noqa: F401  (registers every method)
 from remcli.unlearning.base import (
     MethodInfo,
-    UnlearnResult,
+    MethodResult,
     UnlearnTask,
     get_method,
     list_methods,
@@ -11,4 +11,4 @@ from remcli.unlearning.base import (
 )
 from remcli.unlearning.run import UnlearnOutcome, build_task, unlearn
 
-__all__ = ["MethodInfo", "UnlearnOutcome", "UnlearnResult", "UnlearnTask", "build_task", "get_method", "list_methods", "register_method", "unlearn"]
+__all__ = ["MethodInfo", "UnlearnOutcome", "MethodResult", "UnlearnTask", "build_task", "get_method", "list_methods", "register_method", "unlearn"]

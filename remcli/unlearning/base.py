@@ -1,6 +1,6 @@
 """The one protocol every unlearning method follows, and the registry of methods by name.
 
-A method is a function `(task: UnlearnTask, cfg: <its config dataclass>) -> UnlearnResult`,
+A method is a function `(task: UnlearnTask, cfg: <its config dataclass>) -> MethodResult`,
 registered with `@register_method(name, config_cls, ...)`. Adding a method means adding one
 module under `remcli/unlearning/methods/` with one decorator; the CLI's `--method` choices,
 `remcli methods` and the contract tests all come from this registry.
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from remcli.data.corruption import Manifest
 from remcli.data.datasets import Dataset
+from remcli.data.manifest import Manifest
 from remcli.data.pipeline import InputSpec, SampleView
 from remcli.data.views import as_trained_view, clean_view
 from remcli.engine import predict
@@ -70,12 +70,16 @@ class UnlearnTask:
         retain = keep.clone()
         retain[self.identified] = False
         self.retain_positions = torch.nonzero(retain).flatten()
-        self.forget_view = as_trained_view(self.dataset, self.manifest, self.identified, self.device)
-        self.train_view = as_trained_view(self.dataset, self.manifest, self.train_positions, self.device)
-        self.retain_view = as_trained_view(self.dataset, self.manifest, self.retain_positions, self.device)
+        self.forget_view = self.trained_view(self.identified)
+        self.train_view = self.trained_view(self.train_positions)
+        self.retain_view = self.trained_view(self.retain_positions)
         self.validation_view = clean_view(self.dataset.train, self.validation, self.device) if len(self.validation) else None
         self.identified_mask = torch.zeros(len(self.dataset.train), dtype=torch.bool, device=self.device)
         self.identified_mask[self.identified.to(self.device)] = True
+
+    def trained_view(self, positions: torch.Tensor) -> SampleView:
+        """Training samples as the model was trained on them (corrupted labels, triggers), on the task's device."""
+        return as_trained_view(self.dataset, self.manifest, positions, self.device)
 
     def accuracy(self, model: nn.Module, view: SampleView, batch_size: int = 1024) -> float:
         """Eval-mode accuracy of `model` on `view` against the view's labels."""
@@ -100,7 +104,10 @@ class UnlearnTask:
 
 
 @dataclass
-class UnlearnResult:
+class MethodResult:
+    """What one method returns to `unlearn()`, which turns it into an `UnlearnOutcome` (the
+    checkpoint to write: state dict, metadata with history, summary)."""
+
     model: nn.Module  # same tensor names and shapes as the input
     steps: int  # gradient (optimiser) steps taken
     log: dict = field(default_factory=dict)  # method-specific trace (per-iteration values...)
@@ -109,7 +116,7 @@ class UnlearnResult:
 @dataclass(frozen=True)
 class MethodInfo:
     name: str
-    fn: Callable[[UnlearnTask, object], UnlearnResult]
+    fn: Callable[[UnlearnTask, object], MethodResult]
     config_cls: type
     summary: str  # what it does, one line
     data: str  # which data it touches
@@ -146,20 +153,7 @@ def build_config(info: MethodInfo, overrides: dict):
     unknown = sorted(set(overrides) - set(fields))
     if unknown:
         raise InputError(f"method {info.name} has no setting {unknown}; valid: {', '.join(sorted(fields))}")
-    for name, value in overrides.items():
-        _check_type(info.name, name, str(fields[name].type), value)
-    return info.config_cls(**overrides)
-
-
-_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),)}
-
-
-def _check_type(method: str, name: str, annotation: str, value) -> None:
-    """Settings arrive as parsed strings (`--set lr=0.1`); reject a value of the wrong kind early."""
-    allowed: tuple = ()
-    for part in (p.strip() for p in annotation.split("|")):
-        allowed += _TYPES.get(part, (tuple, list) if part.startswith("tuple") else (object,))
-    if isinstance(value, bool) and bool not in allowed:
-        allowed = ()
-    if not isinstance(value, allowed):
-        raise InputError(f"method {method}: setting {name}={value!r} must be {annotation}")
+    try:
+        return info.config_cls(**overrides)  # every config validates itself (remcli/config.py)
+    except InputError as err:
+        raise InputError(f"method {info.name}: {err}") from None

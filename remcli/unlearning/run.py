@@ -12,8 +12,8 @@ from remcli.checkpoints import Checkpoint, history_entry
 from remcli.engine import resolve_device, resolve_precision, synchronize
 from remcli.errors import InputError
 from remcli.inputs import RunInputs
+from remcli.models import input_spec
 from remcli.progress import NullReporter
-from remcli.train import input_spec
 from remcli.unlearning.base import UnlearnTask, build_config, get_method
 
 
@@ -38,12 +38,24 @@ def build_task(
     validation = checkpoint.validation_indices
     overlap = torch.isin(identified, validation)
     if overlap.any():
-        raise InputError(f"the index file lists {int(overlap.sum())} samples held out for validation (never trained on), e.g. {identified[overlap][:3].tolist()}; remove them")
+        raise InputError(
+            f"the index file lists {int(overlap.sum())} samples held out for validation (never trained on), e.g. "
+            f"{identified[overlap][:3].tolist()}; remove them"
+        )
     return UnlearnTask(
-        model=checkpoint.build().to(dev).to(memory_format=torch.channels_last), arch=checkpoint.arch or "", dataset=inputs.dataset,
-        manifest=inputs.manifest, identified=identified, validation=validation, spec=input_spec(inputs.dataset, checkpoint.arch or ""),
-        device=dev, precision=resolve_precision(precision, dev), seed=seed, reporter=reporter or NullReporter(),
-        build_untrained=checkpoint.build_untrained, train_params=checkpoint.train_params,
+        model=checkpoint.build().to(dev).to(memory_format=torch.channels_last),
+        arch=checkpoint.arch or "",
+        dataset=inputs.dataset,
+        manifest=inputs.manifest,
+        identified=identified,
+        validation=validation,
+        spec=input_spec(inputs.dataset, checkpoint.arch or ""),
+        device=dev,
+        precision=resolve_precision(precision, dev),
+        seed=seed,
+        reporter=reporter or NullReporter(),
+        build_untrained=checkpoint.build_untrained,
+        train_params=checkpoint.train_params,
     )
 
 
@@ -67,12 +79,33 @@ def unlearn(
     synchronize(dev)
     wall = time.perf_counter() - start
     state = result.model.state_dict()
-    changed = any(not torch.equal(value.detach().cpu(), checkpoint.state_dict[key].cpu()) for key, value in state.items() if key in checkpoint.state_dict)
+    changed = any(
+        not torch.equal(value.detach().cpu(), checkpoint.state_dict[key].cpu()) for key, value in state.items() if key in checkpoint.state_dict
+    )
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
     entry = history_entry(
-        f"unlearn --method {method}", params, seed, wall, str(dev), checkpoint.sha256,
-        method=method, identified=len(identified), changed=changed, steps=result.steps, log=result.log,
+        f"unlearn --method {method}",
+        params,
+        seed,
+        wall,
+        str(dev),
+        checkpoint.sha256,
+        method=method,
+        identified=len(identified),
+        changed=changed,
+        steps=result.steps,
+        log=result.log,
     )
     meta = {**checkpoint.meta, "history": [*checkpoint.history, entry]}
-    summary = {"method": method, "identified": len(identified), "changed": changed, "steps": result.steps, "wall_time_s": round(wall, 3), "device": str(dev), "precision": task.precision, "config": params, "log": result.log}
+    summary = {
+        "method": method,
+        "identified": len(identified),
+        "changed": changed,
+        "steps": result.steps,
+        "wall_time_s": round(wall, 3),
+        "device": str(dev),
+        "precision": task.precision,
+        "config": params,
+        "log": result.log,
+    }
     return UnlearnOutcome(state, meta, summary)

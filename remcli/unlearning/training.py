@@ -14,8 +14,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from remcli.config import Settings
 from remcli.data.pipeline import Batch, SampleView
-from remcli.engine import Engine, OptimConfig, make_optimizer, warmup_linear_decay
+from remcli.engine import (
+    OPTIMIZERS,
+    Engine,
+    OptimConfig,
+    make_optimizer,
+    warmup_linear_decay,
+)
 from remcli.errors import InputError
 from remcli.models.blocks import list_blocks
 from remcli.seeding import generator, seeded_global_rng
@@ -25,8 +32,10 @@ SCHEDULES = ("warmup-linear", "constant")
 
 
 @dataclass
-class FitConfig:
+class FitConfig(Settings):
     """The budget every gradient-based baseline shares; methods subclass it with their defaults."""
+
+    CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES}
 
     epochs: int = 10  # passes over the method's main data (~980 steps on CIFAR-10 at batch 512)
     lr: float = 0.025
@@ -35,26 +44,6 @@ class FitConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "warmup-linear"  # the benches' 1% warm-up + linear decay, or constant
-
-
-def check_fit_config(cfg: FitConfig, method: str) -> None:
-    """One-line InputErrors for settings no run could use."""
-    if cfg.epochs < 1:
-        raise InputError(f"{method}: epochs must be >= 1 (got {cfg.epochs})")
-    if cfg.batch_size < 1:
-        raise InputError(f"{method}: batch_size must be >= 1 (got {cfg.batch_size})")
-    if not cfg.lr > 0:
-        raise InputError(f"{method}: lr must be > 0 (got {cfg.lr})")
-    if cfg.optimizer not in ("sgd", "adam"):
-        raise InputError(f"{method}: optimizer {cfg.optimizer!r} is not valid; use sgd or adam")
-    if cfg.schedule not in SCHEDULES:
-        raise InputError(f"{method}: schedule {cfg.schedule!r} is not valid; use {' or '.join(SCHEDULES)}")
-
-
-def check_fraction(value: float, name: str, method: str, allow_zero: bool = False) -> None:
-    low_ok = value >= 0 if allow_zero else value > 0
-    if not (low_ok and value <= 1):
-        raise InputError(f"{method}: {name} must be in {'[0' if allow_zero else '(0'}, 1] (got {value})")
 
 
 def make_engine(task: UnlearnTask, params: Iterable[nn.Parameter], cfg: FitConfig, total_steps: int) -> Engine:
@@ -95,17 +84,20 @@ def fit(
     per_epoch = steps_per_epoch(view, cfg.batch_size)
     engine = engine or make_engine(task, params if params is not None else model.parameters(), cfg, per_epoch * cfg.epochs)
     order = generator(task.seed, f"unlearn/{name}/batches", task.device)
-    log = []
-    for epoch in range(1, cfg.epochs + 1):
-        task.reporter.phase(f"{name} epoch {epoch}/{cfg.epochs}", per_epoch)
-        (set_mode or nn.Module.train)(model)
-        stats = engine.run_epoch(view.batches(task.spec, cfg.batch_size, order, augment=True), loss_fn)
-        entry = {"epoch": epoch, "loss": round(stats.mean_loss, 5)}
-        if task.validation_view is not None:
-            entry["val_acc"] = round(task.accuracy(model, task.validation_view), 5)
-        task.reporter.advance(0, **entry)
-        log.append(entry)
-    model.eval()
+
+    def validation_accuracy() -> dict:
+        return {"val_acc": round(task.accuracy(model, task.validation_view), 5)}
+
+    log, _ = engine.fit(
+        model,
+        lambda: view.batches(task.spec, cfg.batch_size, order, augment=True),
+        loss_fn,
+        cfg.epochs,
+        name,
+        per_epoch,
+        validation_accuracy if task.validation_view is not None else None,
+        set_mode,
+    )
     return FitResult(steps=engine.steps, epochs=log)
 
 
@@ -118,7 +110,10 @@ def head_blocks(model: nn.Module, k: int, method: str) -> list[str]:
     if k == -1:
         return blocks
     if not 1 <= k <= len(blocks):
-        raise InputError(f"{method}: k={k} is out of range; this model has {len(blocks)} blocks (use 1..{len(blocks)} or -1 for all; see `remcli inspect --blocks`)")
+        raise InputError(
+            f"{method}: k={k} is out of range; this model has {len(blocks)} blocks (use 1..{len(blocks)} or -1 for all; see `remcli inspect "
+            "--blocks`)"
+        )
     return blocks[-k:]
 
 

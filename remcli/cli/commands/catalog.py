@@ -18,8 +18,14 @@ from remcli.unlearning import list_methods
 def methods_command(json_out: JsonOpt = None) -> None:
     """List every unlearning method: what it does, its data, default budget and cost vs retrain."""
     rows = [
-        {"name": m.name, "summary": m.summary, "data": m.data, "budget": m.budget, "cost_vs_retrain": m.cost,
-         "settings": {f.name: (f.default if f.default is not dataclasses.MISSING else None) for f in dataclasses.fields(m.config_cls)}}
+        {
+            "name": m.name,
+            "summary": m.summary,
+            "data": m.data,
+            "budget": m.budget,
+            "cost_vs_retrain": m.cost,
+            "settings": {f.name: (f.default if f.default is not dataclasses.MISSING else None) for f in dataclasses.fields(m.config_cls)},
+        }
         for m in list_methods()
     ]
     if json_out:
@@ -42,4 +48,6 @@ def archs_command(json_out: JsonOpt = None) -> None:
         emit_json({"archs": names, "timm": timm_installed}, json_out)
         return
     Console().print(", ".join(names), soft_wrap=True)
-    Console().print(f"and timm:NAME for any timm model ({'timm is installed' if timm_installed else 'needs ' + TIMM_EXTRA})", soft_wrap=True, markup=False)
+    Console().print(
+        f"and timm:NAME for any timm model ({'timm is installed' if timm_installed else 'needs ' + TIMM_EXTRA})", soft_wrap=True, markup=False
+    )

@@ -9,16 +9,9 @@ import typer
 
 from remcli.cli.options import DATA_HELP, DownloadOpt, ForceOpt, JsonOpt, SeedOpt
 from remcli.cli.output import emit_json, errors_to_exit, stderr
-from remcli.data.corruption import (
-    POSITIONS,
-    Trigger,
-    corrupt,
-    parse_colour,
-    parse_rates,
-    resolve_count,
-    write_corruption,
-)
+from remcli.data.corruption import corrupt, parse_rates, resolve_count, write_corruption
 from remcli.data.datasets import load_dataset
+from remcli.data.triggers import COLOURS, POSITIONS, Trigger
 from remcli.errors import InputError
 
 
@@ -33,7 +26,9 @@ def parse_classes(text: str) -> tuple[int, int]:
 @errors_to_exit
 def corrupt_command(
     data: Annotated[str, typer.Argument(help=DATA_HELP, show_default=False)],
-    kind: Annotated[str, typer.Option("--kind", help="poison (trigger patch + target label), interclass (swap two classes) or label-noise (random wrong labels).")],
+    kind: Annotated[
+        str, typer.Option("--kind", help="poison (trigger patch + target label), interclass (swap two classes) or label-noise (random wrong labels).")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Output directory for corruption.json and forget-<rate>.txt.")],
     count: Annotated[Optional[int], typer.Option("--count", help="Number of corrupted samples.")] = None,
     fraction: Annotated[Optional[float], typer.Option("--fraction", help="Corrupted fraction of the training split (instead of --count).")] = None,
@@ -42,7 +37,7 @@ def corrupt_command(
     target: Annotated[int, typer.Option("--target", help="poison: label given to poisoned samples.")] = 0,
     patch_size: Annotated[int, typer.Option("--patch-size", help="poison: side of the square trigger, in pixels.")] = 3,
     position: Annotated[str, typer.Option("--position", help=f"poison: trigger position, one of {', '.join(POSITIONS)}.")] = "bottom-right",
-    colour: Annotated[str, typer.Option("--colour", help="poison: trigger colour, a name (white, black, red, green, blue) or R,G,B in [0,1].")] = "white",
+    colour: Annotated[str, typer.Option("--colour", help=f"poison: trigger colour, a name ({', '.join(COLOURS)}) or R,G,B in [0,1].")] = "white",
     classes: Annotated[str, typer.Option("--classes", help="interclass: the two classes to swap.")] = "3,5",
     force: ForceOpt = False,
     download: DownloadOpt = False,
@@ -58,18 +53,29 @@ def corrupt_command(
     rates = parse_rates(discovery)
     params: dict = {}
     if kind == "poison":
-        if position not in POSITIONS:
-            raise InputError(f"--position {position!r} is not valid; use one of {', '.join(POSITIONS)}")
+        trigger = Trigger(patch_size, position, colour)  # checks position, size and colour
         height, width = dataset.input_shape[1:]
-        if not 0 < patch_size <= min(height, width):
+        if patch_size > min(height, width):
             raise InputError(f"--patch-size {patch_size} must be between 1 and the image side {min(height, width)}")
-        params = {"target": target, "trigger": Trigger(patch_size, position, parse_colour(colour))}
+        params = {"target": target, "trigger": trigger}
     elif kind == "interclass":
         params = {"classes": parse_classes(classes)}
-    manifest = corrupt(dataset.train.labels, dataset=dataset.spec, fingerprint=dataset.fingerprint, num_classes=dataset.num_classes, kind=kind, count=size, seed=seed,
-                       content_sha256=dataset.content_sha256, **params)
+    manifest = corrupt(
+        dataset.train.labels,
+        dataset=dataset.spec,
+        fingerprint=dataset.fingerprint,
+        num_classes=dataset.num_classes,
+        kind=kind,
+        count=size,
+        seed=seed,
+        content_sha256=dataset.content_sha256,
+        **params,
+    )
     written = write_corruption(manifest, out, rates, force=force)
     summary = {"kind": kind, "corrupted": len(manifest.indices), "files": {k: str(v) for k, v in written.items()}, "discovery": manifest.discovery}
-    stderr.print(f"corrupted {len(manifest.indices)} of {len(dataset.train)} training samples ({kind}); wrote {out}/corruption.json and {len(rates)} index files")
+    stderr.print(
+        f"corrupted {len(manifest.indices)} of {len(dataset.train)} training samples ({kind}); wrote {out}/corruption.json and {len(rates)} "
+        "index files"
+    )
     if json_out:
         emit_json(summary, json_out)

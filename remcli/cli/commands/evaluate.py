@@ -61,24 +61,37 @@ def evaluate_command(
     checkpoint: CheckpointArg,
     data: DataOpt = None,
     corruption: CorruptionOpt = None,
-    forget: Annotated[Optional[Path], typer.Option("--forget", metavar="FILE", help=FORGET_HELP + " Splits healed into identified / undiscovered.")] = None,
+    forget: Annotated[
+        Optional[Path], typer.Option("--forget", metavar="FILE", help=FORGET_HELP + " Splits healed into identified / undiscovered.")
+    ] = None,
     json_out: JsonOpt = None,
-    gate: Annotated[list[str], typer.Option(
-        "--gate", "--require", "--fail-under", metavar="METRIC>=VALUE",
-        help=f"CI gates, comma-separated or repeated: METRIC>=VALUE (a floor) or METRIC<=VALUE (a ceiling); METRIC=VALUE means >=. "
-             f"Quote them for the shell, e.g. --gate '{GATE_EXAMPLE}'. Exit code 3 if one is missed. --require and --fail-under are the same option.",
-    )] = [],
-    eval_set: Annotated[list[str], typer.Option(
-        "--eval-set", metavar="NAME=FOLDER",
-        help="An extra labelled set to measure, reported as NAME_acc (and gateable): FOLDER/<class>/<image> with the training data's class names, "
-             "e.g. your own triggered images under their true classes. FOLDER?size=N resizes. Repeatable.",
-    )] = [],
+    gate: Annotated[
+        list[str],
+        typer.Option(
+            "--gate",
+            "--require",
+            "--fail-under",
+            metavar="METRIC>=VALUE",
+            help=f"CI gates, comma-separated or repeated: METRIC>=VALUE (a floor) or METRIC<=VALUE (a ceiling); METRIC=VALUE means >=. "
+            f"Quote them for the shell, e.g. --gate '{GATE_EXAMPLE}'. Exit code 3 if one is missed. --require and --fail-under are the same option.",
+        ),
+    ] = [],
+    eval_set: Annotated[
+        list[str],
+        typer.Option(
+            "--eval-set",
+            metavar="NAME=FOLDER",
+            help="An extra labelled set to measure, reported as NAME_acc (and gateable): FOLDER/<class>/<image> with the training data's "
+            "class names, "
+            "e.g. your own triggered images under their true classes. FOLDER?size=N resizes. Repeatable.",
+        ),
+    ] = [],
     device: DeviceOpt = "auto",
     download: DownloadOpt = False,
 ) -> None:
     """Measure test accuracy, utility, healed, attack success and more (fractions in [0,1]).
 
-    Exit codes: 0 ok, 3 a --gate (--fail-under) was missed, 2 usage or input error, 1 otherwise.
+    A missed --gate exits 3 (see `remcli --help` for every exit code).
     """
     gates = parse_gates(",".join(gate), GATE_OPTION)
     eval_folders = parse_eval_sets(eval_set)

@@ -30,8 +30,10 @@ def _channel_values(text: str, option: str, channels: int, positive: bool) -> li
     bad = not values or any(v != v or abs(v) == float("inf") for v in values) or (positive and any(v <= 0 for v in values))
     if bad or len(values) != channels:
         example = "0.485,0.456,0.406" if option == "--mean" else "0.229,0.224,0.225"
-        raise InputError(f"{option} {text!r} must be {channels} comma-separated {'positive ' if positive else ''}numbers, one per input channel "
-                         f"(--input-shape has {channels}), e.g. {example if channels == 3 else ','.join(['0.5'] * channels)}")
+        raise InputError(
+            f"{option} {text!r} must be {channels} comma-separated {'positive ' if positive else ''}numbers, one per input channel "
+            f"(--input-shape has {channels}), e.g. {example if channels == 3 else ','.join(['0.5'] * channels)}"
+        )
     return values
 
 
@@ -60,11 +62,28 @@ def import_command(
     arch: Annotated[str, typer.Option("--arch", help="Architecture the weights belong to.")],
     num_classes: Annotated[int, typer.Option("--num-classes", help="Number of output classes.")],
     out: Annotated[Path, typer.Option("--out", help="Output .safetensors checkpoint.")],
-    input_shape: Annotated[Optional[str], typer.Option("--input-shape", metavar="C,H,W", help="C,H,W of the inputs. Default: timm's pretrained input size for timm:NAME, else 3,32,32.")] = None,
+    input_shape: Annotated[
+        Optional[str],
+        typer.Option(
+            "--input-shape", metavar="C,H,W", help="C,H,W of the inputs. Default: timm's pretrained input size for timm:NAME, else 3,32,32."
+        ),
+    ] = None,
     arch_arg: Annotated[list[str], typer.Option("--arch-arg", help="Constructor argument name=value (repeatable).")] = [],
-    mean: Annotated[Optional[str], typer.Option("--mean", metavar="R,G,B", help="Per-channel mean the weights were trained with, comma-separated, on [0,1] pixels (ImageNet: 0.485,0.456,0.406). "
-                                                "Recorded in the checkpoint and used by unlearn/evaluate instead of statistics computed from --data. Give --std with it.")] = None,
-    std: Annotated[Optional[str], typer.Option("--std", metavar="R,G,B", help="Per-channel standard deviation, comma-separated (ImageNet: 0.229,0.224,0.225). Give --mean with it.")] = None,
+    mean: Annotated[
+        Optional[str],
+        typer.Option(
+            "--mean",
+            metavar="R,G,B",
+            help="Per-channel mean the weights were trained with, comma-separated, on [0,1] pixels (ImageNet: 0.485,0.456,0.406). "
+            "Recorded in the checkpoint and used by unlearn/evaluate instead of statistics computed from --data. Give --std with it.",
+        ),
+    ] = None,
+    std: Annotated[
+        Optional[str],
+        typer.Option(
+            "--std", metavar="R,G,B", help="Per-channel standard deviation, comma-separated (ImageNet: 0.229,0.224,0.225). Give --mean with it."
+        ),
+    ] = None,
     force: ForceOpt = False,
 ) -> None:
     """Import weights from a pickle-based file without executing code (torch weights_only).
@@ -78,7 +97,9 @@ def import_command(
     shape = parse_input_shape(input_shape) if input_shape else list(pretrained.get("input_size", [3, 32, 32]))
     if mean is None and std is None and pretrained:
         normalisation = {"mean": pretrained["mean"], "std": pretrained["std"]}
-        stderr.print(f"note: normalising with timm's pretrained mean {normalisation['mean']} and std {normalisation['std']} for {arch}; --mean/--std override")
+        stderr.print(
+            f"note: normalising with timm's pretrained mean {normalisation['mean']} and std {normalisation['std']} for {arch}; --mean/--std override"
+        )
     else:
         normalisation = parse_normalisation(mean, std, shape[0])
     state = import_state_dict(source)

@@ -17,8 +17,10 @@ def index_lines(dataset) -> list[str]:
     """`position<TAB>path<TAB>label` per training sample; path is `-` when the loader keeps none."""
     paths = dataset.train.paths or ("-",) * len(dataset.train)
     labels = dataset.train.labels.tolist()
-    header = [f"# remcli index of {dataset.spec}: training-split position, path relative to the root, label (class name)",
-              "# any of the first two columns can go in a --forget file"]
+    header = [
+        f"# remcli index of {dataset.spec}: training-split position, path relative to the root, label (class name)",
+        "# any of the first two columns can go in a --forget file",
+    ]
     return header + [f"{i}\t{path}\t{label} ({dataset.classes[label]})" for i, (path, label) in enumerate(zip(paths, labels))]
 
 

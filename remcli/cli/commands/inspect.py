@@ -27,10 +27,17 @@ def arch_blocks(arch: str, json_out: str | None) -> None:
 
 
 DIAGNOSTIC_COLUMNS = (
-    ("flush_steps", "flush steps"), ("identified_drop_acc", "id acc drop"), ("identified_redirect_acc", "id acc redirect"),
-    ("identified_drop_ce", "id CE drop"), ("identified_redirect_ce", "id CE redirect"), ("identified_drop_npo_weight", "id w drop"),
-    ("identified_redirect_npo_weight", "id w redirect"), ("retain_drop_acc", "retain acc drop"), ("retain_redirect_acc", "retain acc redirect"),
-    ("proxy", "proxy"), ("redirecting", "redirecting"),
+    ("flush_steps", "flush steps"),
+    ("identified_drop_acc", "id acc drop"),
+    ("identified_redirect_acc", "id acc redirect"),
+    ("identified_drop_ce", "id CE drop"),
+    ("identified_redirect_ce", "id CE redirect"),
+    ("identified_drop_npo_weight", "id w drop"),
+    ("identified_redirect_npo_weight", "id w redirect"),
+    ("retain_drop_acc", "retain acc drop"),
+    ("retain_redirect_acc", "retain acc redirect"),
+    ("proxy", "proxy"),
+    ("redirecting", "redirecting"),
 )
 
 
@@ -45,7 +52,9 @@ def rem_diagnostics_table(log: dict) -> Table | None:
         table.add_column(name, justify="right")
     best = log.get("best_iteration")
     for it in iterations:
-        cells = ["" if it.get(key) is None else ("yes" if it[key] is True else "no" if it[key] is False else str(it[key])) for key, _ in DIAGNOSTIC_COLUMNS]
+        cells = [
+            "" if it.get(key) is None else ("yes" if it[key] is True else "no" if it[key] is False else str(it[key])) for key, _ in DIAGNOSTIC_COLUMNS
+        ]
         table.add_row(f"{it['iteration']}{'*' if it['iteration'] == best else ''}", *cells)
     table.caption = "* kept iterate; redirecting = redirect view fits >= 0.8 of the identified set while the drop view is at or below gamma"
     return table
@@ -77,8 +86,20 @@ def inspect_command(
             return
     console = Console()
     table = Table(title=str(checkpoint), show_header=False)
-    for key in ("arch", "arch_kwargs", "num_classes", "input_shape", "mean", "std", "classes", "dataset", "dataset_fingerprint", "dataset_content_sha256",
-                "corruption_sha256", "remcli_version"):
+    for key in (
+        "arch",
+        "arch_kwargs",
+        "num_classes",
+        "input_shape",
+        "mean",
+        "std",
+        "classes",
+        "dataset",
+        "dataset_fingerprint",
+        "dataset_content_sha256",
+        "corruption_sha256",
+        "remcli_version",
+    ):
         if key == "classes" and isinstance(meta.get(key), list):
             names = meta[key]
             table.add_row(key, f"{len(names)}: " + ", ".join(map(str, names[:10])) + (", ..." if len(names) > 10 else ""))
@@ -87,7 +108,10 @@ def inspect_command(
     table.add_row("validation", str(summary["validation"]))
     console.print(table)
     for number, step in enumerate(meta.get("history", []), start=1):
-        console.print(f"[bold]{number}. {step.get('command')}[/] {step.get('created_at', '')}  seed={step.get('seed')}  wall={step.get('wall_time_s')}s  device={step.get('device')}")
+        console.print(
+            f"[bold]{number}. {step.get('command')}[/] {step.get('created_at', '')}  seed={step.get('seed')}  "
+            f"wall={step.get('wall_time_s')}s  device={step.get('device')}"
+        )
         console.print(f"   params: {step.get('params')}", soft_wrap=True)
         table = rem_diagnostics_table(step.get("log") or {})
         if table is not None:

@@ -27,6 +27,7 @@ from remcli.sweep import (
     write_report,
 )
 from remcli.sweep.grid import (
+    KIND_ORDER,
     PAPER_RATES,
     parse_discovery,
     parse_kinds,
@@ -58,26 +59,47 @@ def stop_on_sigterm() -> Iterator[None]:
 
 @errors_to_exit
 def sweep_command(
-    out: Annotated[Path, typer.Option("--out", help="Sweep folder: sweep.json, models/, cells/, results.csv/json, summary.md, heatmaps/. Rerun with the same folder to resume.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Sweep folder: sweep.json, models/, cells/, results.csv/json, summary.md, heatmaps/. Rerun with the same folder to resume."
+        ),
+    ],
     data: Annotated[Optional[str], typer.Option("--data", help=DATA_HELP)] = None,
     arch: Annotated[str, typer.Option("--arch", help="resnet9, vit_cifar, or any torchvision classifier (see `remcli archs`).")] = "resnet9",
     width: Annotated[Optional[float], typer.Option("--width", help="Channel multiplier for resnet9 / vit_cifar (1.0 = paper size).")] = None,
     arch_arg: Annotated[list[str], typer.Option("--arch-arg", help="Extra constructor argument name=value (repeatable).")] = [],
     count: Annotated[int, typer.Option("--count", help="Corrupted training samples per kind.")] = 1000,
-    kinds: Annotated[str, typer.Option("--kinds", help="Comma-separated corruption kinds: poison, interclass, label-noise.")] = "poison,interclass,label-noise",
+    kinds: Annotated[str, typer.Option("--kinds", help=f"Comma-separated corruption kinds: {', '.join(KIND_ORDER)}.")] = ",".join(KIND_ORDER),
     discovery: Annotated[str, typer.Option("--discovery", help="Comma-separated discovery rates in (0, 1].")] = PAPER_RATES,
-    methods: Annotated[str, typer.Option("--methods", help="Comma-separated unlearning methods (see `remcli methods`). The trained model is always evaluated too, as `original`.")] = "rem",
+    methods: Annotated[
+        str,
+        typer.Option(
+            "--methods", help="Comma-separated unlearning methods (see `remcli methods`). The trained model is always evaluated too, as `original`."
+        ),
+    ] = "rem",
     seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds; each drives the corruption, the training and the unlearning.")] = "0",
     train_epochs: Annotated[int, typer.Option("--train-epochs", help="Training epochs per (kind, seed) model.")] = 40,
     train_batch_size: Annotated[int, typer.Option("--train-batch-size", help="Training batch size.")] = 512,
     train_lr: Annotated[Optional[float], typer.Option("--train-lr", help="Training peak learning rate. " + describe_train_lr() + ".")] = None,
-    settings: Annotated[list[str], typer.Option("--set", metavar="METHOD.NAME=VALUE", help="Method setting METHOD.name=value, e.g. rem.epochs=3 (repeatable; see `remcli methods --json -`).")] = [],
+    settings: Annotated[
+        list[str],
+        typer.Option(
+            "--set",
+            metavar="METHOD.NAME=VALUE",
+            help="Method setting METHOD.name=value, e.g. rem.epochs=3 (repeatable; see `remcli methods --json -`).",
+        ),
+    ] = [],
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     quiet: QuietOpt = False,
     json_out: JsonOpt = None,
-    report_only: Annotated[bool, typer.Option("--report-only", help="Only rebuild results, summary.md and heatmaps from the cells already in --out.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check every option and count the cells and models that would run; write nothing.")] = False,
+    report_only: Annotated[
+        bool, typer.Option("--report-only", help="Only rebuild results, summary.md and heatmaps from the cells already in --out.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check every option and count the cells and models that would run; write nothing.")
+    ] = False,
 ) -> None:
     """Run corrupt -> train -> unlearn -> evaluate for every kind x discovery rate x method x seed.
 
@@ -94,16 +116,39 @@ def sweep_command(
         if not data:
             raise InputError("--data is required to run a sweep (only --report-only works without it)")
         cfg = SweepConfig(
-            data=data, kinds=parse_kinds(kinds), rates=parse_discovery(discovery), methods=parse_methods(methods), seeds=parse_seeds(seeds),
-            arch=arch, arch_kwargs=parse_arch_args(arch_arg, width), count=count, train_epochs=train_epochs, train_batch_size=train_batch_size,
-            train_lr=train_lr, overrides=parse_method_settings(settings), device=device, precision=precision,
+            data=data,
+            kinds=parse_kinds(kinds),
+            rates=parse_discovery(discovery),
+            methods=parse_methods(methods),
+            seeds=parse_seeds(seeds),
+            arch=arch,
+            arch_kwargs=parse_arch_args(arch_arg, width),
+            count=count,
+            train_epochs=train_epochs,
+            train_batch_size=train_batch_size,
+            train_lr=train_lr,
+            overrides=parse_method_settings(settings),
+            device=device,
+            precision=precision,
         )
         if dry_run:
             plan = run_sweep(cfg, out, dry_run=True)
-            stderr.print(f"dry run: {plan.to_run} of {plan.cells} cells would run ({plan.reused} finished), {plan.models_to_train} models would be trained; nothing was written", soft_wrap=True)
+            stderr.print(
+                f"dry run: {plan.to_run} of {plan.cells} cells would run ({plan.reused} finished), {plan.models_to_train} models would be "
+                "trained; nothing was written",
+                soft_wrap=True,
+            )
             if json_out:
-                emit_json({"out": str(out), "dry_run": True, "cells": {"in_grid": plan.cells, "to_run": plan.to_run, "reused": plan.reused},
-                           "models_to_train": plan.models_to_train, "config": plan.config.to_dict()}, json_out)
+                emit_json(
+                    {
+                        "out": str(out),
+                        "dry_run": True,
+                        "cells": {"in_grid": plan.cells, "to_run": plan.to_run, "reused": plan.reused},
+                        "models_to_train": plan.models_to_train,
+                        "config": plan.config.to_dict(),
+                    },
+                    json_out,
+                )
             return
         try:
             with stop_on_sigterm(), OneBarReporter(quiet) as reporter:
@@ -114,7 +159,8 @@ def sweep_command(
         config = outcome.config
         rows, files, notes = write_report(out, config, outcome.records)
         result = {
-            "out": str(out), "report_only": False,
+            "out": str(out),
+            "report_only": False,
             "cells": {"in_grid": outcome.cells, "computed": outcome.computed, "reused": outcome.reused, "failed": len(outcome.failed)},
             "failed_cells": outcome.failed,
             "models": {"trained": outcome.models_trained, "reused": outcome.models_reused},
@@ -135,4 +181,7 @@ def sweep_command(
     if json_out:
         emit_json(result, json_out)
     if not report_only and result["cells"]["failed"]:
-        raise RemcliError(f"{result['cells']['failed']} of {result['cells']['in_grid']} cells failed (see the error column of {out}/results.csv); rerun the same command to retry them")
+        raise RemcliError(
+            f"{result['cells']['failed']} of {result['cells']['in_grid']} cells failed (see the error column of {out}/results.csv); rerun "
+            "the same command to retry them"
+        )

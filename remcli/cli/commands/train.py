@@ -21,7 +21,6 @@ from remcli.cli.options import (
 )
 from remcli.cli.output import RichReporter, emit_json, errors_to_exit, stderr
 from remcli.data.datasets import load_dataset
-from remcli.errors import InputError
 from remcli.fileio import check_writable_output
 from remcli.inputs import load_corruption
 from remcli.models.recipes import describe_train_lr
@@ -50,7 +49,9 @@ def train_command(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per step.")] = 512,
     optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="sgd or adam. Default: sgd for CNNs, adam for ViTs.")] = None,
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="L2 weight decay.")] = 5e-4,
-    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Fraction of the training split held out for validation (never corrupted samples).")] = 0.05,
+    val_fraction: Annotated[
+        float, typer.Option("--val-fraction", help="Fraction of the training split held out for validation (never corrupted samples).")
+    ] = 0.05,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
@@ -65,13 +66,21 @@ def train_command(
     linear decay; random crop + flip; AMP (bf16) on CUDA. The summary reports images/s.
     """
     check_writable_output(out, force, (corruption,) if corruption else ())
-    if epochs < 1 or batch_size < 1:
-        raise InputError("--epochs and --batch-size must be at least 1")
-    if not 0 <= val_fraction < 1:
-        raise InputError(f"--val-fraction {val_fraction} must be in [0, 1)")
+    cfg = TrainConfig(
+        arch=arch,
+        arch_kwargs=parse_arch_args(arch_arg, width),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        weight_decay=weight_decay,
+        val_fraction=val_fraction,
+        seed=seed,
+        device=device,
+        precision=precision,
+    )
     dataset = load_dataset(data, download=download)
     manifest, digest = load_corruption(corruption, dataset)
-    cfg = TrainConfig(arch=arch, arch_kwargs=parse_arch_args(arch_arg, width), epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay, val_fraction=val_fraction, seed=seed, device=device, precision=precision)
     with RichReporter(quiet) as reporter:
         result = train(dataset, cfg, manifest, digest, str(corruption.resolve()) if corruption else None, reporter)
     sha = save_checkpoint(out, result.model.state_dict(), result.meta, force=force)

@@ -17,11 +17,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from remcli.data.views import as_trained_view
-from remcli.errors import InputError
 from remcli.seeding import generator
-from remcli.unlearning.base import UnlearnResult, UnlearnTask, register_method
-from remcli.unlearning.training import FitConfig, check_fit_config, check_fraction, fit
+from remcli.unlearning.base import MethodResult, UnlearnTask, register_method
+from remcli.unlearning.training import FitConfig, fit
 
 
 @dataclass
@@ -37,20 +35,22 @@ class BadTeacherConfig(FitConfig):
 
 
 @register_method(
-    "badteacher", BadTeacherConfig, "Distil identified samples from a random teacher, the rest from the input model",
-    data="identified set + 30% of the retain set", budget="1 epoch, Adam lr 1e-4", cost="~1-3%",
+    "badteacher",
+    BadTeacherConfig,
+    "Distil identified samples from a random teacher, the rest from the input model",
+    data="identified set + 30% of the retain set",
+    budget="1 epoch, Adam lr 1e-4",
+    cost="~1-3%",
 )
-def badteacher(task: UnlearnTask, cfg: BadTeacherConfig) -> UnlearnResult:
-    check_fit_config(cfg, "badteacher")
-    check_fraction(cfg.retain_fraction, "retain_fraction", "badteacher", allow_zero=True)
-    if not cfg.temperature > 0:
-        raise InputError(f"badteacher: temperature must be > 0 (got {cfg.temperature})")
+def badteacher(task: UnlearnTask, cfg: BadTeacherConfig) -> MethodResult:
     student, competent = task.model, task.frozen_copy()
     incompetent = task.frozen_copy(task.fresh_model("unlearn/badteacher/incompetent"))
     retain = task.retain_positions
-    pick = torch.randperm(len(retain), generator=generator(task.seed, "unlearn/badteacher/retain-subset"))[: int(round(cfg.retain_fraction * len(retain)))]
+    pick = torch.randperm(len(retain), generator=generator(task.seed, "unlearn/badteacher/retain-subset"))[
+        : int(round(cfg.retain_fraction * len(retain)))
+    ]
     positions = torch.cat([task.identified, retain[pick]])
-    view = as_trained_view(task.dataset, task.manifest, positions, task.device)
+    view = task.trained_view(positions)
 
     def loss(batch):
         with torch.no_grad():
@@ -61,4 +61,4 @@ def badteacher(task: UnlearnTask, cfg: BadTeacherConfig) -> UnlearnResult:
         return F.kl_div(log_student, target, reduction="batchmean")
 
     result = fit(task, student, view, loss, cfg, "badteacher")
-    return UnlearnResult(model=student, steps=result.steps, log={"distilled_samples": len(view), "retain_samples": len(pick), "epochs": result.epochs})
+    return MethodResult(model=student, steps=result.steps, log={"distilled_samples": len(view), "retain_samples": len(pick), "epochs": result.epochs})

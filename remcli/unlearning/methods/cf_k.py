@@ -12,10 +12,9 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from remcli.unlearning.base import UnlearnResult, UnlearnTask, register_method
+from remcli.unlearning.base import MethodResult, UnlearnTask, register_method
 from remcli.unlearning.training import (
     FitConfig,
-    check_fit_config,
     fit,
     freeze_outside,
     head_blocks,
@@ -30,8 +29,7 @@ class CFKConfig(FitConfig):
     lr: float = 0.025
 
 
-def train_last_blocks(task: UnlearnTask, cfg: CFKConfig, name: str, reinit: bool) -> UnlearnResult:
-    check_fit_config(cfg, name)
+def train_last_blocks(task: UnlearnTask, cfg: CFKConfig, name: str, reinit: bool) -> MethodResult:
     model = task.model
     blocks = head_blocks(model, cfg.k, name)
     if reinit:
@@ -40,12 +38,16 @@ def train_last_blocks(task: UnlearnTask, cfg: CFKConfig, name: str, reinit: bool
     result = fit(task, model, task.retain_view, lambda b: F.cross_entropy(model(b.inputs), b.labels), cfg, name, params=params, set_mode=set_mode)
     for p in model.parameters():
         p.requires_grad_(True)
-    return UnlearnResult(model=model, steps=result.steps, log={"blocks": blocks, "reinitialised": reinit, "epochs": result.epochs})
+    return MethodResult(model=model, steps=result.steps, log={"blocks": blocks, "reinitialised": reinit, "epochs": result.epochs})
 
 
 @register_method(
-    "cf-k", CFKConfig, "Fine-tune only the last k blocks on the retain set (rest frozen)",
-    data="retain set", budget="10 epochs, lr 0.025, k=2", cost="~10-20%",
+    "cf-k",
+    CFKConfig,
+    "Fine-tune only the last k blocks on the retain set (rest frozen)",
+    data="retain set",
+    budget="10 epochs, lr 0.025, k=2",
+    cost="~10-20%",
 )
-def cf_k(task: UnlearnTask, cfg: CFKConfig) -> UnlearnResult:
+def cf_k(task: UnlearnTask, cfg: CFKConfig) -> MethodResult:
     return train_last_blocks(task, cfg, "cf-k", reinit=False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from remcli.unlearning.base import UnlearnResult, UnlearnTask, register_method
+from remcli.unlearning.base import MethodResult, UnlearnTask, register_method
 from remcli.unlearning.methods.cf_k import CFKConfig, train_last_blocks
 
 
@@ -19,8 +19,12 @@ class EUKConfig(CFKConfig):
 
 
 @register_method(
-    "eu-k", EUKConfig, "Re-initialise the last k blocks and train them on the retain set",
-    data="retain set", budget="10 epochs, lr 0.025, k=2", cost="~10-20%",
+    "eu-k",
+    EUKConfig,
+    "Re-initialise the last k blocks and train them on the retain set",
+    data="retain set",
+    budget="10 epochs, lr 0.025, k=2",
+    cost="~10-20%",
 )
-def eu_k(task: UnlearnTask, cfg: EUKConfig) -> UnlearnResult:
+def eu_k(task: UnlearnTask, cfg: EUKConfig) -> MethodResult:
     return train_last_blocks(task, cfg, "eu-k", reinit=True)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from remcli.unlearning.base import UnlearnResult, UnlearnTask, register_method
-from remcli.unlearning.training import FitConfig, check_fit_config, fit
+from remcli.unlearning.base import MethodResult, UnlearnTask, register_method
+from remcli.unlearning.training import FitConfig, fit
 
 
 @dataclass
@@ -22,11 +22,14 @@ class FinetuneConfig(FitConfig):
 
 
 @register_method(
-    "finetune", FinetuneConfig, "Continue training on the retain set; forgetting by interference",
-    data="retain set", budget="10 epochs, lr 0.025 (bench)", cost="~25%",
+    "finetune",
+    FinetuneConfig,
+    "Continue training on the retain set; forgetting by interference",
+    data="retain set",
+    budget="10 epochs, lr 0.025 (bench)",
+    cost="~25%",
 )
-def finetune(task: UnlearnTask, cfg: FinetuneConfig) -> UnlearnResult:
-    check_fit_config(cfg, "finetune")
+def finetune(task: UnlearnTask, cfg: FinetuneConfig) -> MethodResult:
     model = task.model
     result = fit(task, model, task.retain_view, lambda b: F.cross_entropy(model(b.inputs), b.labels), cfg, "finetune")
-    return UnlearnResult(model=model, steps=result.steps, log={"epochs": result.epochs})
+    return MethodResult(model=model, steps=result.steps, log={"epochs": result.epochs})

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from remcli.unlearning.base import UnlearnResult, UnlearnTask, register_method
-from remcli.unlearning.selection import AscentConfig, ascend_until
+from remcli.unlearning.ascent import AscentConfig, ascend_until
+from remcli.unlearning.base import MethodResult, UnlearnTask, register_method
 
 
 @dataclass
@@ -21,10 +21,14 @@ class GAConfig(AscentConfig):
 
 
 @register_method(
-    "ga", GAConfig, "Gradient ascent on the identified samples until their accuracy <= gamma",
-    data="identified set (+ validation for selection)", budget="until acc <= 0.2, at most 100 epochs", cost="<1%",
+    "ga",
+    GAConfig,
+    "Gradient ascent on the identified samples until their accuracy <= gamma",
+    data="identified set (+ validation for selection)",
+    budget="until acc <= 0.2, at most 100 epochs",
+    cost="<1%",
 )
-def ga(task: UnlearnTask, cfg: GAConfig) -> UnlearnResult:
+def ga(task: UnlearnTask, cfg: GAConfig) -> MethodResult:
     model = task.model
     steps, log = ascend_until(task, cfg, lambda b: -F.cross_entropy(model(b.inputs).float(), b.labels), "ga")
-    return UnlearnResult(model=model, steps=steps, log=log)
+    return MethodResult(model=model, steps=steps, log=log)

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 
 from remcli.data.pipeline import Batch
-from remcli.errors import InputError
 from remcli.seeding import generator
-from remcli.unlearning.base import UnlearnResult, UnlearnTask, register_method
-from remcli.unlearning.training import FitConfig, check_fit_config, fit
+from remcli.unlearning.base import MethodResult, UnlearnTask, register_method
+from remcli.unlearning.training import FitConfig, fit
 
 
 @dataclass
@@ -35,13 +34,14 @@ def cycle(task: UnlearnTask, batch_size: int, purpose: str) -> Iterator[Batch]:
 
 
 @register_method(
-    "neggrad+", NegGradPlusConfig, "Joint descent on the retain set and ascent on the identified set",
-    data="retain set + identified set", budget="5 epochs, lr 0.01, retain weight 0.9", cost="~12%",
+    "neggrad+",
+    NegGradPlusConfig,
+    "Joint descent on the retain set and ascent on the identified set",
+    data="retain set + identified set",
+    budget="5 epochs, lr 0.01, retain weight 0.9",
+    cost="~12%",
 )
-def neggrad_plus(task: UnlearnTask, cfg: NegGradPlusConfig) -> UnlearnResult:
-    check_fit_config(cfg, "neggrad+")
-    if not 0 <= cfg.retain_weight <= 1:
-        raise InputError(f"neggrad+: retain_weight must be in [0, 1] (got {cfg.retain_weight})")
+def neggrad_plus(task: UnlearnTask, cfg: NegGradPlusConfig) -> MethodResult:
     model = task.model
     forget_batches = cycle(task, cfg.forget_batch_size, "unlearn/neggrad+/forget-batches")
 
@@ -52,4 +52,4 @@ def neggrad_plus(task: UnlearnTask, cfg: NegGradPlusConfig) -> UnlearnResult:
         return cfg.retain_weight * retain_ce - (1 - cfg.retain_weight) * forget_ce
 
     result = fit(task, model, task.retain_view, loss, cfg, "neggrad+")
-    return UnlearnResult(model=model, steps=result.steps, log={"epochs": result.epochs})
+    return MethodResult(model=model, steps=result.steps, log={"epochs": result.epochs})

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from remcli.errors import InputError
-from remcli.unlearning.base import UnlearnResult, UnlearnTask, register_method
+from remcli.unlearning.ascent import AscentConfig, ascend_until
+from remcli.unlearning.base import MethodResult, UnlearnTask, register_method
 from remcli.unlearning.losses import npo_loss
-from remcli.unlearning.selection import AscentConfig, ascend_until
 
 
 @dataclass
@@ -24,12 +23,14 @@ class NPOConfig(AscentConfig):
 
 
 @register_method(
-    "npo", NPOConfig, "Negative preference optimisation against the frozen input model, until acc <= gamma",
-    data="identified set (+ validation for selection)", budget="until acc <= 0.2, at most 100 epochs", cost="<1%",
+    "npo",
+    NPOConfig,
+    "Negative preference optimisation against the frozen input model, until acc <= gamma",
+    data="identified set (+ validation for selection)",
+    budget="until acc <= 0.2, at most 100 epochs",
+    cost="<1%",
 )
-def npo(task: UnlearnTask, cfg: NPOConfig) -> UnlearnResult:
-    if not cfg.beta > 0:
-        raise InputError(f"npo: beta must be > 0 (got {cfg.beta})")
+def npo(task: UnlearnTask, cfg: NPOConfig) -> MethodResult:
     model, reference = task.model, task.frozen_copy()
 
     def loss(batch):
@@ -39,4 +40,4 @@ def npo(task: UnlearnTask, cfg: NPOConfig) -> UnlearnResult:
         return npo_loss(ce, ce_ref, cfg.beta)
 
     steps, log = ascend_until(task, cfg, loss, "npo")
-    return UnlearnResult(model=model, steps=steps, log=log)
+    return MethodResult(model=model, steps=steps, log=log)

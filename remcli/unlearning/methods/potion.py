@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from remcli.errors import InputError
-from remcli.unlearning.base import UnlearnResult, UnlearnTask, register_method
+from remcli.config import Settings
+from remcli.unlearning.base import MethodResult, UnlearnTask, register_method
 from remcli.unlearning.importance import (
     apply_factors,
     dampening_factors,
@@ -27,7 +27,7 @@ from remcli.unlearning.importance import (
 
 
 @dataclass
-class PotionConfig:
+class PotionConfig(Settings):
     rho: float = 0.2  # accept when identified acc <= rho x the input model's (p_cut)
     step_mult: float = 1.1  # s grows by this factor after each rejected try
     start_divisor: float = 25.0  # s0 = |identified| / |train| / start_divisor
@@ -42,12 +42,14 @@ def selection_percentile(s: float) -> float:
 
 
 @register_method(
-    "potion", PotionConfig, "Label-free SSD whose dampening grows until the identified samples' corrupted labels fail",
-    data="identified set + retain set", budget="1 importance pass, <= 500 dampening tries", cost="~3-5%",
+    "potion",
+    PotionConfig,
+    "Label-free SSD whose dampening grows until the identified samples' corrupted labels fail",
+    data="identified set + retain set",
+    budget="1 importance pass, <= 500 dampening tries",
+    cost="~3-5%",
 )
-def potion(task: UnlearnTask, cfg: PotionConfig) -> UnlearnResult:
-    if not (0 <= cfg.rho <= 1 and cfg.step_mult > 1 and cfg.start_divisor > 0 and cfg.max_tries >= 1 and cfg.lam > 0 and cfg.batch_size >= 1):
-        raise InputError("potion: need 0 <= rho <= 1, step_mult > 1, start_divisor > 0, max_tries >= 1, lam > 0, batch_size >= 1")
+def potion(task: UnlearnTask, cfg: PotionConfig) -> MethodResult:
     model = task.model
     task.reporter.phase("potion: importance", None)
     forget = parameter_importance(model, task.forget_view.batches(task.spec, cfg.batch_size), logit_norm_loss, power=1)
@@ -73,5 +75,12 @@ def potion(task: UnlearnTask, cfg: PotionConfig) -> UnlearnResult:
             break
         s *= cfg.step_mult
     model.eval()
-    log = {"start_forget_acc": round(start_acc, 5), "target_forget_acc": round(target, 5), "accepted": accepted, "tries": len(trace), "final": trace[-1], "trace": trace}
-    return UnlearnResult(model=model, steps=0, log=log)
+    log = {
+        "start_forget_acc": round(start_acc, 5),
+        "target_forget_acc": round(target, 5),
+        "accepted": accepted,
+        "tries": len(trace),
+        "final": trace[-1],
+        "trace": trace,
+    }
+    return MethodResult(model=model, steps=0, log=log)

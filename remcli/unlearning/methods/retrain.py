@@ -12,13 +12,17 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
+from remcli.config import Settings
+from remcli.engine import OPTIMIZERS
 from remcli.models.recipes import train_lr
-from remcli.unlearning.base import UnlearnResult, UnlearnTask, register_method
-from remcli.unlearning.training import FitConfig, check_fit_config, fit
+from remcli.unlearning.base import MethodResult, UnlearnTask, register_method
+from remcli.unlearning.training import FitConfig, fit
 
 
 @dataclass
-class RetrainConfig:
+class RetrainConfig(Settings):
+    CHOICES = {"optimizer": OPTIMIZERS}
+
     epochs: int | None = None  # None: the recorded training epochs (else 40)
     lr: float | None = None  # None: the recorded training lr (else 0.025 SGD / 1e-4 Adam)
     batch_size: int | None = None  # None: the recorded training batch size (else 512)
@@ -42,13 +46,21 @@ def resolve_budget(cfg: RetrainConfig, recorded: dict) -> FitConfig:
 
 
 @register_method(
-    "retrain", RetrainConfig, "Re-initialise and train from scratch on the retain set (the checkpoint's recipe)",
-    data="retain set", budget="the checkpoint's training run (epochs, lr, batch)", cost="100%",
+    "retrain",
+    RetrainConfig,
+    "Re-initialise and train from scratch on the retain set (the checkpoint's recipe)",
+    data="retain set",
+    budget="the checkpoint's training run (epochs, lr, batch)",
+    cost="100%",
 )
-def retrain(task: UnlearnTask, cfg: RetrainConfig) -> UnlearnResult:
+def retrain(task: UnlearnTask, cfg: RetrainConfig) -> MethodResult:
     budget = resolve_budget(cfg, task.train_params)
-    check_fit_config(budget, "retrain")
     model = task.fresh_model("unlearn/retrain/init")
     result = fit(task, model, task.retain_view, lambda b: F.cross_entropy(model(b.inputs), b.labels), budget, "retrain")
-    log = {"budget": vars(budget), "from_recorded_training": bool(task.train_params), "trained_samples": len(task.retain_view), "epochs": result.epochs}
-    return UnlearnResult(model=model, steps=result.steps, log=log)
+    log = {
+        "budget": vars(budget),
+        "from_recorded_training": bool(task.train_params),
+        "trained_samples": len(task.retain_view),
+        "epochs": result.epochs,
+    }
+    return MethodResult(model=model, steps=result.steps, log=log)

@@ -23,10 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from remcli.data.pipeline import SampleView
-from remcli.data.views import as_trained_view
-from remcli.errors import InputError
 from remcli.seeding import generator
-from remcli.unlearning.base import UnlearnResult, UnlearnTask, register_method
+from remcli.unlearning.base import MethodResult, UnlearnTask, register_method
 from remcli.unlearning.importance import (
     cross_entropy_loss,
     parameter_importance,
@@ -34,8 +32,6 @@ from remcli.unlearning.importance import (
 )
 from remcli.unlearning.training import (
     FitConfig,
-    check_fit_config,
-    check_fraction,
     fit,
     make_engine,
     steps_per_epoch,
@@ -44,6 +40,8 @@ from remcli.unlearning.training import (
 
 @dataclass
 class SalUnConfig(FitConfig):
+    CHOICES = {**FitConfig.CHOICES, "variant": ("original", "rem-code")}
+
     variant: str = "original"  # original | rem-code
     epochs: int = 10
     lr: float | None = None  # None: 0.01 (original) / 0.005 (rem-code)
@@ -61,24 +59,26 @@ def saliency_masks(task: UnlearnTask, fraction: float, batch_size: int) -> dict[
 def random_label_view(task: UnlearnTask) -> SampleView:
     """Identified samples with random labels, shuffled in with the retain set."""
     positions = torch.cat([task.identified, task.retain_positions])
-    view = as_trained_view(task.dataset, task.manifest, positions, task.device)
+    view = task.trained_view(positions)
     count = len(task.identified)
-    random = torch.randint(0, task.dataset.num_classes, (count,), generator=generator(task.seed, "unlearn/salun/random-labels")).to(view.labels.device)
+    random = torch.randint(0, task.dataset.num_classes, (count,), generator=generator(task.seed, "unlearn/salun/random-labels")).to(
+        view.labels.device
+    )
     labels = view.labels.clone()
     labels[:count] = random
     return SampleView(view.images, labels, view.triggered, view.indices, view.trigger)
 
 
 @register_method(
-    "salun", SalUnConfig, "Random labels on identified samples, updating only the most salient 50% of weights",
-    data="identified set + retain set", budget="10 epochs, lr 0.01, mask 50%", cost="~25%",
+    "salun",
+    SalUnConfig,
+    "Random labels on identified samples, updating only the most salient 50% of weights",
+    data="identified set + retain set",
+    budget="10 epochs, lr 0.01, mask 50%",
+    cost="~25%",
 )
-def salun(task: UnlearnTask, cfg: SalUnConfig) -> UnlearnResult:
-    if cfg.variant not in ("original", "rem-code"):
-        raise InputError(f"salun: variant {cfg.variant!r} is not valid; use original or rem-code")
+def salun(task: UnlearnTask, cfg: SalUnConfig) -> MethodResult:
     budget = replace(cfg, lr=cfg.lr if cfg.lr is not None else (0.01 if cfg.variant == "original" else 0.005))
-    check_fit_config(budget, "salun")
-    check_fraction(cfg.mask_fraction, "mask_fraction", "salun")
     model = task.model
 
     def ce(batch):
@@ -86,7 +86,7 @@ def salun(task: UnlearnTask, cfg: SalUnConfig) -> UnlearnResult:
 
     if cfg.variant == "rem-code":
         result = fit(task, model, task.retain_view, ce, budget, "salun")
-        return UnlearnResult(model=model, steps=result.steps, log={"variant": cfg.variant, "epochs": result.epochs})
+        return MethodResult(model=model, steps=result.steps, log={"variant": cfg.variant, "epochs": result.epochs})
 
     task.reporter.phase("salun: saliency mask", None)
     masks = saliency_masks(task, cfg.mask_fraction, cfg.batch_size)
@@ -110,4 +110,8 @@ def salun(task: UnlearnTask, cfg: SalUnConfig) -> UnlearnResult:
             hook.remove()
     kept = sum(int(m.sum()) for m in masks.values())
     total = sum(m.numel() for m in masks.values())
-    return UnlearnResult(model=model, steps=result.steps, log={"variant": cfg.variant, "mask_kept": kept, "mask_fraction": round(kept / total, 6), "epochs": result.epochs})
+    return MethodResult(
+        model=model,
+        steps=result.steps,
+        log={"variant": cfg.variant, "mask_kept": kept, "mask_fraction": round(kept / total, 6), "epochs": result.epochs},
+    )

@@ -24,13 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from remcli.config import Settings
 from remcli.engine import Engine
-from remcli.errors import InputError
 from remcli.seeding import generator
-from remcli.unlearning.base import UnlearnResult, UnlearnTask, register_method
+from remcli.unlearning.base import MethodResult, UnlearnTask, register_method
 from remcli.unlearning.training import (
     FitConfig,
-    check_fit_config,
     make_engine,
     steps_per_epoch,
 )
@@ -42,7 +41,9 @@ VARIANTS = {
 
 
 @dataclass
-class SCRUBConfig:
+class SCRUBConfig(Settings):
+    CHOICES = {"variant": ("original", "bench")}
+
     variant: str = "original"  # original | bench
     epochs: int | None = None  # retain passes; None: 3 (original) / 10 (bench)
     lr: float | None = None  # None: 5e-4 (original) / 0.0025 (bench)
@@ -65,19 +66,22 @@ def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tempe
 
 
 def resolve(cfg: SCRUBConfig) -> tuple[FitConfig, int, int]:
-    if cfg.variant not in VARIANTS:
-        raise InputError(f"scrub: variant {cfg.variant!r} is not valid; use original or bench")
     d = VARIANTS[cfg.variant]
     pick = lambda name: getattr(cfg, name) if getattr(cfg, name) is not None else d[name]  # noqa: E731
-    budget = FitConfig(epochs=pick("epochs"), lr=pick("lr"), batch_size=pick("batch_size"), optimizer="sgd", momentum=cfg.momentum, weight_decay=cfg.weight_decay, schedule=d["schedule"])
-    check_fit_config(budget, "scrub")
+    budget = FitConfig(
+        epochs=pick("epochs"),
+        lr=pick("lr"),
+        batch_size=pick("batch_size"),
+        optimizer="sgd",
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        schedule=d["schedule"],
+    )
     forget_batch, max_steps = pick("forget_batch_size"), pick("max_steps")
-    if forget_batch < 1 or max_steps < 0 or not cfg.temperature > 0:
-        raise InputError("scrub: forget_batch_size must be >= 1, max_steps >= 0 and temperature > 0")
     return budget, forget_batch, max_steps
 
 
-def run_scrub(task: UnlearnTask, cfg: SCRUBConfig, teacher: nn.Module) -> UnlearnResult:
+def run_scrub(task: UnlearnTask, cfg: SCRUBConfig, teacher: nn.Module) -> MethodResult:
     """SCRUB with an explicit teacher (frozen by the caller; never updated here)."""
     budget, forget_batch, max_steps = resolve(cfg)
     student = task.model
@@ -128,12 +132,16 @@ def run_scrub(task: UnlearnTask, cfg: SCRUBConfig, teacher: nn.Module) -> Unlear
         epochs.append(entry)
     student.eval()
     log = {"variant": cfg.variant, "budget": vars(budget), "forget_batch_size": forget_batch, "max_steps": max_steps, "epochs": epochs}
-    return UnlearnResult(model=student, steps=engine.steps, log=log)
+    return MethodResult(model=student, steps=engine.steps, log=log)
 
 
 @register_method(
-    "scrub", SCRUBConfig, "Student diverges from a frozen teacher on identified samples, matches it on retain",
-    data="identified set (max) + retain set (min)", budget="original: 3 epochs lr 5e-4; bench: ~1000 steps lr 0.0025", cost="~7% (original) / ~30% (bench)",
+    "scrub",
+    SCRUBConfig,
+    "Student diverges from a frozen teacher on identified samples, matches it on retain",
+    data="identified set (max) + retain set (min)",
+    budget="original: 3 epochs lr 5e-4; bench: ~1000 steps lr 0.0025",
+    cost="~7% (original) / ~30% (bench)",
 )
-def scrub(task: UnlearnTask, cfg: SCRUBConfig) -> UnlearnResult:
+def scrub(task: UnlearnTask, cfg: SCRUBConfig) -> MethodResult:
     return run_scrub(task, cfg, task.frozen_copy())

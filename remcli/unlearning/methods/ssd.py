@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from remcli.errors import InputError
-from remcli.unlearning.base import UnlearnResult, UnlearnTask, register_method
+from remcli.config import Settings
+from remcli.unlearning.base import MethodResult, UnlearnTask, register_method
 from remcli.unlearning.importance import (
     apply_factors,
     cross_entropy_loss,
@@ -22,7 +22,9 @@ from remcli.unlearning.importance import (
 
 
 @dataclass
-class SSDConfig:
+class SSDConfig(Settings):
+    CHOICES = {"reference": ("train", "retain")}
+
     alpha: float = 10.0  # selection weighting
     lam: float = 1.0  # dampening constant (lambda)
     batch_size: int = 128
@@ -30,14 +32,14 @@ class SSDConfig:
 
 
 @register_method(
-    "ssd", SSDConfig, "Dampen weights far more important to the identified set than to the data (Fisher ratio)",
-    data="identified set + training set (importance only)", budget="2 gradient passes, no optimiser", cost="~2.5%",
+    "ssd",
+    SSDConfig,
+    "Dampen weights far more important to the identified set than to the data (Fisher ratio)",
+    data="identified set + training set (importance only)",
+    budget="2 gradient passes, no optimiser",
+    cost="~2.5%",
 )
-def ssd(task: UnlearnTask, cfg: SSDConfig) -> UnlearnResult:
-    if cfg.reference not in ("train", "retain"):
-        raise InputError(f"ssd: reference {cfg.reference!r} is not valid; use train or retain")
-    if not (cfg.alpha > 0 and cfg.lam > 0 and cfg.batch_size >= 1):
-        raise InputError("ssd: alpha and lam must be > 0 and batch_size >= 1")
+def ssd(task: UnlearnTask, cfg: SSDConfig) -> MethodResult:
     model = task.model
     reference_view = task.train_view if cfg.reference == "train" else task.retain_view
     task.reporter.phase("ssd: importance", None)
@@ -47,4 +49,4 @@ def ssd(task: UnlearnTask, cfg: SSDConfig) -> UnlearnResult:
     changed = apply_factors(model, originals, dampening_factors(forget, reference, cfg.alpha, cfg.lam))
     total = sum(p.numel() for p in originals.values())
     model.eval()
-    return UnlearnResult(model=model, steps=0, log={"dampened": changed, "dampened_fraction": round(changed / total, 6), "reference": cfg.reference})
+    return MethodResult(model=model, steps=0, log={"dampened": changed, "dampened_fraction": round(changed / total, 6), "reference": cfg.reference})

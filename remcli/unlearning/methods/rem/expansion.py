@@ -1,4 +1,6 @@
 """REM step 1, for real: add new, randomly initialised units beside chosen layers of any model.
+(Longer than most modules: two unit kinds, target discovery for several model families, and the
+hooks that make the drop / redirect views.)
 
 Two kinds of new units (`REMConfig.units`):
 
@@ -193,7 +195,9 @@ class Expansion:
                 else:
                     in_width = (in_shape[1] if spatial else in_shape[-1]) if from_input else out_width
                     kind, previous_units = ("bottleneck" if units == "bottleneck" else "linear"), 0
-                    adapter = LinearUnits(in_width, count, out_width, spatial, nn.GELU() if from_input else nn.ReLU(), silent_write=kind == "linear" and silent_write)
+                    adapter = LinearUnits(
+                        in_width, count, out_width, spatial, nn.GELU() if from_input else nn.ReLU(), silent_write=kind == "linear" and silent_write
+                    )
                 self.adapters[key] = adapter
                 self.kinds[key] = kind
                 self.slices[key] = slice(offset, offset + count)

@@ -1,0 +1,155 @@
+"""Index files: the identified (forget) samples as one training-split position per line.
+
+The one place that knows the format: `write_index_file` writes the `#` header (dataset,
+fingerprint, content hash, free comments) and the positions; `read_index_file` parses and
+validates a file, checking the fingerprint and content-hash headers against the data.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import torch
+
+from remcli.errors import InputError
+from remcli.fileio import atomic_write_text
+
+STDIN = "-"
+TITLE = "remcli identified samples: one training-split position per line"
+
+_FINGERPRINT_LINE = re.compile(r"^#\s*fingerprint:\s*(\S+)")
+_CONTENT_LINE = re.compile(r"^#\s*content-sha256:\s*(\S+)")
+
+
+def index_file_text(
+    ids: torch.Tensor | Iterable[int],
+    *,
+    dataset: str,
+    fingerprint: str,
+    content_sha256: str | None = None,
+    comments: Sequence[str] = (),
+) -> str:
+    """The file's text: title, `# dataset:`, `# fingerprint:`, `# content-sha256:` (when known),
+    one `# <comment>` line per comment, then one position per line."""
+    positions = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+    header = [
+        f"# {TITLE}",
+        f"# dataset: {dataset}",
+        f"# fingerprint: {fingerprint}",
+        *([f"# content-sha256: {content_sha256}"] if content_sha256 else []),
+        *(f"# {comment}" for comment in comments),
+    ]
+    return "\n".join(header + [str(int(i)) for i in positions]) + "\n"
+
+
+def write_index_file(
+    path: str | Path,
+    ids: torch.Tensor | Iterable[int],
+    *,
+    dataset: str,
+    fingerprint: str,
+    content_sha256: str | None = None,
+    comments: Sequence[str] = (),
+) -> Path:
+    """Write `index_file_text(...)` to `path` atomically (a whole file or none); returns the path."""
+    target = Path(path)
+    atomic_write_text(target, index_file_text(ids, dataset=dataset, fingerprint=fingerprint, content_sha256=content_sha256, comments=comments))
+    return target
+
+
+def read_index_file(
+    path: str | Path,
+    num_train: int,
+    fingerprint: str | None = None,
+    paths: Sequence[str] | None = None,
+    root: str | Path | None = None,
+    content_sha256: str | None = None,
+) -> torch.Tensor:
+    """Parse and validate an index file; returns sorted int64 positions.
+
+    Each line is a training-split position, or, when `paths` (the training split's file paths
+    relative to the dataset root, in position order, as imagefolder data has them) is given, one
+    of those paths (`train/cat/0001.jpg`; `./`, backslashes and absolute paths under `root` are
+    accepted). `path` "-" reads the lines from stdin. A `# content-sha256:` header line (written
+    by `remcli corrupt`) is checked against `content_sha256` when both are known.
+    """
+    if str(path) == STDIN:
+        name, text = "stdin", sys.stdin.read()
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"index file {p} not found; pass a file written by `remcli corrupt` or one index per line")
+        name, text = str(p), p.read_text(encoding="utf-8", errors="replace")
+    lookup = _path_lookup(paths, root)
+    values: list[int] = []
+    unknown: list[tuple[int, str]] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        match = _FINGERPRINT_LINE.match(line)
+        if match and fingerprint is not None and match.group(1) != fingerprint:
+            raise InputError(f"index file {name} was written for data {match.group(1)}, not this dataset ({fingerprint}); use the matching --data")
+        content = _CONTENT_LINE.match(line)
+        if content and content_sha256 and content.group(1) != content_sha256:
+            raise InputError(
+                f"index file {name} was written for other images ({content.group(1)}) than this data holds ({content_sha256}; same labels, "
+                "different pixels or image order), so its positions would point at other images; restore the image files or rerun `remcli corrupt`"
+            )
+        if not line or line.startswith("#"):
+            continue
+        if not re.fullmatch(r"-?\d+", line):
+            position = lookup(line) if lookup else None
+            if position is None:
+                if lookup is None:
+                    raise InputError(f"{name}:{number}: {line!r} is not an integer; write one sample index per line")
+                unknown.append((number, line))
+            else:
+                values.append(position)
+            continue
+        value = int(line)
+        if value < 0:
+            raise InputError(f"{name}:{number}: index {value} is negative; indices are positions 0..{num_train - 1} in the training split")
+        if value >= num_train:
+            raise InputError(f"{name}:{number}: index {value} is outside the training split (0..{num_train - 1}); check that the file matches --data")
+        values.append(value)
+    if unknown:
+        number, line = unknown[0]
+        more = ", ".join(f"line {n} {bad!r}" for n, bad in unknown[1:4])
+        rest = f" (also {more}{f' and {len(unknown) - 4} more' if len(unknown) > 4 else ''})" if more else ""
+        raise InputError(
+            f"{name}:{number}: {line!r} is not an integer or a training image path{rest}; write a position 0..{num_train - 1} "
+            f"or an image path relative to the dataset root, e.g. {paths[0]}"
+        )
+    if not values:
+        raise InputError(f"index file {name} lists no samples; give at least one identified sample index")
+    ids = torch.tensor(values, dtype=torch.int64)
+    unique, counts = torch.unique(ids, return_counts=True)
+    if len(unique) != len(ids):
+        dup = unique[counts > 1][:3].tolist()
+        raise InputError(f"index file {name} repeats indices {dup}; list each sample once")
+    return unique
+
+
+def _path_lookup(paths: Sequence[str] | None, root: str | Path | None) -> Callable[[str], int | None] | None:
+    """line -> training position for a root-relative (or absolute, under `root`) image path; None if unknown."""
+    if not paths:
+        return None
+    positions = {posixpath.normpath(p): i for i, p in enumerate(paths)}
+    bases = [] if root is None else list(dict.fromkeys((Path(os.path.abspath(root)), Path(root).resolve())))
+
+    def lookup(line: str) -> int | None:
+        candidate = Path(line)
+        if candidate.is_absolute():
+            for base, target in ((b, t) for b in bases for t in (candidate, candidate.resolve())):
+                if target.is_relative_to(base):
+                    found = positions.get(target.relative_to(base).as_posix())
+                    if found is not None:
+                        return found
+            return None
+        return positions.get(posixpath.normpath(line.replace("\\", "/")))
+
+    return lookup

@@ -1,0 +1,102 @@
+"""A sweep folder on disk: sweep.json (the configuration), the cell files, and the lock that keeps
+one sweep per folder at a time. Everything is written atomically (`remcli.fileio`)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from remcli.data.datasets import Dataset
+from remcli.errors import InputError
+from remcli.fileio import atomic_write_text
+from remcli.sweep.grid import SCHEMA_VERSION, SweepConfig
+
+
+def sweep_json_path(out: Path) -> Path:
+    return out / "sweep.json"
+
+
+def read_sweep_json(out: Path) -> dict | None:
+    path = sweep_json_path(out)
+    if not path.is_file():
+        return None
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+        SweepConfig.from_dict(body["config"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        raise InputError(f"{path} is not a remcli sweep file; use another --out") from None
+    if body.get("schema_version") != SCHEMA_VERSION:
+        raise InputError(f"{path} has schema_version {body.get('schema_version')}, expected {SCHEMA_VERSION}; use another --out")
+    return body
+
+
+def load_config(out: Path) -> SweepConfig:
+    body = read_sweep_json(out)
+    if body is None:
+        raise InputError(f"{out} holds no sweep.json; run `remcli sweep` with --out {out} first")
+    return SweepConfig.from_dict(body["config"])
+
+
+def load_records(out: Path) -> dict[str, dict]:
+    """Every readable cell file in DIR/cells, by cell id."""
+    records = {}
+    folder = out / "cells"
+    if folder.is_dir():
+        for path in sorted(folder.glob("*.json")):
+            try:
+                body = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue  # cannot be partial (atomic writes); a hand-edited file is recomputed
+            if isinstance(body, dict) and body.get("cell") == path.stem and isinstance(body.get("row"), dict):
+                records[path.stem] = body
+    return records
+
+
+def is_finished(record: dict | None, cell_config: dict) -> bool:
+    return bool(record) and record["row"].get("status") == "ok" and record.get("config") == cell_config
+
+
+def write_sweep_json(out: Path, cfg: SweepConfig, dataset: Dataset) -> None:
+    from remcli import __version__
+
+    body = {"schema_version": SCHEMA_VERSION, "remcli_version": __version__, "dataset_fingerprint": dataset.fingerprint, "config": cfg.to_dict()}
+    atomic_write_text(sweep_json_path(out), json.dumps(body, indent=1) + "\n")
+
+
+@contextlib.contextmanager
+def folder_lock(out: Path) -> Iterator[None]:
+    """One sweep per folder at a time: DIR/.lock holds the running sweep's pid (a dead pid's lock is taken over)."""
+    path = out / ".lock"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                pid = int(path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _alive(pid):
+                raise InputError(f"another sweep (pid {pid}) is running in {out}; wait for it, or delete {path} if it is gone") from None
+            path.unlink(missing_ok=True)
+    else:
+        raise InputError(f"cannot lock {out} ({path} keeps reappearing); is another sweep running there?")
+    try:
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.close(fd)
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,18 @@
+"""REM, the whole method in one folder: `config` (settings), `expansion` (the new units and the
+drop / redirect views), `masks` (per-sample masks as a pure function of seed and id), `method`
+(flush, repair, selection) and `diagnostics` (is it redirecting?). Importing it registers
+`rem` and the `rem-ga` ablation."""
+
+from remcli.unlearning.base import register_method
+from remcli.unlearning.methods.rem.config import REMConfig, REMGAConfig
+from remcli.unlearning.methods.rem.method import rem
+
+_INFO = dict(
+    data="identified set (flush) + whole training set (repair)",
+    budget="10 outer iterations: flush-until-gamma + 1 repair epoch each",
+    cost="~60% (measured at the paper's budgets with the default conv units; ~45% with units=bottleneck)",
+)
+register_method("rem", REMConfig, "REM: add units, redirect identified samples into them via one shared mask, NPO removal, drop units", **_INFO)(rem)
+register_method("rem-ga", REMGAConfig, "REM ablation with a gradient-ascent flush instead of NPO", **_INFO)(rem)
+
+__all__ = ["REMConfig", "REMGAConfig", "rem"]

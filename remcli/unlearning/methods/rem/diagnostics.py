@@ -1,0 +1,81 @@
+"""REM's per-iteration diagnostics: does the redirect view hold the identified set while the drop
+view has forgotten it? Measured before the new units are dropped."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from remcli.data.pipeline import SampleView
+from remcli.engine import autocast
+from remcli.seeding import generator
+from remcli.unlearning.base import UnlearnTask, eval_mode
+from remcli.unlearning.losses import npo_weight
+from remcli.unlearning.methods.rem.config import REDIRECTING_FIT, REMConfig
+from remcli.unlearning.methods.rem.expansion import Expansion
+from remcli.unlearning.methods.rem.masks import unit_masks
+
+
+def per_sample_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.float(), labels, reduction="none")
+
+
+def diagnostic_views(task: UnlearnTask, samples: int) -> dict[str, SampleView]:
+    """The identified set and a fixed, seeded sample of retain data (training labels)."""
+    views = {"identified": task.forget_view}
+    count = min(samples, len(task.retain_view))
+    if count:
+        order = torch.randperm(len(task.retain_view), generator=generator(task.seed, "unlearn/rem/diagnostics"))[:count]
+        views["retain"] = task.retain_view.subset(torch.sort(order).values)
+    return views
+
+
+class Diagnostics:
+    """Per view (drop, redirect) and data (identified, retain): mean CE, mean NPO weight
+    2 sigmoid(beta (CE_ref - CE)) and accuracy against the training labels; eval mode,
+    non-augmented images, new units still attached.
+
+    The reference is frozen and the images are not augmented, so its CE is computed once."""
+
+    def __init__(self, task: UnlearnTask, reference: nn.Module, views: dict[str, SampleView], cfg: REMConfig, seed: int):
+        self.task, self.views, self.cfg, self.seed = task, views, cfg, seed
+        with torch.no_grad(), eval_mode(reference):
+            self.ce_ref = {name: [self._ce(reference, batch) for batch in view.batches(task.spec, 1024)] for name, view in views.items()}
+
+    def _ce(self, net: nn.Module, batch) -> torch.Tensor:
+        with autocast(self.task.device, self.task.precision):
+            logits = net(batch.inputs)
+        return per_sample_ce(logits, batch.labels)
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module, expansion: Expansion) -> dict:
+        """Unrounded values; `redirecting` says whether the redirect view holds the identified set."""
+        out: dict[str, float | bool] = {}
+        task, cfg = self.task, self.cfg
+        with eval_mode(model, expansion.adapters):
+            for name, view in self.views.items():
+                sums = {"drop": [0.0, 0.0, 0], "redirect": [0.0, 0.0, 0]}
+                for batch, ce_ref in zip(view.batches(task.spec, 1024), self.ce_ref[name]):
+                    with autocast(task.device, task.precision):
+                        drop_logits = model(batch.inputs)
+                        identified = task.identified_mask[batch.indices]
+                        with expansion.redirect(unit_masks(batch.indices, identified, expansion.num_units, cfg.mask_density, self.seed)):
+                            redirect_logits = model(batch.inputs)
+                    for view_name, logits in (("drop", drop_logits), ("redirect", redirect_logits)):
+                        ce = per_sample_ce(logits, batch.labels)
+                        acc = sums[view_name]
+                        acc[0] += float(ce.sum())
+                        acc[1] += float(npo_weight(ce, ce_ref, cfg.beta).sum())
+                        acc[2] += int((logits.argmax(1) == batch.labels).sum())
+                n = max(len(view), 1)
+                for view_name, (ce_sum, weight_sum, correct) in sums.items():
+                    out[f"{name}_{view_name}_ce"] = ce_sum / n
+                    out[f"{name}_{view_name}_npo_weight"] = weight_sum / n
+                    out[f"{name}_{view_name}_acc"] = correct / n
+        out["redirecting"] = bool(out["identified_redirect_acc"] >= REDIRECTING_FIT and out["identified_drop_acc"] <= cfg.gamma)
+        return out
+
+
+def rounded(values: dict, digits: int = 4) -> dict:
+    return {k: round(v, digits) if isinstance(v, float) else v for k, v in values.items()}
