@@ -128,6 +128,10 @@ _METHODS: dict[str, MethodInfo] = {}
 
 
 def register_method(name: str, config_cls: type, summary: str, data: str, budget: str, cost: str):
+    """Register `fn(task, cfg) -> MethodResult` as NAME. `budget` may name the config's fields,
+    `"{epochs} epochs, lr {lr:g}"`: it is filled in from the defaults, so it never goes stale."""
+    budget = budget.format(**{f.name: f.default for f in dataclasses.fields(config_cls) if f.default is not dataclasses.MISSING})
+
     def wrap(fn):
         if name in _METHODS:
             raise ValueError(f"unlearning method {name!r} registered twice")

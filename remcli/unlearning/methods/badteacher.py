@@ -39,7 +39,7 @@ class BadTeacherConfig(FitConfig):
     BadTeacherConfig,
     "Distil identified samples from a random teacher, the rest from the input model",
     data="identified set + 30% of the retain set",
-    budget="1 epoch, Adam lr 1e-4",
+    budget="{epochs} epoch(s), {optimizer} lr {lr:g}",
     cost="~1-3%",
 )
 def badteacher(task: UnlearnTask, cfg: BadTeacherConfig) -> MethodResult:

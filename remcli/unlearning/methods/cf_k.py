@@ -46,7 +46,7 @@ def train_last_blocks(task: UnlearnTask, cfg: CFKConfig, name: str, reinit: bool
     CFKConfig,
     "Fine-tune only the last k blocks on the retain set (rest frozen)",
     data="retain set",
-    budget="10 epochs, lr 0.025, k=2",
+    budget="{epochs} epochs, lr {lr:g}, k={k}",
     cost="~10-20%",
 )
 def cf_k(task: UnlearnTask, cfg: CFKConfig) -> MethodResult:

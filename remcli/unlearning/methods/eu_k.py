@@ -23,7 +23,7 @@ class EUKConfig(CFKConfig):
     EUKConfig,
     "Re-initialise the last k blocks and train them on the retain set",
     data="retain set",
-    budget="10 epochs, lr 0.025, k=2",
+    budget="{epochs} epochs, lr {lr:g}, k={k}",
     cost="~10-20%",
 )
 def eu_k(task: UnlearnTask, cfg: EUKConfig) -> MethodResult:

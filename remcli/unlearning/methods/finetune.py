@@ -26,7 +26,7 @@ class FinetuneConfig(FitConfig):
     FinetuneConfig,
     "Continue training on the retain set; forgetting by interference",
     data="retain set",
-    budget="10 epochs, lr 0.025 (bench)",
+    budget="{epochs} epochs, lr {lr:g} (bench)",
     cost="~25%",
 )
 def finetune(task: UnlearnTask, cfg: FinetuneConfig) -> MethodResult:

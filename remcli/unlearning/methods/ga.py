@@ -25,7 +25,7 @@ class GAConfig(AscentConfig):
     GAConfig,
     "Gradient ascent on the identified samples until their accuracy <= gamma",
     data="identified set (+ validation for selection)",
-    budget="until acc <= 0.2, at most 100 epochs",
+    budget="until acc <= {gamma:g}, at most {max_epochs} epochs",
     cost="<1%",
 )
 def ga(task: UnlearnTask, cfg: GAConfig) -> MethodResult:

@@ -38,7 +38,7 @@ def cycle(task: UnlearnTask, batch_size: int, purpose: str) -> Iterator[Batch]:
     NegGradPlusConfig,
     "Joint descent on the retain set and ascent on the identified set",
     data="retain set + identified set",
-    budget="5 epochs, lr 0.01, retain weight 0.9",
+    budget="{epochs} epochs, lr {lr:g}, retain weight {retain_weight:g}",
     cost="~12%",
 )
 def neggrad_plus(task: UnlearnTask, cfg: NegGradPlusConfig) -> MethodResult:

@@ -27,7 +27,7 @@ class NPOConfig(AscentConfig):
     NPOConfig,
     "Negative preference optimisation against the frozen input model, until acc <= gamma",
     data="identified set (+ validation for selection)",
-    budget="until acc <= 0.2, at most 100 epochs",
+    budget="until acc <= {gamma:g}, at most {max_epochs} epochs",
     cost="<1%",
 )
 def npo(task: UnlearnTask, cfg: NPOConfig) -> MethodResult:

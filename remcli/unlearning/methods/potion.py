@@ -46,7 +46,7 @@ def selection_percentile(s: float) -> float:
     PotionConfig,
     "Label-free SSD whose dampening grows until the identified samples' corrupted labels fail",
     data="identified set + retain set",
-    budget="1 importance pass, <= 500 dampening tries",
+    budget="1 importance pass, <= {max_tries} dampening tries",
     cost="~3-5%",
 )
 def potion(task: UnlearnTask, cfg: PotionConfig) -> MethodResult:

@@ -37,6 +37,8 @@ from remcli.unlearning.training import (
     steps_per_epoch,
 )
 
+DEFAULT_LR = {"original": 0.01, "rem-code": 0.005}  # per variant, when lr is None
+
 
 @dataclass
 class SalUnConfig(FitConfig):
@@ -74,11 +76,11 @@ def random_label_view(task: UnlearnTask) -> SampleView:
     SalUnConfig,
     "Random labels on identified samples, updating only the most salient 50% of weights",
     data="identified set + retain set",
-    budget="10 epochs, lr 0.01, mask 50%",
+    budget=f"{{epochs}} epochs, lr {DEFAULT_LR['original']:g} (rem-code: {DEFAULT_LR['rem-code']:g}), mask {{mask_fraction:.0%}}",
     cost="~25%",
 )
 def salun(task: UnlearnTask, cfg: SalUnConfig) -> MethodResult:
-    budget = replace(cfg, lr=cfg.lr if cfg.lr is not None else (0.01 if cfg.variant == "original" else 0.005))
+    budget = replace(cfg, lr=cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.variant])
     model = task.model
 
     def ce(batch):

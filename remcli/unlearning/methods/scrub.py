@@ -140,7 +140,7 @@ def run_scrub(task: UnlearnTask, cfg: SCRUBConfig, teacher: nn.Module) -> Method
     SCRUBConfig,
     "Student diverges from a frozen teacher on identified samples, matches it on retain",
     data="identified set (max) + retain set (min)",
-    budget="original: 3 epochs lr 5e-4; bench: ~1000 steps lr 0.0025",
+    budget=f"original: {VARIANTS['original']['epochs']} epochs lr {VARIANTS['original']['lr']:g}; bench: ~1000 steps lr {VARIANTS['bench']['lr']:g}",
     cost="~7% (original) / ~30% (bench)",
 )
 def scrub(task: UnlearnTask, cfg: SCRUBConfig) -> MethodResult:

@@ -9,7 +9,7 @@ from remcli.unlearning.methods.rem.method import rem
 
 _INFO = dict(
     data="identified set (flush) + whole training set (repair)",
-    budget="10 outer iterations: flush-until-gamma + 1 repair epoch each",
+    budget="{epochs} outer iterations: flush-until-gamma + 1 repair epoch each",
     cost="~60% (measured at the paper's budgets with the default conv units; ~45% with units=bottleneck)",
 )
 register_method("rem", REMConfig, "REM: add units, redirect identified samples into them via one shared mask, NPO removal, drop units", **_INFO)(rem)
