@@ -26,7 +26,8 @@
 #   6. the remaining baselines (ssd, badteacher, cf-k, eu-k), all five rates
 # PHASES=1,2 runs only those; PHASE<N>_METHODS=a,b replaces phase N's methods (e.g. one ablation). BUDGET_MINUTES=N stops the running phase when time is up (finished
 # cells are kept) and rebuilds the report. Environment (optional): SOURCE, CACHE_DIR, SEEDS,
-# DEVICE (default cpu), REMCLI, PYTHON, DRY_RUN=1 (check every option, print each phase's command).
+# DEVICE (default cpu), REMCLI, PYTHON, DRY_RUN=1 (check every option, print each phase's command), WORKERS=N (N local
+# workers share the folder; more can join from other shells or machines with the same command).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/_sweep_common.sh "$@"
@@ -70,7 +71,7 @@ run_phase() {  # run_phase NAME METHODS RATES
   [ ${#args[@]} -gt 0 ] || exit 2
   local cmd=("$REMCLI" sweep --data "imagefolder:$CACHE_DIR" --arch resnet9 "${SIZE[@]}" --kinds poison,interclass,label-noise
              --discovery "$3" --seeds "$SEEDS" "${args[@]}" --device "$DEVICE" --out "$OUT")
-  if [ "${DRY_RUN:-0}" = 1 ]; then cmd+=(--dry-run); fi
+  if [ "${DRY_RUN:-0}" = 1 ]; then cmd+=(--dry-run); elif [ "${WORKERS:-1}" -gt 1 ]; then cmd+=(--workers "$WORKERS"); fi
   run_sweep_command "phase $1" "${cmd[@]}"
 }
 

@@ -22,7 +22,8 @@
 # CACHE_DIR (extracted data; default ${XDG_CACHE_HOME:-~/.cache}/remcli/cifar10-full, or
 # cifar10-tiny with TINY=1), METHODS, SEEDS (default 0), DEVICE (default auto; cpu with TINY=1),
 # BUDGET_MINUTES, REMCLI (default: remcli on PATH, else .venv/bin/remcli), PYTHON (default python3),
-# DRY_RUN=1 (prepare the data, check every option and print what each phase would run).
+# DRY_RUN=1 (prepare the data, check every option and print what each phase would run), WORKERS=N (N worker
+# processes share the folder, e.g. 4 on one large GPU; add --devices through the command for several GPUs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/_sweep_common.sh "$@"
@@ -55,7 +56,7 @@ mapfile -t METHOD_ARGS < <(printf '%s' "$methods_json" | "$PYTHON" benchmarks/sw
 run_phase() {  # run_phase SEEDS RATES
   local cmd=("$REMCLI" sweep --data "imagefolder:$CACHE_DIR" --arch resnet9 "${SIZE[@]}" --kinds poison,interclass,label-noise
              --discovery "$2" --seeds "$1" "${METHOD_ARGS[@]}" --device "$DEVICE" --out "$OUT")
-  if [ "${DRY_RUN:-0}" = 1 ]; then cmd+=(--dry-run); fi
+  if [ "${DRY_RUN:-0}" = 1 ]; then cmd+=(--dry-run); elif [ "${WORKERS:-1}" -gt 1 ]; then cmd+=(--workers "$WORKERS"); fi
   run_sweep_command "phase seeds=$1 rates=$2" "${cmd[@]}"
 }
 

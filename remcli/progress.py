@@ -19,3 +19,20 @@ class NullReporter:
 
     def note(self, message: str) -> None:
         """A one-line human message (stderr in the CLI)."""
+
+
+class PrefixedReporter:
+    """Prefixes every phase (and, with `notes`, every note) so a line says where it comes from:
+    the running sweep cell, or which of several workers printed it."""
+
+    def __init__(self, inner, prefix: str, notes: bool = True):
+        self.inner, self.prefix, self.notes = inner, prefix, notes
+
+    def phase(self, name: str, total: int | None = None) -> None:
+        self.inner.phase(f"{self.prefix} {name}", total)
+
+    def advance(self, steps: int = 1, **fields: float) -> None:
+        self.inner.advance(steps, **fields)
+
+    def note(self, message: str) -> None:
+        self.inner.note(f"{self.prefix} {message}" if self.notes else message)

@@ -13,11 +13,11 @@ LAYERS = [
     {"models"},
     {"checkpoints", "engine"},
     {"inputs"},
-    {"train", "unlearning", "evaluation"},
+    {"train", "unlearning", "evaluation", "detection"},
     {"sweep"},
     {"cli"},
 ]
-PEERS = {"train", "unlearning", "evaluation"}
+PEERS = {"train", "unlearning", "evaluation", "detection"}
 
 
 def part_of(module: str) -> str:

@@ -397,24 +397,6 @@ def test_mismatching_sweep_json_is_refused_untouched(grown, change, needles):
     assert snapshot(grown.out) == before
 
 
-def test_one_sweep_per_folder(grown):
-    args = ["--data", grown.spec, *TINY, "--kinds", ",".join(KINDS), "--discovery", "1.0", "--methods", "rem", *BUDGET[:3], "--out", grown.out]
-    lock = grown.out / ".lock"
-    lock.write_text(f"{os.getppid()}\n")  # a live process holds the folder
-    before = snapshot(grown.out)
-    try:
-        assert_input_error(sweep(*args), f"another sweep (pid {os.getppid()}) is running in {grown.out}")
-        assert snapshot(grown.out) == before
-    finally:
-        lock.unlink()
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    lock.write_text(f"{dead.pid}\n")  # left behind by a killed sweep: taken over
-    result = sweep(*args, "--quiet")
-    assert result.exit_code == 0, result.output
-    assert "0 cells computed" in result.stderr and not lock.exists()
-
-
 def test_sigterm_stops_between_cells_and_the_rerun_continues(cifar_spec, tmp_path, one_thread, monkeypatch):
     out = tmp_path / "killed"
     args = ["--data", cifar_spec, *TINY, "--kinds", "poison", "--discovery", "1.0", "--methods", "rem,ga", *BUDGET, "--out", out, "--quiet"]

@@ -14,6 +14,7 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup
 from remcli import __version__
 from remcli.cli.commands.catalog import archs_command, methods_command
 from remcli.cli.commands.corrupt import corrupt_command
+from remcli.cli.commands.detect import detect_command
 from remcli.cli.commands.evaluate import evaluate_command
 from remcli.cli.commands.import_weights import import_command
 from remcli.cli.commands.index import index_command
@@ -104,6 +105,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 for _name, _command in (
     ("corrupt", corrupt_command),
     ("train", train_command),
+    ("detect", detect_command),
     ("unlearn", unlearn_command),
     ("evaluate", evaluate_command),
     ("sweep", sweep_command),

@@ -97,9 +97,9 @@ class RichReporter:
     Quiet mode only keeps notes.
     """
 
-    def __init__(self, quiet: bool = False):
+    def __init__(self, quiet: bool = False, plain: bool | None = None):
         self.quiet = quiet
-        self.plain = not stderr.is_terminal
+        self.plain = not stderr.is_terminal if plain is None else plain
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),

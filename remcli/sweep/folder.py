@@ -1,12 +1,9 @@
-"""A sweep folder on disk: sweep.json (the configuration), the cell files, and the lock that keeps
-one sweep per folder at a time. Everything is written atomically (`remcli.fileio`)."""
+"""A sweep folder on disk: sweep.json (the configuration) and the cell files. Everything is written
+atomically (`remcli.fileio`); several workers share a folder through `remcli.sweep.claims`."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 from remcli.data.datasets import Dataset
@@ -64,39 +61,3 @@ def write_sweep_json(out: Path, cfg: SweepConfig, dataset: Dataset) -> None:
 
     body = {"schema_version": SCHEMA_VERSION, "remcli_version": __version__, "dataset_fingerprint": dataset.fingerprint, "config": cfg.to_dict()}
     atomic_write_text(sweep_json_path(out), json.dumps(body, indent=1) + "\n")
-
-
-@contextlib.contextmanager
-def folder_lock(out: Path) -> Iterator[None]:
-    """One sweep per folder at a time: DIR/.lock holds the running sweep's pid (a dead pid's lock is taken over)."""
-    path = out / ".lock"
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            try:
-                pid = int(path.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and pid != os.getpid() and _alive(pid):
-                raise InputError(f"another sweep (pid {pid}) is running in {out}; wait for it, or delete {path} if it is gone") from None
-            path.unlink(missing_ok=True)
-    else:
-        raise InputError(f"cannot lock {out} ({path} keeps reappearing); is another sweep running there?")
-    try:
-        os.write(fd, f"{os.getpid()}\n".encode())
-        os.close(fd)
-        yield
-    finally:
-        path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

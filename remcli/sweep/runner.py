@@ -19,7 +19,7 @@ Failures: an exception inside one cell's unlearning or evaluation is recorded in
 file (`status: failed`, `error`) and the sweep goes on; failed cells are retried by the next run.
 Bad input (names, numbers, a folder made with other settings) fails before anything is written.
 
-One sweep per folder at a time (`remcli.sweep.folder.folder_lock`).
+Many workers per folder at a time: each claims a cell before running it (`remcli.sweep.claims`).
 
 Seeds: corruption seed = training seed = unlearning seed = the sweep seed.
 """
@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 
 from remcli.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from remcli.data.corruption import (
@@ -50,9 +51,10 @@ from remcli.evaluation import evaluate
 from remcli.fileio import atomic_write_text, sha256_file
 from remcli.inputs import RunInputs, read_identified
 from remcli.models import build_model, model_channels, resolve_arch_kwargs
-from remcli.progress import NullReporter
+from remcli.progress import NullReporter, PrefixedReporter
 from remcli.seeding import seeded_global_rng
-from remcli.sweep.folder import folder_lock, is_finished, load_records, read_sweep_json, sweep_json_path, write_sweep_json
+from remcli.sweep.claims import DEFAULT_TTL_S, Claims
+from remcli.sweep.folder import is_finished, load_records, read_sweep_json, sweep_json_path, write_sweep_json
 from remcli.sweep.grid import (
     ORIGINAL,
     SCHEMA_VERSION,
@@ -95,15 +97,21 @@ class Prepared:
     manifests: dict[tuple[str, int], Manifest]
 
 
+def merged_config(cfg: SweepConfig, out: Path) -> tuple[SweepConfig, dict | None]:
+    """`cfg` merged with the folder's sweep.json (and that file's body, or None)."""
+    stored = read_sweep_json(out)
+    finished = {r["row"]["method"] for r in load_records(out).values() if r["row"].get("status") == "ok"}
+    merged = cfg if stored is None else merge_configs(SweepConfig.from_dict(stored["config"]), cfg, str(sweep_json_path(out)), finished)
+    if stored is None and out.is_dir() and any(not p.name.startswith(".") and p.name != "claims" for p in out.iterdir()):
+        raise InputError(f"--out {out} is a non-empty folder without sweep.json; give a new or empty folder")
+    return merged, stored
+
+
 def prepare(cfg: SweepConfig, out: Path) -> Prepared:
     cfg.validate()
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; give a directory")
-    stored = read_sweep_json(out)
-    finished = {r["row"]["method"] for r in load_records(out).values() if r["row"].get("status") == "ok"}
-    merged = cfg if stored is None else merge_configs(SweepConfig.from_dict(stored["config"]), cfg, str(sweep_json_path(out)), finished)
-    if stored is None and out.is_dir() and any(p.name != ".lock" for p in out.iterdir()):
-        raise InputError(f"--out {out} is a non-empty folder without sweep.json; give a new or empty folder")
+    merged, stored = merged_config(cfg, out)
     resolve_precision(cfg.precision, resolve_device(cfg.device))
     dataset = load_dataset(cfg.data)
     if stored is not None and stored.get("dataset_fingerprint") not in (None, dataset.fingerprint):
@@ -252,22 +260,6 @@ def run_cell(cfg: SweepConfig, cell: Cell, model: Model, reporter, raise_errors:
     return record
 
 
-class _CellReporter:
-    """Prefixes every phase with the running cell, so the progress line says where the sweep is."""
-
-    def __init__(self, inner, prefix: str):
-        self.inner, self.prefix = inner, prefix
-
-    def phase(self, name: str, total: int | None = None) -> None:
-        self.inner.phase(f"{self.prefix} {name}", total)
-
-    def advance(self, steps: int = 1, **fields: float) -> None:
-        self.inner.advance(steps, **fields)
-
-    def note(self, message: str) -> None:
-        self.inner.note(message)
-
-
 def _brief(row: dict) -> str:
     if row["status"] != "ok":
         return f"FAILED ({row['error']})"
@@ -283,9 +275,21 @@ def _brief(row: dict) -> str:
 
 
 def run_sweep(
-    cfg: SweepConfig, out: str | Path, reporter: NullReporter | None = None, raise_errors: bool = False, dry_run: bool = False
+    cfg: SweepConfig,
+    out: str | Path,
+    reporter: NullReporter | None = None,
+    raise_errors: bool = False,
+    dry_run: bool = False,
+    claim_ttl: float = DEFAULT_TTL_S,
+    poll_s: float = 2.0,
 ) -> SweepOutcome:
     """Run every missing cell of `cfg` in DIR=`out`; results.csv/json are rebuilt after each cell.
+
+    Any number of workers may run on the same folder at once (`remcli.sweep.claims`): each claims
+    a cell before running it, each model is trained once by whichever worker claims it, and a
+    worker returns when every cell of its grid is finished (by anyone) or failed in its hands.
+    `claim_ttl`: seconds without a heartbeat after which a dead worker's claim is taken over;
+    `poll_s`: how often a worker with nothing to claim looks again.
 
     `dry_run`: check everything and count what would run (`to_run`, `models_to_train`); write nothing.
     The report (summary.md, heatmaps) is written by `remcli.sweep.report.write_report`.
@@ -307,49 +311,95 @@ def run_sweep(
         outcome.wall_time_s = round(time.perf_counter() - start, 3)
         return outcome
     out.mkdir(parents=True, exist_ok=True)
-    with folder_lock(out):
+    with FileLock(str(out / ".sweep.lock"), timeout=600):  # concurrent workers merge their grids one at a time
+        merged, _ = merged_config(cfg, out)
         (out / "cells").mkdir(exist_ok=True)
         write_sweep_json(out, merged, dataset)
-        reporter.note(f"sweep {out}: {len(cells)} cells, {outcome.reused} already finished, {len(todo)} to run")
-        _run_cells(cfg, out, prepared, todo, outcome, reporter, raise_errors)
+    prepared.config = outcome.config = merged
+    reporter.note(f"sweep {out}: {len(cells)} cells, {outcome.reused} already finished, {len(todo)} to run")
+    with Claims(out, claim_ttl) as claims:
+        _run_cells(cfg, out, prepared, todo, outcome, reporter, raise_errors, claims, poll_s)
+    outcome.records = load_records(out)
     outcome.wall_time_s = round(time.perf_counter() - start, 3)
     return outcome
 
 
-def _run_cells(cfg: SweepConfig, out: Path, prepared: Prepared, todo: list[Cell], outcome: SweepOutcome, reporter, raise_errors: bool) -> None:
-    merged, dataset, records = prepared.config, prepared.dataset, outcome.records
+def _run_cells(
+    cfg: SweepConfig,
+    out: Path,
+    prepared: Prepared,
+    todo: list[Cell],
+    outcome: SweepOutcome,
+    reporter,
+    raise_errors: bool,
+    claims: Claims,
+    poll_s: float,
+) -> None:
+    """Claim and run cells until every cell of `todo` is finished on disk or failed here.
+
+    Cells are taken model by model (grid order). A model another worker is training, or a cell
+    another worker holds, is skipped for now; when nothing is left to claim, the worker polls
+    until the others finish (or their claims go stale and are taken over)."""
+    merged, dataset = prepared.config, prepared.dataset
+    failed_here: set[str] = set()
     done = 0
-    for kind, seed in cfg.models():
-        pending = [c for c in todo if (c.kind, c.seed) == (kind, seed)]
+    while True:
+        on_disk = load_records(out)
+        pending = [c for c in todo if c.id not in failed_here and not is_finished(on_disk.get(c.id), cfg.cell_config(c))]
         if not pending:
-            continue
-        model = ensure_model(cfg, out, dataset, prepared.manifests[(kind, seed)], kind, seed, _CellReporter(reporter, f"{kind} s{seed}:"))
-        if model.trained:
-            outcome.models_trained += 1
-            reporter.note(
-                f"trained {kind} seed {seed}: val acc {model.train_summary.get('val_acc')} in {model.train_summary.get('wall_time_s', 0):.1f}s"
-            )
-        else:
-            outcome.models_reused += 1
-        for cell in pending:
-            done += 1
-            tag = f"[{done}/{len(todo)}]"
-            record = run_cell(cfg, cell, model, _CellReporter(reporter, f"{tag} {cell.id}"), raise_errors)
-            atomic_write_text(out / "cells" / f"{cell.id}.json", json.dumps(normalised(record), indent=1) + "\n")
-            records[cell.id] = normalised(record)
-            write_results(out, merged, records)
-            if record["row"]["status"] == "ok":
-                outcome.computed += 1
-            else:
-                outcome.failed.append(cell.id)
-            reporter.note(f"{tag} {cell.label()}: {_brief(record['row'])}")
-            fit = record["row"].get("corrupted_label_acc")
-            if cell.method == ORIGINAL and fit is not None and fit < MEMORISED:
-                reporter.note(
-                    f"warning: {kind} seed {seed} fits only {fit:.3f} of its corrupted samples (< {MEMORISED}): not the memorising regime; "
-                    "train longer or wider (--train-epochs, --width) for results comparable to the paper"
-                )
-        del model
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    write_results(out, merged, records)
+            break
+        progressed = False
+        for kind, seed in dict.fromkeys((c.kind, c.seed) for c in pending):
+            model = _claimed_model(cfg, out, dataset, prepared.manifests[(kind, seed)], kind, seed, claims, reporter, outcome)
+            if model is None:
+                continue  # another worker is training it
+            for cell in (c for c in pending if (c.kind, c.seed) == (kind, seed)):
+                if not claims.try_claim(cell.id):
+                    continue
+                try:
+                    if is_finished(load_records(out).get(cell.id), cfg.cell_config(cell)):
+                        continue  # finished by its previous holder just before we took the claim
+                    done += 1
+                    tag = f"[{done}/{len(todo)}]"
+                    record = run_cell(cfg, cell, model, PrefixedReporter(reporter, f"{tag} {cell.id}", notes=False), raise_errors)
+                    atomic_write_text(out / "cells" / f"{cell.id}.json", json.dumps(normalised(record), indent=1) + "\n")
+                finally:
+                    claims.release(cell.id)
+                progressed = True
+                write_results(out, merged, load_records(out))
+                if record["row"]["status"] == "ok":
+                    outcome.computed += 1
+                else:
+                    outcome.failed.append(cell.id)
+                    failed_here.add(cell.id)
+                reporter.note(f"{tag} {cell.label()}: {_brief(record['row'])}")
+                fit = record["row"].get("corrupted_label_acc")
+                if cell.method == ORIGINAL and fit is not None and fit < MEMORISED:
+                    reporter.note(
+                        f"warning: {kind} seed {seed} fits only {fit:.3f} of its corrupted samples (< {MEMORISED}): not the memorising "
+                        "regime; train longer or wider (--train-epochs, --width) for results comparable to the paper"
+                    )
+            del model
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        if not progressed:
+            time.sleep(poll_s)  # everything left is held by other workers
+    write_results(out, merged, load_records(out))
+
+
+def _claimed_model(cfg: SweepConfig, out: Path, dataset: Dataset, manifest: Manifest, kind: str, seed: int, claims: Claims, reporter, outcome):
+    """The (kind, seed) model, trained here if nobody has; None while another worker trains it."""
+    name = f"model-{model_id(kind, seed)}"
+    if not (out / "models" / model_id(kind, seed) / "model.safetensors").is_file():
+        if not claims.try_claim(name):
+            return None
+    try:
+        model = ensure_model(cfg, out, dataset, manifest, kind, seed, PrefixedReporter(reporter, f"{kind} s{seed}:", notes=False))
+    finally:
+        claims.release(name)
+    if model.trained:
+        outcome.models_trained += 1
+        reporter.note(f"trained {kind} seed {seed}: val acc {model.train_summary.get('val_acc')} in {model.train_summary.get('wall_time_s', 0):.1f}s")
+    else:
+        outcome.models_reused += 1
+    return model

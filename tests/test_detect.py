@@ -1,0 +1,92 @@
+"""`remcli detect` on a real poisoned model: from 10 % of the poison to most of it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from remcli.checkpoints import load_checkpoint
+from remcli.cli.main import app
+from remcli.data import identified_at
+from remcli.data.index_files import read_index_file
+from remcli.data.manifest import load_manifest
+from remcli.detection import similarity_scores
+from remcli.inputs import resolve_inputs
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+
+
+@pytest.fixture(scope="module")
+def found(poisoned_run, tmp_path_factory):
+    """10 % of the poison, as a user would list it (positions, one per line)."""
+    manifest = load_manifest(poisoned_run / "c" / "corruption.json")
+    path = tmp_path_factory.mktemp("found") / "found.txt"
+    path.write_text("\n".join(str(i) for i in identified_at(manifest, 0.1).tolist()) + "\n")
+    return path
+
+
+def test_similarity_ranks_a_shared_direction_first():
+    features = torch.tensor([[0.0, 0.0], [1.0, 0.1], [0.9, -0.1], [-1.0, 0.0], [0.0, 1.0], [5.0, 5.0]])
+    labels = torch.tensor([0, 0, 0, 0, 0, 1])
+    identified = torch.tensor([False, True, False, False, False, False])
+    scores = similarity_scores(features, labels, identified)
+    assert scores[5] == -1  # no identified sample carries label 1
+    assert scores[2] > scores[4] > scores[3]  # same direction as the identified sample first
+
+
+def test_detect_finds_most_of_the_poison_from_ten_percent(poisoned_run, found, tmp_path):
+    manifest = load_manifest(poisoned_run / "c" / "corruption.json")
+    ckpt = load_checkpoint(poisoned_run / "model.safetensors")
+    corrupted = manifest.index_tensor[~torch.isin(manifest.index_tensor, ckpt.validation_indices)]
+    identified = identified_at(manifest, 0.1)
+    top = len(corrupted) - len(identified)  # K = the true corrupted count, identified included
+    out = tmp_path / "candidates.txt"
+    result = invoke("detect", poisoned_run / "model.safetensors", "--forget", found, "--top", top, "--out", out, "--device", "cpu", "--json", "-")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["signal"] == "representation-similarity" and summary["identified"] == len(identified)
+    # a valid index file that unlearn reads, identified samples included, no validation samples
+    inputs = resolve_inputs(ckpt, None, None)
+    candidates = read_index_file(out, len(inputs.dataset.train), inputs.dataset.fingerprint)
+    assert len(candidates) == len(corrupted) and torch.isin(identified, candidates).all()
+    assert not torch.isin(candidates, ckpt.validation_indices).any()
+    recall = float(torch.isin(corrupted, candidates).float().mean())
+    assert recall >= 0.8, summary
+    assert summary["ground_truth"]["recall"] == pytest.approx(recall, abs=1e-6)
+    ranked = summary["ranked"]
+    assert len(ranked) == top and all(a["score"] >= b["score"] for a, b in zip(ranked, ranked[1:]))
+    assert "precision" in result.stderr and str(out) in result.stderr
+
+
+def test_threshold_keeps_every_sample_above_it(poisoned_run, found, tmp_path):
+    result = invoke("detect", poisoned_run / "model.safetensors", "--forget", found, "--threshold", "0.5", "--out", tmp_path / "c.txt", "--json", "-")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert all(r["score"] >= 0.5 for r in summary["ranked"]) and summary["selection"] == {"threshold": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        ([], "give exactly one of --top N"),
+        (["--top", "5", "--threshold", "0.1"], "give exactly one of --top N"),
+        (["--top", "-1"], "--top -1 must be >= 0"),
+    ],
+)
+def test_bad_selection_is_a_one_line_error(poisoned_run, found, tmp_path, args, needle):
+    out = tmp_path / "c.txt"
+    result = invoke("detect", poisoned_run / "model.safetensors", "--forget", found, *args, "--out", out)
+    assert result.exit_code == 2 and needle in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_detect_never_overwrites_its_input(poisoned_run, found):
+    result = invoke("detect", poisoned_run / "model.safetensors", "--forget", found, "--top", "3", "--out", found, "--force")
+    assert result.exit_code == 2 and "input" in result.stderr
