@@ -38,7 +38,7 @@ def run_python(code: str, **kwargs) -> subprocess.CompletedProcess:
 
 
 def test_every_command_is_there():
-    assert COMMANDS == sorted(["corrupt", "train", "unlearn", "evaluate", "sweep", "inspect", "methods", "archs", "import", "index"])
+    assert COMMANDS == sorted(["corrupt", "train", "detect", "unlearn", "evaluate", "sweep", "inspect", "methods", "archs", "import", "index"])
 
 
 @pytest.mark.parametrize("args", [[], *[[name] for name in COMMANDS]], ids=lambda a: " ".join(a) or "remcli")
