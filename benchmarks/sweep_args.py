@@ -14,10 +14,17 @@ import argparse
 import json
 import sys
 
+DETECT_SETTINGS = ("detect_top", "detect_threshold")
+
 
 def base(method: str) -> str:
-    """`rem@legacy` -> `rem`: labelled variants take the settings of their registered method."""
-    return method.split("@", 1)[0]
+    """`rem@legacy` -> `rem`, `detect+rem` -> `rem`: variants take the settings of their registered method."""
+    name = method.split("@", 1)[0]
+    return name.removeprefix("detect+")
+
+
+def has_setting(registry: dict, method: str, name: str) -> bool:
+    return name in registry[base(method)] or (method.startswith("detect+") and name in DETECT_SETTINGS)
 
 
 def main() -> None:
@@ -37,11 +44,11 @@ def main() -> None:
         key, _, value = pair.partition("=")
         method, _, name = key.rpartition(".")
         if method == "*":  # every selected method that has this setting, silently
-            out += [x for m in methods if name in registry[base(m)] for x in ("--set", f"{m}.{name}={value}")]
+            out += [x for m in methods if has_setting(registry, m, name) for x in ("--set", f"{m}.{name}={value}")]
             continue
         if method not in methods:
             continue
-        if name not in registry[base(method)]:
+        if not has_setting(registry, method, name):
             print(
                 f"note: {method} has no setting {name!r}; {pair} dropped (its settings: {', '.join(sorted(registry[base(method)]))})", file=sys.stderr
             )

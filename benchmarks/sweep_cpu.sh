@@ -24,6 +24,8 @@
 #   4. REM ablations, one mechanism change reverted each, rates 0.1,0.5,1.0
 #   5. rates 0.3,0.7 for phases 1-3
 #   6. the remaining baselines (ssd, badteacher, cf-k, eu-k), all five rates
+#   7. detect+rem (remcli detect adds candidates to the identified set, then REM), rates 0.1,0.3,
+#      against REM on the identified set alone (phases 2 and 5)
 # PHASES=1,2 runs only those; PHASE<N>_METHODS=a,b replaces phase N's methods (e.g. one ablation). BUDGET_MINUTES=N stops the running phase when time is up (finished
 # cells are kept) and rebuilds the report. Environment (optional): SOURCE, CACHE_DIR, SEEDS,
 # DEVICE (default cpu), REMCLI, PYTHON, DRY_RUN=1 (check every option, print each phase's command), WORKERS=N (N local
@@ -33,7 +35,7 @@ cd "$(dirname "$0")/.."
 source benchmarks/_sweep_common.sh "$@"
 SEEDS=${SEEDS:-0,1,2}
 DEVICE=${DEVICE:-cpu}
-PHASES=${PHASES:-1,2,3,4,5,6}
+PHASES=${PHASES:-1,2,3,4,5,6,7}
 
 # REM variants: `rem` is the current default; each ablation reverts one mechanism change
 # (remcli/unlearning/methods/rem/); rem@legacy reverts all of them (REM before issue 9).
@@ -44,6 +46,7 @@ PHASE2=${PHASE2_METHODS:-rem,rem@legacy}
 PHASE3=${PHASE3_METHODS:-retrain,finetune,scrub,potion,neggrad+,salun}
 PHASE4=${PHASE4_METHODS:-rem@bn-batch,rem@momentum,rem@epoch-flush,rem@bottleneck,rem@units-lr1}
 PHASE6=${PHASE6_METHODS:-ssd,badteacher,cf-k,eu-k}
+PHASE7=${PHASE7_METHODS:-detect+rem}
 
 if [ "${TINY:-0}" = 1 ]; then
   CACHE_DIR=${CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/remcli/cifar10-tiny}
@@ -51,14 +54,15 @@ if [ "${TINY:-0}" = 1 ]; then
   SIZE=(--width 0.125 --count 6 --train-epochs 1 --train-batch-size 64)
   FIRST_RATES=1.0; MORE_RATES=0.5
   BUDGETS=('*.epochs=1' '*.batch_size=64' '*.flush_max_epochs=2' '*.max_epochs=2' '*.max_tries=5' '*.max_steps=5')
-  PHASE3=retrain,finetune; PHASE4=rem@bottleneck; PHASE6=ssd  # one or two methods per phase: the plumbing, in under a minute
+  PHASE3=retrain,finetune; PHASE4=rem@bottleneck; PHASE6=ssd; PHASE7=detect+ga  # one or two methods per phase: the plumbing, in under a minute
+  LOW_RATES=0.5
 else
   CACHE_DIR=${CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/remcli/cifar10-1500}
   PER_CLASS=150; TEST_PER_CLASS=200
   SIZE=(--width 0.5 --count 30 --train-epochs 60 --train-batch-size 128)
-  FIRST_RATES=0.1,0.5,1.0; MORE_RATES=0.3,0.7
+  FIRST_RATES=0.1,0.5,1.0; MORE_RATES=0.3,0.7; LOW_RATES=0.1,0.3
   BUDGETS=('*.batch_size=128' rem.epochs=15 finetune.epochs=15 salun.epochs=15 cf-k.epochs=15 eu-k.epochs=15 neggrad+.epochs=7 scrub.epochs=4)
-  for v in rem@legacy rem@bn-batch rem@momentum rem@epoch-flush rem@bottleneck rem@units-lr1; do BUDGETS+=("$v.epochs=15"); done
+  for v in rem@legacy rem@bn-batch rem@momentum rem@epoch-flush rem@bottleneck rem@units-lr1 detect+rem; do BUDGETS+=("$v.epochs=15"); done
 fi
 
 "$PYTHON" benchmarks/prepare_cifar_subset.py --source "$SOURCE" --per-class $PER_CLASS --test-per-class $TEST_PER_CLASS --out "$CACHE_DIR"
@@ -77,7 +81,7 @@ run_phase() {  # run_phase NAME METHODS RATES
 
 if run_phase 1 "$PHASE1" "$FIRST_RATES" && run_phase 2 "$PHASE2" "$FIRST_RATES" && run_phase 3 "$PHASE3" "$FIRST_RATES" \
    && run_phase 4 "$PHASE4" "$FIRST_RATES" && run_phase 5 "$PHASE1,$PHASE2,$PHASE3" "$MORE_RATES" \
-   && run_phase 6 "$PHASE6" "$FIRST_RATES,$MORE_RATES"; then
+   && run_phase 6 "$PHASE6" "$FIRST_RATES,$MORE_RATES" && run_phase 7 "$PHASE7" "$LOW_RATES"; then
   :
 elif [ "${DRY_RUN:-0}" != 1 ] && [ -f "$OUT/sweep.json" ]; then
   "$REMCLI" sweep --out "$OUT" --report-only   # the budget ran out: rebuild the report from what finished

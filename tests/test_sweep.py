@@ -323,6 +323,22 @@ def test_every_registered_method_runs_in_a_sweep(cifar_spec, tmp_path, one_threa
     assert all(f"| {name} |" in table for name in names)
 
 
+def test_detect_then_unlearn_cells(cifar_spec, tmp_path, one_thread):
+    """`detect+ga` hands ga the identified samples plus the detected ones; the cell records both."""
+    out = tmp_path / "detect"
+    result = sweep(
+        "--data", cifar_spec, *TINY, "--kinds", "poison", "--discovery", "0.5", "--methods", "ga,detect+ga", *BUDGET[3:],
+        "--set=detect+ga.max_epochs=2", "--set=detect+ga.batch_size=64", "--set=detect+ga.detect_top=10", "--out", out, "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    plain = json.loads((out / "cells" / "poison-s0-ga-r0.5.json").read_text())
+    detected = json.loads((out / "cells" / "poison-s0-detect+ga-r0.5.json").read_text())
+    assert detected["row"]["detected"] == 10 and detected["detect"]["selection"] == {"top": 10}
+    assert detected["row"]["identified"] == plain["row"]["identified"]  # evaluation keeps the user's found set
+    assert detected["unlearn"]["identified"] == plain["unlearn"]["identified"] + 10
+    assert 0.0 <= detected["row"]["detect_recall"] <= 1.0
+
+
 # --- bad input: exit 2, one line, nothing written -----------------------------------------------
 
 
@@ -349,6 +365,10 @@ def assert_input_error(result, *needles):
         (["--arch", "nosuchnet"], ["unknown arch 'nosuchnet'"]),
         (["--count", "100000"], ["--count 100000"]),
         (["--count", "61", "--kinds", "interclass"], ["interclass needs an even --count"]),
+        (["--set", "rem.detect_top=5"], ["--set rem.detect_top is a detection setting", "detect+rem"]),
+        (["--methods", "detect+rem", "--set", "detect+rem.detect_top=5", "--set", "detect+rem.detect_threshold=0.2"], ["give one of detect_top"]),
+        (["--methods", "detect+rem", "--set", "detect+rem.detect_top=-1"], ["detect_top=-1 must be an integer >= 0"]),
+        (["--methods", "detect+nosuch"], ["unknown method 'nosuch'"]),
     ],
 )
 def test_bad_input_writes_nothing(cifar_spec, tmp_path, args, needles):
@@ -567,18 +587,19 @@ def test_cpu_script_dry_run(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(list((tmp_path / "data" / "train").rglob("*.jpg"))) == 1500 and len(list((tmp_path / "data" / "test").rglob("*.jpg"))) == 2000
     commands = [line for line in result.stdout.splitlines() if line.startswith("phase ")]
-    assert [c.split()[1] for c in commands] == ["1", "2", "3", "4", "5", "6"]
+    assert [c.split()[1] for c in commands] == ["1", "2", "3", "4", "5", "6", "7"]
     assert all("--width 0.5 --count 30 --train-epochs 60 --train-batch-size 128" in c and "--seeds 0\\,1\\,2" in c for c in commands)
     assert "--methods rem\\,rem@legacy " in commands[1] and "--set rem.epochs=15" in commands[1]
     for setting in ("bn=batch", "fresh_optimizer=false", "flush_stop=epoch", "units=bottleneck", "new_units_lr_scale=1"):
         assert f"--set rem@legacy.{setting}" in commands[1], setting
     assert "--discovery 0.3\\,0.7 " in commands[4]
+    assert "--methods detect+rem " in commands[6] and "--discovery 0.1\\,0.3 " in commands[6] and "--set detect+rem.epochs=15" in commands[6]
     assert "dry run: 63 of 63 cells would run (0 finished), 9 models would be trained; nothing was written" in result.stderr
     assert not (tmp_path / "out").exists()
 
 
 def test_cpu_script_tiny_mode_runs_every_phase(tmp_path):
-    """TINY=1: the profile's six phases at toy size, each resuming the folder the previous one wrote."""
+    """TINY=1: the profile's seven phases at toy size, each resuming the folder the previous one wrote."""
     env = _cpu_script_env(tmp_path, TINY="1")
     result = subprocess.run(
         ["bash", str(REPO / "benchmarks" / "sweep_cpu.sh"), str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300
@@ -587,12 +608,12 @@ def test_cpu_script_tiny_mode_runs_every_phase(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv")))
     assert all(r["status"] == "ok" for r in rows)
     methods = {r["method"] for r in rows}
-    assert {"rem", "rem@legacy", "rem@bottleneck", "retrain", "npo", "ssd", "original"} <= methods
+    assert {"rem", "rem@legacy", "rem@bottleneck", "retrain", "npo", "ssd", "detect+ga", "original"} <= methods
     assert {r["rate"] for r in rows if r["method"] == "rem"} == {"0.5", "1.0"}
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "do they memorise their corrupted samples?" in summary and "Wall time relative to retrain" in summary
     recorded = (tmp_path / "out" / "commands.sh").read_text().splitlines()
-    assert [line.split(",")[0] for line in recorded[::2]] == [f"# phase {n}" for n in range(1, 7)]
+    assert [line.split(",")[0] for line in recorded[::2]] == [f"# phase {n}" for n in range(1, 8)]
     assert all(line.startswith(str(Path(sys.executable).parent / "remcli") + " sweep ") for line in recorded[1::2])
 
 

@@ -76,9 +76,39 @@ class Cell:
         return f"{self.kind} seed {self.seed}: {self.method} at discovery {rate_label(self.rate)}"
 
 
+DETECT_PREFIX = "detect+"
+DETECT_DEFAULTS = {"detect_top": None, "detect_threshold": 0.3}  # `detect+METHOD` cells: how many candidates to add
+
+
 def base_method(name: str) -> str:
-    """`rem@legacy` -> `rem`: the registered method behind a labelled variant."""
-    return name.split("@", 1)[0]
+    """`rem@legacy` -> `rem`, `detect+rem` -> `rem`: the registered method behind a sweep entry."""
+    name = name.split("@", 1)[0]
+    return name[len(DETECT_PREFIX) :] if name.startswith(DETECT_PREFIX) else name
+
+
+def detects(name: str) -> bool:
+    """`detect+METHOD[@LABEL]`: the cell runs `remcli detect` on the identified set first and hands
+    METHOD the identified samples plus the detected candidates."""
+    return name.split("@", 1)[0].startswith(DETECT_PREFIX)
+
+
+def split_detect_settings(method: str, settings: dict) -> tuple[dict, dict]:
+    """(detect settings with defaults, the method's own settings) from one entry's `--set` values."""
+    own = {k: v for k, v in settings.items() if k not in DETECT_DEFAULTS}
+    given = {k: v for k, v in settings.items() if k in DETECT_DEFAULTS}
+    if given and not detects(method):
+        raise InputError(f"--set {method}.{next(iter(given))} is a detection setting; use it with a detect+METHOD entry, e.g. detect+{method}")
+    chosen = {**DETECT_DEFAULTS, **given}
+    if "detect_top" in given and given["detect_top"] is not None and "detect_threshold" not in given:
+        chosen["detect_threshold"] = None  # a given top replaces the default threshold
+    top, threshold = chosen["detect_top"], chosen["detect_threshold"]
+    if (top is None) == (threshold is None):
+        raise InputError(f"{method}: give one of detect_top (an integer >= 0) or detect_threshold (a score in [-1, 1]), not both")
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 0):
+        raise InputError(f"{method}: detect_top={top!r} must be an integer >= 0")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not -1 <= threshold <= 1):
+        raise InputError(f"{method}: detect_threshold={threshold!r} must be a number in [-1, 1]")
+    return chosen, own
 
 
 def model_id(kind: str, seed: int) -> str:
@@ -138,7 +168,8 @@ class SweepConfig:
         for method, settings in self.overrides.items():
             if method not in self.methods:
                 raise InputError(f"--set names method {method!r}, which is not in --methods ({', '.join(self.methods)}); add it or drop the --set")
-            build_config(get_method(base_method(method)), method_overrides(settings))  # unknown setting names list the valid ones
+            own = split_detect_settings(method, settings)[1]
+            build_config(get_method(base_method(method)), method_overrides(own))  # unknown setting names list the valid ones
         return self
 
     # --- enumeration --------------------------------------------------------------------------
@@ -264,7 +295,7 @@ def parse_methods(text: str) -> tuple[str, ...]:
         raise InputError("--methods lists no unlearning method; name at least one (see `remcli methods`)")
     for method in methods:
         if method.count("@") > 1 or method.endswith("@") or not base_method(method):
-            raise InputError(f"--methods entry {method!r} must be METHOD or METHOD@LABEL, e.g. rem@legacy")
+            raise InputError(f"--methods entry {method!r} must be METHOD, METHOD@LABEL or detect+METHOD, e.g. rem@legacy, detect+rem")
         get_method(base_method(method))
     return methods
 

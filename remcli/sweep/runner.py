@@ -45,6 +45,7 @@ from remcli.data.corruption import (
 )
 from remcli.data.datasets import Dataset, load_dataset
 from remcli.data.manifest import Manifest, check_manifest_matches, load_manifest
+from remcli.detection import detect
 from remcli.engine import resolve_device, resolve_precision
 from remcli.errors import InputError
 from remcli.evaluation import evaluate
@@ -61,10 +62,12 @@ from remcli.sweep.grid import (
     Cell,
     SweepConfig,
     base_method,
+    detects,
     merge_configs,
     method_overrides,
     model_id,
     normalised,
+    split_detect_settings,
 )
 from remcli.sweep.report import MEMORISED, write_results
 from remcli.train import TrainConfig, train
@@ -226,11 +229,25 @@ def run_cell(cfg: SweepConfig, cell: Cell, model: Model, reporter, raise_errors:
             evaluation = evaluate(model.checkpoint, dataset, manifest, None, device=cfg.device)
         else:
             identified = read_identified(forget_file(model, cell.rate), dataset)
-            overrides = method_overrides(cfg.overrides.get(cell.method, {}))
+            detection, own = split_detect_settings(cell.method, cfg.overrides.get(cell.method, {}))
+            overrides = method_overrides(own)
+            forget = identified
+            if detects(cell.method):
+                found = detect(
+                    model.checkpoint,
+                    model.inputs,
+                    identified,
+                    top=detection["detect_top"],
+                    threshold=detection["detect_threshold"],
+                    device=cfg.device,
+                )
+                forget = found.candidates
+                record["detect"] = found.summary
+                row.update(detected=found.summary["selected"], detect_recall=found.summary.get("ground_truth", {}).get("recall"))
             outcome = unlearn(
                 model.checkpoint,
                 model.inputs,
-                identified,
+                forget,
                 base_method(cell.method),
                 overrides,
                 seed=cell.seed,
@@ -244,7 +261,7 @@ def run_cell(cfg: SweepConfig, cell: Cell, model: Model, reporter, raise_errors:
                 identified=len(identified),
                 changed=outcome.summary["changed"],
                 steps=outcome.summary["steps"],
-                wall_time_s=outcome.summary["wall_time_s"],
+                wall_time_s=round(outcome.summary["wall_time_s"] + record.get("detect", {}).get("wall_time_s", 0.0), 3),  # detection included
             )
             record["unlearn"] = {k: v for k, v in outcome.summary.items()}
             del outcome, healed

@@ -1,0 +1,45 @@
+"""`remcli detect`'s recall on trained sweep models: identify the first 10 % / 30 % of each model's
+corruption (its discovery order), keep top-K candidates with K = the true corrupted count, and
+print precision and recall against the recorded corruption, one JSON line per (model, rate).
+
+    .venv/bin/python benchmarks/detect_recall.py benchmarks/results/sweep-cpu/models/*-s0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from remcli.checkpoints import load_checkpoint
+from remcli.data import identified_at
+from remcli.data.manifest import load_manifest
+from remcli.detection import detect
+from remcli.inputs import resolve_inputs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="+", type=Path, help="sweep model folders (model.safetensors + corruption.json)")
+    parser.add_argument("--rates", default="0.1,0.3")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    for folder in args.models:
+        checkpoint = load_checkpoint(folder / "model.safetensors")
+        inputs = resolve_inputs(checkpoint, None, None)
+        manifest = load_manifest(folder / "corruption.json")
+        trained = ~torch.isin(manifest.index_tensor, checkpoint.validation_indices)
+        corrupted = manifest.index_tensor[trained]
+        for rate in (float(r) for r in args.rates.split(",")):
+            identified = identified_at(manifest, rate)
+            identified = identified[~torch.isin(identified, checkpoint.validation_indices)]
+            result = detect(checkpoint, inputs, identified, top=max(len(corrupted) - len(identified), 0), device=args.device)
+            truth = result.summary["ground_truth"]
+            row = {"model": folder.name, "rate": rate, "identified": len(identified), "corrupted": len(corrupted), **truth}
+            print(json.dumps({**row, "wall_time_s": result.summary["wall_time_s"]}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
