@@ -6,7 +6,7 @@ difference to the baseline (same kind, rate and seed; mean ± SE of the differen
 exceeds 2 SE), utility x healed per kind at each rate, interclass healed against the untouched
 model, and REM's own diagnostics averaged over cells (the kept iterate and the last one).
 
-    python benchmarks/rem_ablation.py runs/sweep-cpu --base rem@legacy --variants rem,rem@bn-batch,...
+    python benchmarks/rem_ablation.py runs/sweep-cpu --base rem --variants rem-redirect,rem-redirect@bn-batch,...
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def diagnostics(record: dict) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path)
-    parser.add_argument("--base", default="rem@legacy")
+    parser.add_argument("--base", default="rem")
     parser.add_argument("--variants", default="rem,rem@bn-batch,rem@momentum,rem@epoch-flush,rem@bottleneck,rem@units-lr1")
     args = parser.parse_args()
     cells = load(args.folder)

@@ -18,7 +18,7 @@ DETECT_SETTINGS = ("detect_top", "detect_threshold")
 
 
 def base(method: str) -> str:
-    """`rem@legacy` -> `rem`, `detect+rem` -> `rem`: variants take the settings of their registered method."""
+    """`rem-redirect@bottleneck` -> `rem-redirect`, `detect+rem` -> `rem`: variants take the settings of their registered method."""
     name = method.split("@", 1)[0]
     return name.removeprefix("detect+")
 

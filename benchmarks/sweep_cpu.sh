@@ -19,9 +19,9 @@
 #
 # Phases, most informative first; each resumes the same folder (finished cells are kept):
 #   1. the nine models, with the two cheapest methods (npo, ga: seconds per cell), rates 0.1,0.5,1.0
-#   2. REM and REM as it was before the mechanism fixes (rem@legacy), rates 0.1,0.5,1.0
+#   2. REM (rem, the research code's mechanism) and rem-redirect (the redirect made real), rates 0.1,0.5,1.0
 #   3. retrain, finetune, scrub, potion, neggrad+, salun, rates 0.1,0.5,1.0
-#   4. REM ablations, one mechanism change reverted each, rates 0.1,0.5,1.0
+#   4. rem-redirect ablations, one of its mechanism changes reverted each, rates 0.1,0.5,1.0
 #   5. rates 0.3,0.7 for phases 1-3
 #   6. the remaining baselines (ssd, badteacher, cf-k, eu-k), all five rates
 #   7. detect+rem (remcli detect adds candidates to the identified set, then REM), rates 0.1,0.3,
@@ -37,14 +37,15 @@ SEEDS=${SEEDS:-0,1,2}
 DEVICE=${DEVICE:-cpu}
 PHASES=${PHASES:-1,2,3,4,5,6,7}
 
-# REM variants: `rem` is the current default; each ablation reverts one mechanism change
-# (remcli/unlearning/methods/rem/); rem@legacy reverts all of them (REM before issue 9).
-LEGACY=(rem@legacy.bn=batch rem@legacy.fresh_optimizer=false rem@legacy.flush_stop=epoch rem@legacy.units=bottleneck rem@legacy.new_units_lr_scale=1)
-ABLATIONS=(rem@bn-batch.bn=batch rem@momentum.fresh_optimizer=false rem@epoch-flush.flush_stop=epoch rem@bottleneck.units=bottleneck rem@units-lr1.new_units_lr_scale=1)
+# REM variants: `rem` (the default: the research code's mechanism) and `rem-redirect` (the five
+# changes that make the redirect real, remcli/unlearning/methods/rem/config.py); each ablation
+# reverts one of rem-redirect's changes.
+ABLATIONS=(rem-redirect@bn-batch.bn=batch rem-redirect@momentum.fresh_optimizer=false rem-redirect@epoch-flush.flush_stop=epoch
+           rem-redirect@bottleneck.units=bottleneck rem-redirect@units-lr1.new_units_lr_scale=1)
 PHASE1=${PHASE1_METHODS:-npo,ga}
-PHASE2=${PHASE2_METHODS:-rem,rem@legacy}
+PHASE2=${PHASE2_METHODS:-rem,rem-redirect}
 PHASE3=${PHASE3_METHODS:-retrain,finetune,scrub,potion,neggrad+,salun}
-PHASE4=${PHASE4_METHODS:-rem@bn-batch,rem@momentum,rem@epoch-flush,rem@bottleneck,rem@units-lr1}
+PHASE4=${PHASE4_METHODS:-rem-redirect@bn-batch,rem-redirect@momentum,rem-redirect@epoch-flush,rem-redirect@bottleneck,rem-redirect@units-lr1}
 PHASE6=${PHASE6_METHODS:-ssd,badteacher,cf-k,eu-k}
 PHASE7=${PHASE7_METHODS:-detect+rem}
 
@@ -54,7 +55,7 @@ if [ "${TINY:-0}" = 1 ]; then
   SIZE=(--width 0.125 --count 6 --train-epochs 1 --train-batch-size 64)
   FIRST_RATES=1.0; MORE_RATES=0.5
   BUDGETS=('*.epochs=1' '*.batch_size=64' '*.flush_max_epochs=2' '*.max_epochs=2' '*.max_tries=5' '*.max_steps=5')
-  PHASE3=retrain,finetune; PHASE4=rem@bottleneck; PHASE6=ssd; PHASE7=detect+ga  # one or two methods per phase: the plumbing, in under a minute
+  PHASE3=retrain,finetune; PHASE4=rem-redirect@bottleneck; PHASE6=ssd; PHASE7=detect+ga  # one or two methods per phase: the plumbing, in under a minute
   LOW_RATES=0.5
 else
   CACHE_DIR=${CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/remcli/cifar10-1500}
@@ -62,7 +63,9 @@ else
   SIZE=(--width 0.5 --count 30 --train-epochs 60 --train-batch-size 128)
   FIRST_RATES=0.1,0.5,1.0; MORE_RATES=0.3,0.7; LOW_RATES=0.1,0.3
   BUDGETS=('*.batch_size=128' rem.epochs=15 finetune.epochs=15 salun.epochs=15 cf-k.epochs=15 eu-k.epochs=15 neggrad+.epochs=7 scrub.epochs=4)
-  for v in rem@legacy rem@bn-batch rem@momentum rem@epoch-flush rem@bottleneck rem@units-lr1 detect+rem; do BUDGETS+=("$v.epochs=15"); done
+  for v in rem-redirect rem-redirect@bn-batch rem-redirect@momentum rem-redirect@epoch-flush rem-redirect@bottleneck rem-redirect@units-lr1 detect+rem; do
+    BUDGETS+=("$v.epochs=15")
+  done
 fi
 
 "$PYTHON" benchmarks/prepare_cifar_subset.py --source "$SOURCE" --per-class $PER_CLASS --test-per-class $TEST_PER_CLASS --out "$CACHE_DIR"
@@ -71,7 +74,7 @@ methods_json=$("$REMCLI" methods --json -)
 run_phase() {  # run_phase NAME METHODS RATES
   case ",$PHASES," in *",$1,"*) ;; *) return 0 ;; esac
   local args
-  mapfile -t args < <(printf '%s' "$methods_json" | "$PYTHON" benchmarks/sweep_args.py --methods "$2" "${BUDGETS[@]}" "${LEGACY[@]}" "${ABLATIONS[@]}")
+  mapfile -t args < <(printf '%s' "$methods_json" | "$PYTHON" benchmarks/sweep_args.py --methods "$2" "${BUDGETS[@]}" "${ABLATIONS[@]}")
   [ ${#args[@]} -gt 0 ] || exit 2
   local cmd=("$REMCLI" sweep --data "imagefolder:$CACHE_DIR" --arch resnet9 "${SIZE[@]}" --kinds poison,interclass,label-noise
              --discovery "$3" --seeds "$SEEDS" "${args[@]}" --device "$DEVICE" --out "$OUT")

@@ -25,11 +25,11 @@ def fully_identified(poisoned_run, poisoned_setup):
     return ckpt, inputs, read_identified(poisoned_run / "c" / "forget-1.0.txt", inputs.dataset)
 
 
-def test_rem_redirects_the_identified_samples_into_the_new_units(fully_identified):
+def test_rem_redirect_redirects_the_identified_samples_into_the_new_units(fully_identified):
     """The defining behaviour: after a few outer iterations the redirect view (old + new units)
     still fits the identified samples' corrupted labels while the drop view (what is kept) does not."""
     ckpt, inputs, identified = fully_identified
-    outcome = unlearn(ckpt, inputs, identified, "rem", {"epochs": 3, "batch_size": 128}, seed=0, device="cpu")
+    outcome = unlearn(ckpt, inputs, identified, "rem-redirect", {"epochs": 3, "batch_size": 128}, seed=0, device="cpu")
     log = outcome.summary["log"]
     iterations = log["iterations"]
     start = iterations[0]

@@ -105,7 +105,7 @@ def test_flush_runs_until_gamma(poisoned_setup, main_run):
     outcome, reporter, _ = main_run
     gamma = outcome.summary["config"]["gamma"]
     assert gamma == 0.2 and outcome.summary["config"]["flush_max_epochs"] == 100
-    assert outcome.summary["config"]["flush_stop"] == "step"
+    assert outcome.summary["config"]["flush_stop"] == "epoch"  # rem's default; rem-redirect checks every step
     iterations = outcome.summary["log"]["iterations"]
     assert iterations[0]["forget_acc"] > gamma, "precondition: the poisoned model fits its poisoned labels"
     flush_epochs = iterations[1]["flush_epochs"]

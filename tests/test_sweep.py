@@ -589,9 +589,10 @@ def test_cpu_script_dry_run(tmp_path):
     commands = [line for line in result.stdout.splitlines() if line.startswith("phase ")]
     assert [c.split()[1] for c in commands] == ["1", "2", "3", "4", "5", "6", "7"]
     assert all("--width 0.5 --count 30 --train-epochs 60 --train-batch-size 128" in c and "--seeds 0\\,1\\,2" in c for c in commands)
-    assert "--methods rem\\,rem@legacy " in commands[1] and "--set rem.epochs=15" in commands[1]
-    for setting in ("bn=batch", "fresh_optimizer=false", "flush_stop=epoch", "units=bottleneck", "new_units_lr_scale=1"):
-        assert f"--set rem@legacy.{setting}" in commands[1], setting
+    assert "--methods rem\\,rem-redirect " in commands[1] and "--set rem.epochs=15" in commands[1] and "--set rem-redirect.epochs=15" in commands[1]
+    ablations = {"bn-batch": "bn=batch", "momentum": "fresh_optimizer=false", "epoch-flush": "flush_stop=epoch", "bottleneck": "units=bottleneck"}
+    for label, setting in {**ablations, "units-lr1": "new_units_lr_scale=1"}.items():
+        assert f"--set rem-redirect@{label}.{setting}" in commands[3], setting
     assert "--discovery 0.3\\,0.7 " in commands[4]
     assert "--methods detect+rem " in commands[6] and "--discovery 0.1\\,0.3 " in commands[6] and "--set detect+rem.epochs=15" in commands[6]
     assert "dry run: 63 of 63 cells would run (0 finished), 9 models would be trained; nothing was written" in result.stderr
@@ -608,7 +609,7 @@ def test_cpu_script_tiny_mode_runs_every_phase(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv")))
     assert all(r["status"] == "ok" for r in rows)
     methods = {r["method"] for r in rows}
-    assert {"rem", "rem@legacy", "rem@bottleneck", "retrain", "npo", "ssd", "detect+ga", "original"} <= methods
+    assert {"rem", "rem-redirect", "rem-redirect@bottleneck", "retrain", "npo", "ssd", "detect+ga", "original"} <= methods
     assert {r["rate"] for r in rows if r["method"] == "rem"} == {"0.5", "1.0"}
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "do they memorise their corrupted samples?" in summary and "Wall time relative to retrain" in summary

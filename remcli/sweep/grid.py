@@ -92,6 +92,13 @@ def detects(name: str) -> bool:
     return name.split("@", 1)[0].startswith(DETECT_PREFIX)
 
 
+def resolved_settings(method: str, overrides: dict) -> dict:
+    """Every setting of a sweep entry's method, defaults filled in (and detection's, for detect+)."""
+    detection, own = split_detect_settings(method, overrides)
+    settings = asdict(build_config(get_method(base_method(method)), method_overrides(own)))
+    return {**settings, **(detection if detects(method) else {})}
+
+
 def split_detect_settings(method: str, settings: dict) -> tuple[dict, dict]:
     """(detect settings with defaults, the method's own settings) from one entry's `--set` values."""
     own = {k: v for k, v in settings.items() if k not in DETECT_DEFAULTS}
@@ -191,9 +198,16 @@ class SweepConfig:
         return normalised({**{key: getattr(self, key) for key in MODEL_KEYS}, "kind": kind, "seed": seed})
 
     def cell_config(self, cell: Cell) -> dict:
-        """What determines a cell's result; a finished cell is reused only if this matches."""
-        settings = {} if cell.method == ORIGINAL else self.overrides.get(cell.method, {})
-        return normalised({"model": self.model_config(cell.kind, cell.seed), "method": cell.method, "rate": cell.rate, "overrides": settings})
+        """What determines a cell's result; a finished cell is reused only if this matches.
+
+        `settings` is every setting the method runs with, defaults resolved: when a new remcli
+        changes a default, cells computed under the old one no longer match and are rerun, never
+        silently reused."""
+        overrides = {} if cell.method == ORIGINAL else self.overrides.get(cell.method, {})
+        body = {"model": self.model_config(cell.kind, cell.seed), "method": cell.method, "rate": cell.rate, "overrides": overrides}
+        if cell.method != ORIGINAL:
+            body["settings"] = resolved_settings(cell.method, overrides)
+        return normalised(body)
 
     # --- (de)serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict:

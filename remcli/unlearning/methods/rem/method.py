@@ -4,8 +4,9 @@ The loop is the research code's (rem-method.md §3.3): per outer iteration, an N
 identified set until its accuracy on the corrupted labels is <= gamma, then one repair epoch over
 the training set with loss = redirect-NPO - continued removal, then best-proxy selection.
 
-Four mechanism fixes make the redirect real (rem-audit.md, "Where they differ"); each is a
-setting whose old value reproduces the earlier behaviour:
+Five mechanism changes make the redirect real (rem-audit.md, "Where they differ"); `rem-redirect`
+runs with all of them, `rem` (the default: it heals better on the memorising CPU profile) with
+none, and each is a setting of either:
 
 * `bn="frozen"`: every pass uses the input model's BatchNorm running statistics and none updates
   them. Identified-only flush batches (all triggered, or all cats and dogs) can no longer
