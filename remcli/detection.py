@@ -135,6 +135,9 @@ def detect(
         "labels_searched": sorted(int(v) for v in torch.unique(view.labels.cpu()[is_identified])),
         "wall_time_s": round(time.perf_counter() - start, 3),
     }
+    trained_for = [h.get("wall_time_s") for h in checkpoint.meta.get("history", []) if h.get("command") == "train" and h.get("wall_time_s")]
+    if trained_for:  # what detection cost against the recorded training run (a retrain costs about that)
+        summary["wall_time_vs_training"] = round(summary["wall_time_s"] / trained_for[-1], 4)
     if manifest is not None:  # ground truth: the recorded corruption, as trained on
         corrupted = manifest.index_tensor[torch.isin(manifest.index_tensor, positions)]
         hits = int(torch.isin(candidates, corrupted).sum())

@@ -63,6 +63,7 @@ def test_detect_finds_most_of_the_poison_from_ten_percent(poisoned_run, found, t
     ranked = summary["ranked"]
     assert len(ranked) == top and all(a["score"] >= b["score"] for a, b in zip(ranked, ranked[1:]))
     assert "precision" in result.stderr and str(out) in result.stderr
+    assert 0 < summary["wall_time_vs_training"] < 1  # forward passes only: a fraction of the training run
 
 
 def test_threshold_keeps_every_sample_above_it(poisoned_run, found, tmp_path):
