@@ -24,8 +24,8 @@
 #   4. rem-redirect ablations, one of its mechanism changes reverted each, rates 0.1,0.5,1.0
 #   5. rates 0.3,0.7 for phases 1-3
 #   6. the remaining baselines (ssd, badteacher, cf-k, eu-k), all five rates
-#   7. detect+rem (remcli detect adds candidates to the identified set, then REM), rates 0.1,0.3,
-#      against REM on the identified set alone (phases 2 and 5)
+#   7. detect+rem and detect+rem-redirect (remcli detect adds candidates to the identified set,
+#      then REM), rates 0.1,0.3, against REM on the identified set alone (phases 2 and 5)
 # PHASES=1,2 runs only those; PHASE<N>_METHODS=a,b replaces phase N's methods (e.g. one ablation). BUDGET_MINUTES=N stops the running phase when time is up (finished
 # cells are kept) and rebuilds the report. Environment (optional): SOURCE, CACHE_DIR, SEEDS,
 # DEVICE (default cpu), REMCLI, PYTHON, DRY_RUN=1 (check every option, print each phase's command), WORKERS=N (N local
@@ -47,7 +47,7 @@ PHASE2=${PHASE2_METHODS:-rem,rem-redirect}
 PHASE3=${PHASE3_METHODS:-retrain,finetune,scrub,potion,neggrad+,salun}
 PHASE4=${PHASE4_METHODS:-rem-redirect@bn-batch,rem-redirect@momentum,rem-redirect@epoch-flush,rem-redirect@bottleneck,rem-redirect@units-lr1}
 PHASE6=${PHASE6_METHODS:-ssd,badteacher,cf-k,eu-k}
-PHASE7=${PHASE7_METHODS:-detect+rem}
+PHASE7=${PHASE7_METHODS:-detect+rem,detect+rem-redirect}
 
 if [ "${TINY:-0}" = 1 ]; then
   CACHE_DIR=${CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/remcli/cifar10-tiny}
@@ -63,7 +63,7 @@ else
   SIZE=(--width 0.5 --count 30 --train-epochs 60 --train-batch-size 128)
   FIRST_RATES=0.1,0.5,1.0; MORE_RATES=0.3,0.7; LOW_RATES=0.1,0.3
   BUDGETS=('*.batch_size=128' rem.epochs=15 finetune.epochs=15 salun.epochs=15 cf-k.epochs=15 eu-k.epochs=15 neggrad+.epochs=7 scrub.epochs=4)
-  for v in rem-redirect rem-redirect@bn-batch rem-redirect@momentum rem-redirect@epoch-flush rem-redirect@bottleneck rem-redirect@units-lr1 detect+rem; do
+  for v in rem-redirect rem-redirect@bn-batch rem-redirect@momentum rem-redirect@epoch-flush rem-redirect@bottleneck rem-redirect@units-lr1 detect+rem detect+rem-redirect; do
     BUDGETS+=("$v.epochs=15")
   done
 fi
