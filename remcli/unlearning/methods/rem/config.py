@@ -5,9 +5,9 @@ batch-statistics BatchNorm, one optimiser across phases, gamma checked once per 
 1x1 bottleneck units. `rem-redirect` runs the five changes that make the redirect real
 (`REDIRECTING`): frozen BatchNorm, fresh optimiser state at each phase switch, gamma checked after
 every flush step, chained conv units, and a 10x learning rate for the new units. Its redirect view
-holds the identified set (0.93 of it at the last iteration, against 0.40 for `rem`), but on the
-memorising CPU profile it healed less: utility x healed 4.8 +/- 2.3 points below `rem`, paired over
-11 cells (docs/results-cpu.md). So the default is the mechanism that heals better there; every
+holds the identified set (0.93 of it at the last iteration, against 0.44 for `rem`), but on the
+memorising CPU profile it healed less: utility x healed 4.6 +/- 1.7 points below `rem`, paired over
+18 cells of two seeds (docs/results-cpu.md). So the default is the mechanism that heals better there; every
 change stays one setting away.
 """
 
