@@ -10,7 +10,7 @@ from remcli.unlearning.methods.rem.method import rem
 _INFO = dict(
     data="identified set (flush) + whole training set (repair)",
     budget="{epochs} outer iterations: flush-until-gamma + 1 repair epoch each",
-    cost="~45% (measured at the paper's budgets; rem-redirect's conv units ~60%)",
+    cost="~70% (measured at the paper's budgets, bf16 CPU; rem-redirect ~60%)",
 )
 register_method("rem", REMConfig, "REM: add units, redirect identified samples into them via one shared mask, NPO removal, drop units", **_INFO)(rem)
 register_method(
