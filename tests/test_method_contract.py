@@ -22,6 +22,7 @@ METHODS = [m.name for m in list_methods()]
 TINY = {
     "rem": ["--epochs", "1"],
     "rem-ga": ["--epochs", "1"],
+    "rem-redirect": ["--epochs", "1"],
     "retrain": ["--epochs", "1"],
     "finetune": ["--epochs", "1"],
     "cf-k": ["--epochs", "1"],

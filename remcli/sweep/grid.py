@@ -13,8 +13,8 @@ A folder's `sweep.json` records the configuration. Settings that define the trai
 method's `--set` settings once it has a finished cell; kinds, rates, methods and seeds may grow
 (new cells are added, finished ones are reused). Device and precision may change.
 
-A method may appear more than once under labels, `METHOD@LABEL` (e.g. `rem@legacy`), each with
-its own `--set rem@legacy.NAME=VALUE` settings: that is how ablations and tuned variants of one
+A method may appear more than once under labels, `METHOD@LABEL` (e.g. `rem-redirect@bottleneck`), each
+with its own `--set rem-redirect@bottleneck.NAME=VALUE` settings: that is how ablations and tuned variants of one
 registered method sit side by side in one map.
 """
 
@@ -81,7 +81,7 @@ DETECT_DEFAULTS = {"detect_top": None, "detect_threshold": 0.3}  # `detect+METHO
 
 
 def base_method(name: str) -> str:
-    """`rem@legacy` -> `rem`, `detect+rem` -> `rem`: the registered method behind a sweep entry."""
+    """`rem-redirect@bottleneck` -> `rem-redirect`, `detect+rem` -> `rem`: the registered method behind a sweep entry."""
     name = name.split("@", 1)[0]
     return name[len(DETECT_PREFIX) :] if name.startswith(DETECT_PREFIX) else name
 
@@ -309,7 +309,7 @@ def parse_methods(text: str) -> tuple[str, ...]:
         raise InputError("--methods lists no unlearning method; name at least one (see `remcli methods`)")
     for method in methods:
         if method.count("@") > 1 or method.endswith("@") or not base_method(method):
-            raise InputError(f"--methods entry {method!r} must be METHOD, METHOD@LABEL or detect+METHOD, e.g. rem@legacy, detect+rem")
+            raise InputError(f"--methods entry {method!r} must be METHOD, METHOD@LABEL or detect+METHOD, e.g. rem-redirect@bottleneck, detect+rem")
         get_method(base_method(method))
     return methods
 
