@@ -3,7 +3,7 @@
 # at a size two CPU cores can map over several sessions. Results: docs/results-cpu.md.
 #
 #   benchmarks/sweep_cpu.sh OUT_DIR          # e.g. runs/sweep-cpu; rerun the same line to resume
-#   TINY=1 benchmarks/sweep_cpu.sh OUT_DIR   # the same phases at toy size (the test suite, < 1 minute)
+#   TINY=1 benchmarks/sweep_cpu.sh OUT_DIR   # the same phases at toy size (the test suite, ~1.5 minutes)
 #
 # Profile (why: docs/results-cpu.md, "Choosing the profile"):
 # * data: 1,500 CIFAR-10 training images (150 per class) and 2,000 test images (200 per class),
@@ -55,7 +55,7 @@ if [ "${TINY:-0}" = 1 ]; then
   SIZE=(--width 0.125 --count 6 --train-epochs 1 --train-batch-size 64)
   FIRST_RATES=1.0; MORE_RATES=0.5
   BUDGETS=('*.epochs=1' '*.batch_size=64' '*.flush_max_epochs=2' '*.max_epochs=2' '*.max_tries=5' '*.max_steps=5')
-  PHASE3=retrain,finetune; PHASE4=rem-redirect@bottleneck; PHASE6=ssd; PHASE7=detect+ga  # one or two methods per phase: the plumbing, in under a minute
+  PHASE3=retrain,finetune; PHASE4=rem-redirect@bottleneck; PHASE6=ssd; PHASE7=detect+ga  # one or two methods per phase: the plumbing, at toy size
   LOW_RATES=0.5
 else
   CACHE_DIR=${CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/remcli/cifar10-1500}
