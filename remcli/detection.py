@@ -108,7 +108,8 @@ def detect(
     view = as_trained_view(dataset, manifest, positions, dev)
     features = penultimate_features(model, view.batches(input_spec(dataset, checkpoint.arch or ""), batch_size), precision)
     is_identified = torch.isin(positions, identified)
-    scores = similarity_scores(features, view.labels.cpu(), is_identified)
+    labels = view.labels.cpu()
+    scores = similarity_scores(features, labels, is_identified)
 
     others = torch.nonzero(~is_identified & (scores > -1)).flatten()
     order = others[torch.argsort(scores[others], descending=True, stable=True)]
@@ -132,7 +133,7 @@ def detect(
             "selected_max": round(float(kept.max()), 6) if len(kept) else None,
             "others_median": round(float(scores[others].median()), 6) if len(others) else None,
         },
-        "labels_searched": sorted(int(v) for v in torch.unique(view.labels.cpu()[is_identified])),
+        "labels_searched": sorted(int(v) for v in torch.unique(labels[is_identified])),
         "wall_time_s": round(time.perf_counter() - start, 3),
     }
     trained_for = [h.get("wall_time_s") for h in checkpoint.meta.get("history", []) if h.get("command") == "train" and h.get("wall_time_s")]

@@ -234,20 +234,25 @@ def _load_imagefolder(root: Path, download: bool, size: int | None = None):
 _SIZE_OPTION = re.compile(r"\?size=(\S*)$")
 
 
-def split_spec_options(spec: str) -> tuple[str, dict]:
-    """`imagefolder:ROOT?size=64` -> ('imagefolder:ROOT', {'size': 64}); other specs -> (spec, {})."""
+def split_size(spec: str, where: str, hint: str = "") -> tuple[str, int | None]:
+    """`X?size=64` -> ('X', 64); `X` -> ('X', None). `where` and `hint` shape the error message."""
     match = _SIZE_OPTION.search(spec)
     if not match:
-        return spec, {}
+        return spec, None
     text = match.group(1)
     if not text.isdigit() or int(text) < 1:
-        raise InputError(
-            f"?size={text} in data spec {spec!r} must be a positive integer N (every image is resized to N x N), e.g. imagefolder:ROOT?size=32"
-        )
-    base = spec[: match.start()]
+        raise InputError(f"?size={text} in {where}{spec!r} must be a positive integer N (every image is resized to N x N){hint}")
+    return spec[: match.start()], int(text)
+
+
+def split_spec_options(spec: str) -> tuple[str, dict]:
+    """`imagefolder:ROOT?size=64` -> ('imagefolder:ROOT', {'size': 64}); other specs -> (spec, {})."""
+    base, size = split_size(spec, "data spec ", ", e.g. imagefolder:ROOT?size=32")
+    if size is None:
+        return spec, {}
     if not base.startswith("imagefolder:") and base != "sample":
         raise InputError(f"?size=N in data spec {spec!r} is only for imagefolder data (and sample); remove it")
-    return base, {"size": int(text)}
+    return base, {"size": size}
 
 
 def parse_spec(spec: str) -> tuple[str, Path]:
@@ -290,13 +295,8 @@ def load_labelled_folder(spec: str, classes: tuple[str, ...]) -> Split:
     """An extra labelled set a user keeps (`FOLDER` or `FOLDER?size=N`): FOLDER/<class>/<image>,
     labelled by class *name* against `classes`, so a folder holding only some classes (all the
     triggered images of one class, say) gets the training data's label numbers."""
-    match = _SIZE_OPTION.search(spec)
-    folder = Path(spec[: match.start()] if match else spec).expanduser()
-    size = None
-    if match:
-        if not match.group(1).isdigit() or int(match.group(1)) < 1:
-            raise InputError(f"?size={match.group(1)} in {spec!r} must be a positive integer N (every image is resized to N x N)")
-        size = int(match.group(1))
+    base, size = split_size(spec, "")
+    folder = Path(base).expanduser()
     if not folder.is_dir():
         raise InputError(f"labelled set {folder} is not a folder: expected {EVAL_SET_LAYOUT}")
     found = sorted(p.name for p in folder.iterdir() if p.is_dir())

@@ -37,19 +37,27 @@ def load_config(out: Path) -> SweepConfig:
     return SweepConfig.from_dict(body["config"])
 
 
+def _read_record(path: Path) -> dict | None:
+    """One cell file, or None when it is missing or not a cell record."""
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None  # cannot be partial (atomic writes); a hand-edited file is recomputed
+    if isinstance(body, dict) and body.get("cell") == path.stem and isinstance(body.get("row"), dict):
+        return body
+    return None
+
+
+def load_record(out: Path, cell_id: str) -> dict | None:
+    """DIR/cells/<cell_id>.json, if it holds a readable record."""
+    return _read_record(out / "cells" / f"{cell_id}.json")
+
+
 def load_records(out: Path) -> dict[str, dict]:
     """Every readable cell file in DIR/cells, by cell id."""
-    records = {}
     folder = out / "cells"
-    if folder.is_dir():
-        for path in sorted(folder.glob("*.json")):
-            try:
-                body = json.loads(path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue  # cannot be partial (atomic writes); a hand-edited file is recomputed
-            if isinstance(body, dict) and body.get("cell") == path.stem and isinstance(body.get("row"), dict):
-                records[path.stem] = body
-    return records
+    paths = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    return {path.stem: record for path in paths if (record := _read_record(path)) is not None}
 
 
 def is_finished(record: dict | None, cell_config: dict) -> bool:

@@ -55,7 +55,7 @@ from remcli.models import build_model, model_channels, resolve_arch_kwargs
 from remcli.progress import NullReporter, PrefixedReporter
 from remcli.seeding import seeded_global_rng
 from remcli.sweep.claims import DEFAULT_TTL_S, Claims
-from remcli.sweep.folder import is_finished, load_records, read_sweep_json, sweep_json_path, write_sweep_json
+from remcli.sweep.folder import is_finished, load_record, load_records, read_sweep_json, sweep_json_path, write_sweep_json
 from remcli.sweep.grid import (
     ORIGINAL,
     SCHEMA_VERSION,
@@ -374,7 +374,7 @@ def _run_cells(
                 if not claims.try_claim(cell.id):
                     continue
                 try:
-                    if is_finished(load_records(out).get(cell.id), cfg.cell_config(cell)):
+                    if is_finished(load_record(out, cell.id), cfg.cell_config(cell)):
                         continue  # finished by its previous holder just before we took the claim
                     done += 1
                     tag = f"[{done}/{len(todo)}]"
@@ -407,13 +407,16 @@ def _run_cells(
 def _claimed_model(cfg: SweepConfig, out: Path, dataset: Dataset, manifest: Manifest, kind: str, seed: int, claims: Claims, reporter, outcome):
     """The (kind, seed) model, trained here if nobody has; None while another worker trains it."""
     name = f"model-{model_id(kind, seed)}"
+    claimed = False
     if not (out / "models" / model_id(kind, seed) / "model.safetensors").is_file():
         if not claims.try_claim(name):
             return None
+        claimed = True
     try:
         model = ensure_model(cfg, out, dataset, manifest, kind, seed, PrefixedReporter(reporter, f"{kind} s{seed}:", notes=False))
     finally:
-        claims.release(name)
+        if claimed:
+            claims.release(name)
     if model.trained:
         outcome.models_trained += 1
         reporter.note(f"trained {kind} seed {seed}: val acc {model.train_summary.get('val_acc')} in {model.train_summary.get('wall_time_s', 0):.1f}s")
