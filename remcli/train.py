@@ -18,6 +18,7 @@ from remcli.checkpoints import history_entry
 from remcli.config import Settings
 from remcli.data.datasets import Dataset
 from remcli.data.manifest import Manifest
+from remcli.data.pipeline import training_batch_bounds
 from remcli.data.views import clean_view, training_view, validation_split
 from remcli.engine import (
     OPTIMIZERS,
@@ -106,7 +107,7 @@ def train(
     view = training_view(dataset, manifest, held_out, device)
     val_view = clean_view(dataset.train, held_out, device) if len(held_out) else None
     spec = input_spec(dataset, cfg.arch)
-    steps_per_epoch = -(-len(view) // cfg.batch_size)
+    steps_per_epoch = len(training_batch_bounds(len(view), cfg.batch_size))
     total_steps = steps_per_epoch * cfg.epochs
     optim = cfg.optim()
     schedule = warmup_linear_decay(total_steps) if optim.name == "sgd" else None

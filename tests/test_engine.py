@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from remcli.data.pipeline import Batch
+from remcli.data.pipeline import Batch, InputSpec, SampleView, training_batch_bounds
 from remcli.engine import (
     Engine,
     OptimConfig,
@@ -92,3 +92,25 @@ def test_devices_accept_cuda_index_and_refuse_what_cannot_run():
     else:
         with pytest.raises(InputError, match="no CUDA GPU is visible"):
             resolve_device("cuda:1")
+
+
+def test_training_batches_fold_a_tiny_last_batch_into_the_previous_one():
+    # 1,410 samples at batch 128: the last batch of 2 joins the 11th (the CPU profile's divergence)
+    assert training_batch_bounds(1410, 128)[-1] == (1280, 1410)
+    assert len(training_batch_bounds(1410, 128)) == 11
+    # a last batch of at least batch/8 stays on its own; one batch is never merged away
+    assert training_batch_bounds(1425, 128)[-1] == (1408, 1425)
+    assert training_batch_bounds(5, 128) == [(0, 5)]
+    assert training_batch_bounds(256, 128) == [(0, 128), (128, 256)]
+
+
+def test_a_shuffled_pass_sees_every_sample_once_and_an_evaluation_pass_cuts_plain_batches():
+    count = 130
+    view = SampleView(
+        torch.zeros(count, 3, 4, 4, dtype=torch.uint8), torch.arange(count) % 10, torch.zeros(count, dtype=torch.bool), torch.arange(count), None
+    )
+    spec = InputSpec((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 3)
+    shuffled = list(view.batches(spec, 64, torch.Generator().manual_seed(0), augment=True))
+    assert [len(b.labels) for b in shuffled] == [64, 66]
+    assert sorted(torch.cat([b.indices for b in shuffled]).tolist()) == list(range(count))
+    assert [len(b.labels) for b in view.batches(spec, 64)] == [64, 64, 2]

@@ -7,7 +7,6 @@ parameters train; everything else is here.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -15,7 +14,7 @@ import torch
 from torch import nn
 
 from remcli.config import Settings
-from remcli.data.pipeline import Batch, SampleView
+from remcli.data.pipeline import Batch, SampleView, training_batch_bounds
 from remcli.engine import (
     OPTIMIZERS,
     Engine,
@@ -59,7 +58,7 @@ class FitResult:
 
 
 def steps_per_epoch(view: SampleView, batch_size: int) -> int:
-    return math.ceil(len(view) / batch_size)
+    return len(training_batch_bounds(len(view), batch_size))
 
 
 def fit(
