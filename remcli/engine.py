@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from remcli.data.pipeline import Batch
+from remcli.distributed import DataParallel, shared_batch
 from remcli.errors import InputError
 from remcli.progress import NullReporter
 
@@ -145,8 +146,14 @@ class Engine:
         precision: str = "fp32",
         schedule: Callable[[int], float] | None = None,
         reporter: NullReporter | None = None,
+        group: DataParallel | None = None,
+        synced_modules: Iterable[nn.Module] = (),
     ):
+        """`group` (under torchrun): each step runs on this rank's share of the batch and sums the
+        gradients across ranks; `synced_modules` get rank 0's buffers after every step."""
         self.optimizer = optimizer
+        self.group = group
+        self.synced_modules = tuple(synced_modules)
         self.device = device
         self.precision = precision
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule) if schedule else None
@@ -162,15 +169,22 @@ class Engine:
         """Forget momentum / Adam moments, so one phase's updates do not leak into the next."""
         self.optimizer.state.clear()
 
-    def step(self, loss: torch.Tensor, advance_schedule: bool = True) -> None:
+    def step(self, loss: torch.Tensor | None, advance_schedule: bool = True, weight: float = 1.0) -> None:
+        """Backward and one optimiser step. Under data parallel `loss` is the mean over this rank's
+        share, `weight` the share's fraction of the global batch (None: an empty share)."""
         self.optimizer.zero_grad(set_to_none=True)
+        if loss is not None:
+            scaled = loss * weight if self.group is not None else loss
+            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        if self.group is not None:
+            self.group.all_reduce_gradients(p for group in self.optimizer.param_groups for p in group["params"])
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            loss.backward()
             self.optimizer.step()
+        if self.group is not None:
+            self.group.broadcast_buffers(self.synced_modules)
         if self.scheduler is not None and advance_schedule:
             self.scheduler.step()
         self.steps += 1
@@ -191,10 +205,16 @@ class Engine:
         for batch in batches:
             if max_steps is not None and stats.steps >= max_steps:
                 break
-            with self.autocast():
-                loss = loss_fn(batch)
-            self.step(loss, advance_schedule)
-            losses.append(loss.detach())
+            share, weight = shared_batch(self.group, batch)
+            loss = None
+            if share.labels.shape[0]:
+                with self.autocast():
+                    loss = loss_fn(share)
+            self.step(loss, advance_schedule, weight)
+            if self.group is None:
+                losses.append(loss.detach())
+            else:  # the global batch's mean loss, the same on every rank
+                losses.append(self.group.sum(loss.detach() * weight if loss is not None else torch.zeros((), device=self.device)))
             stats.steps += 1
             stats.samples += int(batch.labels.shape[0])
             self.reporter.advance(1)

@@ -20,6 +20,7 @@ from remcli.data.datasets import Dataset
 from remcli.data.manifest import Manifest
 from remcli.data.pipeline import training_batch_bounds
 from remcli.data.views import clean_view, training_view, validation_split
+from remcli.distributed import DataParallel, sync_batchnorm
 from remcli.engine import (
     OPTIMIZERS,
     PRECISIONS,
@@ -32,6 +33,7 @@ from remcli.engine import (
     synchronize,
     warmup_linear_decay,
 )
+from remcli.errors import InputError
 from remcli.models import build_model, input_spec, model_channels, resolve_arch_kwargs
 from remcli.models.recipes import default_optimizer, train_lr
 from remcli.progress import NullReporter
@@ -94,14 +96,22 @@ def train(
     corruption_sha256: str | None = None,
     corruption_path: str | None = None,
     reporter: NullReporter | None = None,
+    group: DataParallel | None = None,
+    sync_bn: bool = False,
 ) -> TrainResult:
+    """Train `cfg.arch` on `dataset`. `group` (under torchrun, remcli.distributed): data-parallel,
+    every rank returns the same model; `sync_bn` computes BatchNorm statistics over the global batch (CUDA)."""
     reporter = reporter or NullReporter()
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device) if group is None else group.device(resolve_device(cfg.device))
+    if sync_bn and group is None:
+        raise InputError("--sync-bn only applies under torchrun (several data-parallel processes); drop it for a single process")
     precision = resolve_precision(cfg.precision, device)
     arch_kwargs = resolve_arch_kwargs(cfg.arch, dataset.input_shape[-1], cfg.arch_kwargs)
     with seeded_global_rng(cfg.seed, "train/init"):
         model = build_model(cfg.arch, dataset.num_classes, model_channels(cfg.arch, dataset.input_shape[0]), dataset.input_shape[-1], **arch_kwargs)
     model = model.to(device).to(memory_format=torch.channels_last)
+    if sync_bn:
+        model = sync_batchnorm(model, device)
 
     held_out = validation_split(dataset, manifest, cfg.val_fraction, cfg.seed)
     view = training_view(dataset, manifest, held_out, device)
@@ -111,7 +121,7 @@ def train(
     total_steps = steps_per_epoch * cfg.epochs
     optim = cfg.optim()
     schedule = warmup_linear_decay(total_steps) if optim.name == "sgd" else None
-    engine = Engine(make_optimizer(model.parameters(), optim), device, precision, schedule, reporter)
+    engine = Engine(make_optimizer(model.parameters(), optim), device, precision, schedule, reporter, group, (model,))
     batch_order = generator(cfg.seed, "train/batches", device)
 
     def loss_fn(batch):
@@ -158,6 +168,7 @@ def train(
             steps=engine.steps,
             images_per_s=summary["images_per_s"],
             corruption_sha256=corruption_sha256,
+            **({"data_parallel": {"world_size": group.world_size, "sync_bn": sync_bn}} if group is not None else {}),
         )
     ]
     validation = {"seed": cfg.seed, "fraction": cfg.val_fraction, "indices": held_out.tolist()}

@@ -11,7 +11,7 @@ LAYERS = [
     {"__init__", "errors", "seeding", "fileio", "progress", "settings", "config"},
     {"data"},
     {"models"},
-    {"checkpoints", "engine"},
+    {"checkpoints", "engine", "distributed"},
     {"inputs"},
     {"train", "unlearning", "evaluation", "detection"},
     {"sweep"},

@@ -22,7 +22,9 @@ from remcli.cli.commands.inspect import inspect_command
 from remcli.cli.commands.sweep import sweep_command
 from remcli.cli.commands.train import train_command
 from remcli.cli.commands.unlearn import unlearn_command
-from remcli.errors import exit_codes_text
+from remcli.cli.output import stderr
+from remcli.distributed import TORCHRUN_COMMANDS, is_main_process, launched_by_torchrun
+from remcli.errors import InputError, exit_codes_text
 
 HELP_OPTIONS = ["-h", "--help"]
 
@@ -98,8 +100,19 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit.")) -> None:
+def _root(
+    ctx: typer.Context, version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit.")
+) -> None:
     """remcli: corrupt, train, unlearn and evaluate image classifiers."""
+    if launched_by_torchrun() and ctx.invoked_subcommand not in TORCHRUN_COMMANDS:
+        # every rank would run the whole command and race on its outputs
+        if is_main_process():
+            stderr.print(
+                f"[bold red]error:[/] `remcli {ctx.invoked_subcommand}` does not run under torchrun; only "
+                f"{' and '.join(TORCHRUN_COMMANDS)} do (sweeps scale out with --workers)",
+                soft_wrap=True,
+            )
+        raise typer.Exit(code=InputError.exit_code)
 
 
 for _name, _command in (

@@ -35,3 +35,11 @@ FORGET_HELP = (
     "Identified samples: a file with one training-split position per line (`#` comments allowed) or, for imagefolder data, "
     "an image path relative to the dataset root such as train/cat/0001.jpg; '-' reads the lines from stdin."
 )
+SyncBNOpt = Annotated[
+    bool,
+    typer.Option(
+        "--sync-bn",
+        help="Under torchrun: BatchNorm statistics over the global batch (SyncBatchNorm, CUDA only); "
+        "without it each rank normalises its own share and rank 0's running statistics are kept.",
+    ),
+]

@@ -21,6 +21,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from remcli.distributed import is_main_process
 from remcli.errors import RemcliError
 from remcli.fileio import atomic_write_text, write_failure
 
@@ -68,7 +69,8 @@ def errors_to_exit(fn: Callable) -> Callable:
         except RemcliError as err:
             if os.environ.get("REMCLI_DEBUG"):
                 raise
-            stderr.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
+            if is_main_process():  # under torchrun every rank fails alike; rank 0 says it once
+                stderr.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
             raise typer.Exit(code=err.exit_code) from None
 
     return wrapper

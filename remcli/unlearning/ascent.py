@@ -48,7 +48,7 @@ def ascend_until(task: UnlearnTask, cfg: AscentConfig, loss_fn: Callable[[Batch]
     )
     model = task.model
     selection = ProxySelection(task, model, cfg.gamma, cfg.select_on)
-    engine = make_engine(task, model.parameters(), budget, 0)
+    engine = make_engine(task, model.parameters(), budget, 0, (model,))
     order = generator(task.seed, f"unlearn/{name}/batches", task.device)
     epochs = [{"epoch": 0, **selection.consider(0)}]
     task.reporter.phase(f"{name}: ascend until forget acc <= {cfg.gamma}", None)

@@ -27,6 +27,7 @@ from remcli.data.datasets import Dataset
 from remcli.data.manifest import Manifest
 from remcli.data.pipeline import InputSpec, SampleView
 from remcli.data.views import as_trained_view, clean_view
+from remcli.distributed import DataParallel
 from remcli.engine import predict
 from remcli.errors import InputError
 from remcli.progress import NullReporter
@@ -62,6 +63,7 @@ class UnlearnTask:
     reporter: NullReporter = field(default_factory=NullReporter)
     build_untrained: Callable[[], nn.Module] | None = None  # the arch, freshly initialised (global RNG)
     train_params: dict = field(default_factory=dict)  # the recorded `train` settings (epochs, lr...)
+    group: DataParallel | None = None  # under torchrun: this rank's place in the data-parallel group
 
     def __post_init__(self) -> None:
         keep = torch.ones(len(self.dataset.train), dtype=torch.bool)
@@ -122,20 +124,22 @@ class MethodInfo:
     data: str  # which data it touches
     budget: str  # default budget
     cost: str  # rough cost relative to retrain
+    data_parallel: bool = False  # runs under torchrun (every gradient step goes through the Engine)
 
 
 _METHODS: dict[str, MethodInfo] = {}
 
 
-def register_method(name: str, config_cls: type, summary: str, data: str, budget: str, cost: str):
+def register_method(name: str, config_cls: type, summary: str, data: str, budget: str, cost: str, data_parallel: bool = False):
     """Register `fn(task, cfg) -> MethodResult` as NAME. `budget` may name the config's fields,
-    `"{epochs} epochs, lr {lr:g}"`: it is filled in from the defaults, so it never goes stale."""
+    `"{epochs} epochs, lr {lr:g}"`: it is filled in from the defaults, so it never goes stale.
+    `data_parallel`: the method's every update goes through the Engine, so it runs under torchrun."""
     budget = budget.format(**{f.name: f.default for f in dataclasses.fields(config_cls) if f.default is not dataclasses.MISSING})
 
     def wrap(fn):
         if name in _METHODS:
             raise ValueError(f"unlearning method {name!r} registered twice")
-        _METHODS[name] = MethodInfo(name, fn, config_cls, summary, data, budget, cost)
+        _METHODS[name] = MethodInfo(name, fn, config_cls, summary, data, budget, cost, data_parallel)
         return fn
 
     return wrap

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 import torch
 
 from remcli.checkpoints import Checkpoint, history_entry
+from remcli.distributed import DataParallel
 from remcli.engine import resolve_device, resolve_precision, synchronize
 from remcli.errors import InputError
 from remcli.inputs import RunInputs
 from remcli.models import input_spec
 from remcli.progress import NullReporter
-from remcli.unlearning.base import UnlearnTask, build_config, get_method
+from remcli.unlearning.base import UnlearnTask, build_config, get_method, list_methods
 
 
 @dataclass
@@ -32,9 +33,10 @@ def build_task(
     device: str = "auto",
     precision: str = "auto",
     reporter: NullReporter | None = None,
+    group: DataParallel | None = None,
 ) -> UnlearnTask:
     """The checkpoint's model on the device plus every data view a method may touch."""
-    dev = resolve_device(device)
+    dev = resolve_device(device) if group is None else group.device(resolve_device(device))
     validation = checkpoint.validation_indices
     overlap = torch.isin(identified, validation)
     if overlap.any():
@@ -56,6 +58,7 @@ def build_task(
         reporter=reporter or NullReporter(),
         build_untrained=checkpoint.build_untrained,
         train_params=checkpoint.train_params,
+        group=group,
     )
 
 
@@ -69,10 +72,16 @@ def unlearn(
     device: str = "auto",
     precision: str = "auto",
     reporter: NullReporter | None = None,
+    group: DataParallel | None = None,
 ) -> UnlearnOutcome:
+    """Run METHOD on the checkpoint. `group` (under torchrun, see remcli.distributed): data-parallel
+    across ranks, for methods registered with data_parallel=True; every rank returns the same result."""
     info = get_method(method)
     cfg = build_config(info, overrides or {})
-    task = build_task(checkpoint, inputs, identified, seed, device, precision, reporter)
+    if group is not None and not info.data_parallel:
+        supported = ", ".join(m.name for m in list_methods() if m.data_parallel)
+        raise InputError(f"method {method} does not run data-parallel under torchrun; run it in one process, or use one of: {supported}")
+    task = build_task(checkpoint, inputs, identified, seed, device, precision, reporter, group)
     dev = task.device
     start = time.perf_counter()
     result = info.fn(task, cfg)
@@ -95,6 +104,7 @@ def unlearn(
         changed=changed,
         steps=result.steps,
         log=result.log,
+        **({"data_parallel": {"world_size": group.world_size}} if group is not None else {}),
     )
     meta = {**checkpoint.meta, "history": [*checkpoint.history, entry]}
     summary = {

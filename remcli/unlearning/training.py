@@ -45,10 +45,13 @@ class FitConfig(Settings):
     schedule: str = "warmup-linear"  # the benches' 1% warm-up + linear decay, or constant
 
 
-def make_engine(task: UnlearnTask, params: Iterable[nn.Parameter], cfg: FitConfig, total_steps: int) -> Engine:
+def make_engine(
+    task: UnlearnTask, params: Iterable[nn.Parameter], cfg: FitConfig, total_steps: int, synced_modules: Iterable[nn.Module] = ()
+) -> Engine:
+    """The method's Engine; `synced_modules` hold the BatchNorm statistics kept equal across torchrun ranks."""
     optim = OptimConfig(name=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     schedule = warmup_linear_decay(total_steps) if cfg.schedule == "warmup-linear" else None
-    return Engine(make_optimizer(params, optim), task.device, task.precision, schedule, task.reporter)
+    return Engine(make_optimizer(params, optim), task.device, task.precision, schedule, task.reporter, task.group, synced_modules)
 
 
 @dataclass
@@ -81,7 +84,7 @@ def fit(
     if len(view) == 0:
         raise InputError(f"{name}: no training samples to fit on (the retain set is empty)")
     per_epoch = steps_per_epoch(view, cfg.batch_size)
-    engine = engine or make_engine(task, params if params is not None else model.parameters(), cfg, per_epoch * cfg.epochs)
+    engine = engine or make_engine(task, params if params is not None else model.parameters(), cfg, per_epoch * cfg.epochs, (model,))
     order = generator(task.seed, f"unlearn/{name}/batches", task.device)
 
     def validation_accuracy() -> dict:

@@ -18,9 +18,11 @@ from remcli.cli.options import (
     PrecisionOpt,
     QuietOpt,
     SeedOpt,
+    SyncBNOpt,
 )
 from remcli.cli.output import RichReporter, emit_json, errors_to_exit, stderr
 from remcli.data.datasets import load_dataset
+from remcli.distributed import data_parallel_from_environment
 from remcli.fileio import check_writable_output
 from remcli.inputs import load_corruption
 from remcli.models.recipes import describe_train_lr
@@ -59,11 +61,15 @@ def train_command(
     download: DownloadOpt = False,
     quiet: QuietOpt = False,
     json_out: JsonOpt = None,
+    sync_bn: SyncBNOpt = False,
 ) -> None:
     """Train ARCH on DATA (with the corruption applied, if given) and save a checkpoint.
 
     Recipe (paper defaults): SGD momentum 0.9, weight decay 5e-4, batch 512, 1% warm-up then
     linear decay; random crop + flip; AMP (bf16) on CUDA. The summary reports images/s.
+
+    Data parallel: `torchrun --nproc-per-node N -m remcli train ...` splits every batch across N
+    processes (gloo on CPUs, NCCL on GPUs, one GPU per process); rank 0 alone writes and prints.
     """
     check_writable_output(out, force, (corruption,) if corruption else ())
     cfg = TrainConfig(
@@ -81,8 +87,10 @@ def train_command(
     )
     dataset = load_dataset(data, download=download)
     manifest, digest = load_corruption(corruption, dataset)
-    with RichReporter(quiet) as reporter:
-        result = train(dataset, cfg, manifest, digest, str(corruption.resolve()) if corruption else None, reporter)
+    with data_parallel_from_environment(device) as group, RichReporter(quiet or (group is not None and not group.is_main)) as reporter:
+        result = train(dataset, cfg, manifest, digest, str(corruption.resolve()) if corruption else None, reporter, group, sync_bn)
+    if group is not None and not group.is_main:
+        return
     sha = save_checkpoint(out, result.model.state_dict(), result.meta, force=force)
     summary = {**result.summary, "checkpoint": str(out), "checkpoint_sha256": sha}
     stderr.print(

@@ -23,6 +23,7 @@ from remcli.cli.options import (
     SeedOpt,
 )
 from remcli.cli.output import RichReporter, emit_json, errors_to_exit, stderr
+from remcli.distributed import data_parallel_from_environment
 from remcli.errors import UnchangedError
 from remcli.fileio import check_writable_output
 from remcli.inputs import read_identified, resolve_inputs
@@ -135,6 +136,10 @@ def unlearn_command(
     Data and corruption default to what the checkpoint's metadata records. The output has
     exactly the input's tensor names and shapes; its history records the method, every
     setting, the seed, the per-iteration trace, wall time and gradient steps.
+
+    Data parallel: `torchrun --nproc-per-node N -m remcli unlearn ...` for the methods that support
+    it (rem, rem-redirect, rem-ga, retrain, finetune, ga, npo); others exit 2 with a one-line error.
+    Rank 0 alone writes and prints.
     """
     check_writable_output(out, force, (checkpoint, forget))
     overrides = collect_overrides(
@@ -165,8 +170,10 @@ def unlearn_command(
         ckpt.meta["arch_kwargs"] = parse_arch_args(arch_arg, None)
     inputs = resolve_inputs(ckpt, data, corruption, download)
     identified = read_identified(forget, inputs.dataset)
-    with RichReporter(quiet) as reporter:
-        outcome = unlearn(ckpt, inputs, identified, method, overrides, seed=seed, device=device, precision=precision, reporter=reporter)
+    with data_parallel_from_environment(device) as group, RichReporter(quiet or (group is not None and not group.is_main)) as reporter:
+        outcome = unlearn(ckpt, inputs, identified, method, overrides, seed=seed, device=device, precision=precision, reporter=reporter, group=group)
+    if group is not None and not group.is_main:
+        return  # rank 0 writes
     if not outcome.summary["changed"]:
         kept = outcome.summary["log"].get("best_iteration", outcome.summary["log"].get("best_epoch"))
         why = f" (it kept iteration {kept}: no iterate scored better than the input model on the selection proxy)" if kept == 0 else ""

@@ -28,6 +28,7 @@ class FinetuneConfig(FitConfig):
     data="retain set",
     budget="{epochs} epochs, lr {lr:g} (bench)",
     cost="~25%",
+    data_parallel=True,
 )
 def finetune(task: UnlearnTask, cfg: FinetuneConfig) -> MethodResult:
     model = task.model

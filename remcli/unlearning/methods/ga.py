@@ -27,6 +27,7 @@ class GAConfig(AscentConfig):
     data="identified set (+ validation for selection)",
     budget="until acc <= {gamma:g}, at most {max_epochs} epochs",
     cost="<1%",
+    data_parallel=True,
 )
 def ga(task: UnlearnTask, cfg: GAConfig) -> MethodResult:
     model = task.model

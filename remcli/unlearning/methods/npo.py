@@ -29,6 +29,7 @@ class NPOConfig(AscentConfig):
     data="identified set (+ validation for selection)",
     budget="until acc <= {gamma:g}, at most {max_epochs} epochs",
     cost="<1%",
+    data_parallel=True,
 )
 def npo(task: UnlearnTask, cfg: NPOConfig) -> MethodResult:
     model, reference = task.model, task.frozen_copy()

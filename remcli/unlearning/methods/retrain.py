@@ -52,6 +52,7 @@ def resolve_budget(cfg: RetrainConfig, recorded: dict) -> FitConfig:
     data="retain set",
     budget="the checkpoint's training run (epochs, lr, batch)",
     cost="100%",
+    data_parallel=True,
 )
 def retrain(task: UnlearnTask, cfg: RetrainConfig) -> MethodResult:
     budget = resolve_budget(cfg, task.train_params)

@@ -11,6 +11,7 @@ _INFO = dict(
     data="identified set (flush) + whole training set (repair)",
     budget="{epochs} outer iterations: flush-until-gamma + 1 repair epoch each",
     cost="~70% (measured at the paper's budgets, bf16 CPU; rem-redirect ~60%)",
+    data_parallel=True,
 )
 register_method("rem", REMConfig, "REM: add units, redirect identified samples into them via one shared mask, NPO removal, drop units", **_INFO)(rem)
 register_method(

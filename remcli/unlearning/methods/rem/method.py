@@ -101,7 +101,7 @@ def rem(task: UnlearnTask, cfg: REMConfig) -> MethodResult:
     optim = _optim(task, cfg)
     optimizer = make_optimizer(model.parameters(), optim)
     optimizer.add_param_group({"params": list(expansion.parameters()), "lr": optim.lr * cfg.new_units_lr_scale})
-    engine = Engine(optimizer, task.device, task.precision, None, task.reporter)
+    engine = Engine(optimizer, task.device, task.precision, None, task.reporter, task.group, (model, expansion.adapters))
     order = generator(seed, "unlearn/rem/batches", task.device)
     diagnose = Diagnostics(task, reference, diagnostic_views(task, cfg.diagnostic_samples), cfg, seed)
     frozen = cfg.bn == "frozen"
