@@ -21,7 +21,24 @@ SINGLE = [sys.executable, "-m", "remcli"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 # no layer mixes rows: LayerNorm (vit_cifar), and REM with frozen BatchNorm and normalisation-free units;
 # SGD, because Adam turns last-bit differences of near-zero gradients into lr-sized steps
-TRAIN_ARGS = ["--arch", "vit_cifar", "--width", "0.25", "--arch-arg", "depth=1", "--epochs", "2", "--batch-size", "50", "--seed", "3", "--optimizer", "sgd", "--lr", "0.05"]
+TRAIN_ARGS = [
+    "--arch",
+    "vit_cifar",
+    "--width",
+    "0.25",
+    "--arch-arg",
+    "depth=1",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "50",
+    "--seed",
+    "3",
+    "--optimizer",
+    "sgd",
+    "--lr",
+    "0.05",
+]
 TRAIN_ARGS += ["--device", "cpu", "--precision", "fp32", "--quiet"]
 
 

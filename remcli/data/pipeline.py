@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from remcli.data.streaming import ImageFiles
 from remcli.data.triggers import Trigger
 
 
@@ -98,7 +99,7 @@ class SampleView:
     per-sample masks and identified-set membership are functions of them.
     """
 
-    images: torch.Tensor  # uint8 (N, C, H, W), on the compute device
+    images: torch.Tensor | ImageFiles  # uint8 (N, C, H, W) on the compute device, or files decoded per batch
     labels: torch.Tensor  # int64 (N,)
     triggered: torch.Tensor  # bool (N,)
     indices: torch.Tensor  # int64 (N,)
@@ -134,9 +135,12 @@ class SampleView:
         else:
             order = torch.arange(count, device=device)
             bounds = [(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]
-        for start, stop in bounds:
-            rows = order[start:stop]
-            images = self.images[rows]
+        row_batches = [order[start:stop] for start, stop in bounds]
+        if isinstance(self.images, ImageFiles):  # streamed: DataLoader workers decode each batch's files
+            uint8_batches = self.images.batches(row_batches, device)
+        else:
+            uint8_batches = (self.images[rows] for rows in row_batches)
+        for rows, images in zip(row_batches, uint8_batches):
             if augment:
                 assert generator is not None, "augmentation needs a generator"
                 images = random_flip(random_crop(images, 4, generator), generator)
