@@ -22,7 +22,8 @@ JsonOpt = Annotated[Optional[str], typer.Option("--json", metavar="PATH", help="
 DATA_HELP = (
     "Dataset spec: sample, cifar10:ROOT, cifar100:ROOT, svhn:ROOT, mnist:ROOT, fashion-mnist:ROOT, imagefolder:ROOT "
     "(ROOT/train/<class>/ and ROOT/test/<class>/, or ROOT/val/ when there is no test/). Append ?size=N to an imagefolder spec "
-    "(imagefolder:ROOT?size=64) to resize every image to N x N, e.g. for images of mixed sizes. A relative ROOT is recorded as an absolute path."
+    "(imagefolder:ROOT?size=64) to resize every image to N x N, e.g. for images of mixed sizes, and ?stream (or ?size=N&stream) to decode "
+    "batch by batch instead of into memory (automatic above REMCLI_STREAM_ABOVE_GIB, default 8). A relative ROOT is recorded as an absolute path."
 )
 DataOpt = Annotated[Optional[str], typer.Option("--data", help=DATA_HELP + " Defaults to the checkpoint's.")]
 DownloadOpt = Annotated[bool, typer.Option("--download", help="Let torchvision download the dataset into ROOT (needs internet).")]
