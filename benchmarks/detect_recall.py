@@ -1,6 +1,7 @@
 """`remcli detect`'s recall on trained sweep models: identify the first 10 % / 30 % of each model's
 corruption (its discovery order), keep top-K candidates with K = the true corrupted count, and
-print precision and recall against the recorded corruption, one JSON line per (model, rate).
+print precision and recall against the recorded corruption, one JSON line per (model, rate, signal):
+`auto` (the signal the identified samples choose), `similarity` and `label-quality`.
 
     .venv/bin/python benchmarks/detect_recall.py benchmarks/results/sweep-cpu/models/*-s0
 """
@@ -25,6 +26,7 @@ def main() -> None:
     parser.add_argument("models", nargs="+", type=Path, help="sweep model folders (model.safetensors + corruption.json)")
     parser.add_argument("--rates", default="0.1,0.3")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--signals", default="auto,similarity,label-quality", help="comma-separated detect signals, each measured")
     args = parser.parse_args()
     for folder in args.models:
         checkpoint = load_checkpoint(folder / "model.safetensors")
@@ -35,10 +37,12 @@ def main() -> None:
         for rate in (float(r) for r in args.rates.split(",")):
             identified = identified_at(manifest, rate)
             identified = identified[~torch.isin(identified, checkpoint.validation_indices)]
-            result = detect(checkpoint, inputs, identified, top=max(len(corrupted) - len(identified), 0), device=args.device)
-            truth = result.summary["ground_truth"]
-            row = {"model": folder.name, "rate": rate, "identified": len(identified), "corrupted": len(corrupted), **truth}
-            print(json.dumps({**row, "wall_time_s": result.summary["wall_time_s"]}), flush=True)
+            for signal in args.signals.split(","):
+                result = detect(checkpoint, inputs, identified, top=max(len(corrupted) - len(identified), 0), device=args.device, signal=signal)
+                truth = result.summary["ground_truth"]
+                row = {"model": folder.name, "rate": rate, "asked": signal, "signal": result.summary["signal"], "identified": len(identified)}
+                row |= {"corrupted": len(corrupted), **truth, "checks": result.summary["signal_checks"], "wall_time_s": result.summary["wall_time_s"]}
+                print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,20 +1,31 @@
 """`detect()`: from the few corrupted samples a user found to the many they did not.
 
-Signal: representation similarity within a training label. Samples of one corruption share what
-made them corrupt: a trigger patch (poison) or a swapped concept (interclass), and the model was
-trained to give all of them the same wrong label. In its penultimate features (the input of the
-final linear classifier, eval mode, images as trained: triggers on) they therefore sit together,
-apart from the clean samples of that label. A training sample's score is the cosine similarity of
-its features to the centroid of the identified samples that carry the same training label;
-a sample whose label no identified sample carries scores -1 (nothing points at it). Features are
-centred on the mean of their label, so that cosine measures the direction away from the typical
-(mostly clean) sample of that label.
+Two signals, both computed from the classifier's input features (penultimate layer, eval mode,
+images as trained: triggers on, labels as trained):
 
-Where it is weak: label noise (low regularity). Randomly relabelled samples share no concept, so
-the identified ones say little about the rest; the measured recall is in the README.
+* `similarity` (representation similarity within a training label). Samples of one corruption
+  share what made them corrupt: a trigger patch (poison) or a swapped concept (interclass), and
+  the model was trained to give them all the same wrong label, so in feature space they sit
+  together, apart from the clean samples of that label. Score: cosine similarity of a sample's
+  features, centred on its label's mean, to the centroid of the identified samples with that
+  label (-1 for labels no identified sample carries). Range [-1, 1].
+* `label-quality` (how badly a sample's label fits the data around it). A mislabelled sample that
+  shares no concept with other corrupted ones (random label noise) is still a sample whose label
+  a model *not* trained on it would not predict. Out-of-sample probabilities come from a linear
+  probe (multinomial logistic regression, L2-normalised features) fitted on 4 of 5 folds and
+  applied to the fifth; the score is 1 - p(given label), the complement of cleanlab's default
+  label-quality score (self-confidence). Range [0, 1]. Implemented here rather than through
+  cleanlab: that score is one line once the out-of-fold probabilities exist, and cleanlab would
+  bring scikit-learn and SciPy for it.
+
+`auto` (the default) lets the identified samples choose: the signal under which held-out
+identified samples rank higher among all trained-on samples wins (for `similarity` the centroid
+comes from the other half of the identified set, so an identified sample never scores itself).
+The summary reports both checks and the signal used. Measured recall per kind: README.
 
 Candidates: the identified samples, always, plus the best-scored others (`top`) or every other with
-a score >= `threshold`. Held-out validation samples (never trained on) are never candidates.
+a score >= `threshold` (in the chosen signal's range). Held-out validation samples (never trained
+on) are never candidates.
 """
 
 from __future__ import annotations
@@ -33,8 +44,10 @@ from remcli.engine import autocast, resolve_device, resolve_precision
 from remcli.errors import InputError
 from remcli.inputs import RunInputs
 from remcli.models import input_spec
+from remcli.seeding import generator
 
-SIGNAL = "representation-similarity"
+SIGNALS = ("auto", "similarity", "label-quality")
+PROBE_FOLDS = 5
 
 
 def classifier_layer(model: nn.Module) -> nn.Linear:
@@ -73,6 +86,72 @@ def similarity_scores(features: torch.Tensor, labels: torch.Tensor, identified: 
     return scores
 
 
+def fit_linear_probe(x: torch.Tensor, labels: torch.Tensor, num_classes: int, weight_decay: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multinomial logistic regression (L2 penalty) fitted with L-BFGS: (weight (D, K), bias (K,))."""
+    weight = torch.zeros(x.shape[1], num_classes, requires_grad=True)
+    bias = torch.zeros(num_classes, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=100, line_search_fn="strong_wolfe")
+
+    def loss() -> torch.Tensor:
+        optimizer.zero_grad()
+        value = F.cross_entropy(x @ weight + bias, labels) + weight_decay * weight.square().sum()
+        value.backward()
+        return value
+
+    with torch.enable_grad():
+        optimizer.step(loss)
+    return weight.detach(), bias.detach()
+
+
+def label_quality_scores(features: torch.Tensor, labels: torch.Tensor, num_classes: int, seed: int = 0, weight_decay: float = 1e-3) -> torch.Tensor:
+    """1 - out-of-fold p(given label) from a linear probe on L2-normalised features: each row's
+    probability comes from a probe fitted on the other folds (fold of a row: seeded permutation)."""
+    x = F.normalize(features.float(), dim=1)
+    perm = torch.randperm(len(labels), generator=generator(seed, "detect/probe-folds"))
+    fold = torch.empty_like(perm)
+    fold[perm] = torch.arange(len(labels)) % PROBE_FOLDS
+    probs = torch.zeros(len(labels))
+    for k in range(PROBE_FOLDS):
+        fit, held = fold != k, fold == k
+        if not held.any() or not fit.any():
+            continue
+        weight, bias = fit_linear_probe(x[fit], labels[fit], num_classes, weight_decay)
+        with torch.no_grad():
+            probs[held] = F.softmax(x[held] @ weight + bias, dim=1).gather(1, labels[held, None]).squeeze(1)
+    return 1.0 - probs
+
+
+def held_out_rank(scores: torch.Tensor, held: torch.Tensor, candidates: torch.Tensor) -> float:
+    """Mean percentile (1 = the top) of the `held` rows' scores among the `candidates` rows', ties
+    counted half (the AUC of held against candidates): a held-out sample tied with every
+    unsearched label's -1 must not look well ranked."""
+    pool = torch.sort(scores[candidates]).values
+    if not held.any() or len(pool) == 0:
+        return 0.0
+    below = (torch.searchsorted(pool, scores[held]) + torch.searchsorted(pool, scores[held], right=True)).float() / 2
+    return float((below / len(pool)).mean())
+
+
+def signal_checks(features: torch.Tensor, labels: torch.Tensor, identified: torch.Tensor, quality: torch.Tensor, seed: int = 0) -> dict:
+    """How high held-out identified samples rank under each signal (mean percentile among the
+    non-identified ones, 1 = top): the evidence `auto` chooses by. For `similarity` the identified
+    set is split in two halves, each scored by the other half's centroids."""
+    rows = torch.nonzero(identified).flatten()
+    others = ~identified
+    halves = rows[torch.randperm(len(rows), generator=generator(seed, "detect/identified-halves"))].chunk(2)
+    similarity = []
+    for held, source in ((halves[0], halves[-1]), (halves[-1], halves[0])) if len(halves) == 2 else ():
+        from_source = torch.zeros_like(identified)
+        from_source[source] = True
+        held_mask = torch.zeros_like(identified)
+        held_mask[held] = True
+        similarity.append(held_out_rank(similarity_scores(features, labels, from_source), held_mask, others))
+    return {
+        "similarity": round(sum(similarity) / len(similarity), 4) if similarity else None,
+        "label-quality": round(held_out_rank(quality, identified, others), 4),
+    }
+
+
 @dataclass
 class Detection:
     candidates: torch.Tensor  # sorted training positions: identified ∪ selected others
@@ -88,9 +167,13 @@ def detect(
     threshold: float | None = None,
     device: str = "auto",
     batch_size: int = 1024,
+    signal: str = "auto",
 ) -> Detection:
-    """Rank every trained-on sample by `SIGNAL` and keep the identified plus `top` others (or every
-    other scoring >= `threshold`); with a recorded corruption, report precision and recall."""
+    """Rank every trained-on sample by `signal` (or the one `auto` chooses) and keep the identified
+    plus `top` others (or every other scoring >= `threshold`); with a recorded corruption, report
+    precision and recall."""
+    if signal not in SIGNALS:
+        raise InputError(f"unknown signal {signal!r}; use one of: {', '.join(SIGNALS)}")
     if (top is None) == (threshold is None):
         raise InputError("give exactly one of --top N (how many more samples to keep) or --threshold T (a minimum score in [-1, 1])")
     if top is not None and top < 0:
@@ -109,9 +192,15 @@ def detect(
     features = penultimate_features(model, view.batches(input_spec(dataset, checkpoint.arch or ""), batch_size), precision)
     is_identified = torch.isin(positions, identified)
     labels = view.labels.cpu()
-    scores = similarity_scores(features, labels, is_identified)
+    quality = label_quality_scores(features, labels, dataset.num_classes)
+    checks = signal_checks(features, labels, is_identified, quality)
+    if signal == "auto":  # the signal that ranks held-out identified samples higher; similarity on a tie or one sample
+        similarity_check = checks["similarity"]
+        signal = "similarity" if similarity_check is None or similarity_check >= checks["label-quality"] else "label-quality"
+    scores = similarity_scores(features, labels, is_identified) if signal == "similarity" else quality
+    searchable = scores > -1 if signal == "similarity" else torch.ones_like(is_identified)
 
-    others = torch.nonzero(~is_identified & (scores > -1)).flatten()
+    others = torch.nonzero(~is_identified & searchable).flatten()
     order = others[torch.argsort(scores[others], descending=True, stable=True)]
     chosen = order[:top] if top is not None else order[scores[order] >= threshold]
     candidates = torch.sort(torch.cat([positions[is_identified], positions[chosen]])).values
@@ -123,7 +212,8 @@ def detect(
     kept = scores[chosen]
     summary = {
         "remcli_version": __version__,
-        "signal": SIGNAL,
+        "signal": signal,
+        "signal_checks": checks,
         "identified": len(identified),
         "selected": len(chosen),
         "candidates": len(candidates),
@@ -133,7 +223,7 @@ def detect(
             "selected_max": round(float(kept.max()), 6) if len(kept) else None,
             "others_median": round(float(scores[others].median()), 6) if len(others) else None,
         },
-        "labels_searched": sorted(int(v) for v in torch.unique(labels[is_identified])),
+        "labels_searched": sorted(int(v) for v in torch.unique(labels[is_identified] if signal == "similarity" else labels)),
         "wall_time_s": round(time.perf_counter() - start, 3),
     }
     trained_for = [h.get("wall_time_s") for h in checkpoint.meta.get("history", []) if h.get("command") == "train" and h.get("wall_time_s")]

@@ -13,7 +13,7 @@ from remcli.cli.main import app
 from remcli.data import identified_at
 from remcli.data.index_files import read_index_file
 from remcli.data.manifest import load_manifest
-from remcli.detection import similarity_scores
+from remcli.detection import held_out_rank, label_quality_scores, similarity_scores
 from remcli.inputs import resolve_inputs
 
 runner = CliRunner()
@@ -41,6 +41,49 @@ def test_similarity_ranks_a_shared_direction_first():
     assert scores[2] > scores[4] > scores[3]  # same direction as the identified sample first
 
 
+def test_label_quality_flags_a_label_its_neighbourhood_contradicts():
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0], [0.0, 0.0, 4.0]])
+    labels = torch.arange(3).repeat_interleave(40)
+    features = centres[labels] + torch.randn(120, 3, generator=gen)
+    noisy = labels.clone()
+    noisy[[0, 41, 82]] = torch.tensor([1, 2, 0])  # three samples carry another cluster's label
+    scores = label_quality_scores(features, noisy, 3)
+    assert set(torch.argsort(scores, descending=True)[:3].tolist()) == {0, 41, 82}
+    assert ((scores >= 0) & (scores <= 1)).all()
+
+
+def test_held_out_rank_is_the_mean_percentile_among_the_candidates():
+    scores = torch.tensor([0.9, 0.1, 0.2, 0.3, 0.4, 0.5])
+    held = torch.tensor([True, False, False, False, False, False])
+    assert held_out_rank(scores, held, ~held) == 1.0  # above all five others
+    assert held_out_rank(torch.tensor([0.0, 0.1, 0.2, 0.3, 0.4, 0.5]), held, ~held) == 0.0
+    assert held_out_rank(torch.tensor([-1.0, -1.0, -1.0, -1.0, 0.4, 0.5]), held, ~held) == pytest.approx(0.3)  # tied with 3 of 5: half credit
+
+
+def test_label_quality_signal_on_request(poisoned_run, found, tmp_path):
+    result = invoke(
+        "detect",
+        poisoned_run / "model.safetensors",
+        "--forget",
+        found,
+        "--signal",
+        "label-quality",
+        "--top",
+        "10",
+        "--out",
+        tmp_path / "c.txt",
+        "--json",
+        "-",
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["signal"] == "label-quality" and len(summary["ranked"]) == 10
+    assert all(0 <= r["score"] <= 1 for r in summary["ranked"])
+    bad = invoke("detect", poisoned_run / "model.safetensors", "--forget", found, "--signal", "loss", "--top", "1", "--out", tmp_path / "d.txt")
+    assert bad.exit_code == 2 and "unknown signal 'loss'" in bad.output and not (tmp_path / "d.txt").exists()
+
+
 def test_detect_finds_most_of_the_poison_from_ten_percent(poisoned_run, found, tmp_path):
     manifest = load_manifest(poisoned_run / "c" / "corruption.json")
     ckpt = load_checkpoint(poisoned_run / "model.safetensors")
@@ -51,7 +94,9 @@ def test_detect_finds_most_of_the_poison_from_ten_percent(poisoned_run, found, t
     result = invoke("detect", poisoned_run / "model.safetensors", "--forget", found, "--top", top, "--out", out, "--device", "cpu", "--json", "-")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["signal"] == "representation-similarity" and summary["identified"] == len(identified)
+    # the identified samples chose the signal: held-out ones rank near the top by similarity
+    assert summary["signal"] == "similarity" and summary["identified"] == len(identified)
+    assert summary["signal_checks"]["similarity"] > summary["signal_checks"]["label-quality"]
     # a valid index file that unlearn reads, identified samples included, no validation samples
     inputs = resolve_inputs(ckpt, None, None)
     candidates = read_index_file(out, len(inputs.dataset.train), inputs.dataset.fingerprint)

@@ -30,6 +30,7 @@ from remcli.data.corruption import (
     parse_rates,
     rate_label,
 )
+from remcli.detection import SIGNALS
 from remcli.errors import InputError
 from remcli.settings import parse_setting
 from remcli.unlearning import get_method
@@ -77,7 +78,9 @@ class Cell:
 
 
 DETECT_PREFIX = "detect+"
-DETECT_DEFAULTS = {"detect_top": None, "detect_threshold": 0.3}  # `detect+METHOD` cells: how many candidates to add
+# `detect+METHOD` cells: which signal ranks (remcli.detection) and how many candidates to add; the
+# threshold is on the signal's own scale, so the default signal stays the one 0.3 was chosen for
+DETECT_DEFAULTS = {"detect_top": None, "detect_threshold": 0.3, "detect_signal": "similarity"}
 
 
 def base_method(name: str) -> str:
@@ -115,6 +118,8 @@ def split_detect_settings(method: str, settings: dict) -> tuple[dict, dict]:
         raise InputError(f"{method}: detect_top={top!r} must be an integer >= 0")
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not -1 <= threshold <= 1):
         raise InputError(f"{method}: detect_threshold={threshold!r} must be a number in [-1, 1]")
+    if chosen["detect_signal"] not in SIGNALS:
+        raise InputError(f"{method}: detect_signal={chosen['detect_signal']!r} must be one of: {', '.join(SIGNALS)}")
     return chosen, own
 
 

@@ -240,6 +240,7 @@ def run_cell(cfg: SweepConfig, cell: Cell, model: Model, reporter, raise_errors:
                     top=detection["detect_top"],
                     threshold=detection["detect_threshold"],
                     device=cfg.device,
+                    signal=detection["detect_signal"],
                 )
                 forget = found.candidates
                 record["detect"] = found.summary

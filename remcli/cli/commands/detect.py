@@ -23,8 +23,19 @@ def detect_command(
     out: Annotated[Path, typer.Option("--out", help="Candidates index file (the identified samples plus the detected ones), for unlearn --forget.")],
     top: Annotated[Optional[int], typer.Option("--top", metavar="N", help="Keep the N best-scored samples beyond the identified ones.")] = None,
     threshold: Annotated[
-        Optional[float], typer.Option("--threshold", metavar="T", help="Keep every sample scoring at least T (cosine similarity, -1..1).")
+        Optional[float],
+        typer.Option(
+            "--threshold", metavar="T", help="Keep every sample scoring at least T, on the signal's scale: similarity -1..1, label-quality 0..1."
+        ),
     ] = None,
+    signal: Annotated[
+        str,
+        typer.Option(
+            "--signal",
+            help="auto (the signal under which held-out identified samples rank higher), similarity (a shared trigger or concept) "
+            "or label-quality (labels a model not trained on the sample would not predict: random label noise).",
+        ),
+    ] = "auto",
     data: DataOpt = None,
     corruption: CorruptionOpt = None,
     json_out: JsonOpt = None,
@@ -35,16 +46,19 @@ def detect_command(
     """Rank every training sample by how much it looks like the identified ones, and write the
     identified plus the best-ranked as an index file that `remcli unlearn --forget` reads.
 
-    The signal is representation similarity within a training label (the classifier's input
-    features, triggers on as trained): a shared trigger or swapped concept clusters there; random
-    label noise does not, so expect little from it on label noise. With a recorded corruption the
-    summary reports precision and recall against it. Validation samples are never candidates.
+    Two signals on the classifier's input features (triggers on, labels as trained):
+    representation similarity to the identified samples of the same label (a shared trigger or
+    swapped concept clusters there), and label quality from an out-of-fold linear probe (a random
+    wrong label is one a model not trained on the sample would not predict). By default the
+    identified samples choose: the signal under which held-out identified samples rank higher is
+    used, and the summary says which and why. With a recorded corruption the summary reports
+    precision and recall against it. Validation samples are never candidates.
     """
     check_writable_output(out, force, (checkpoint, forget))
     ckpt = load_checkpoint(checkpoint)
     inputs = resolve_inputs(ckpt, data, corruption, download)
     identified = read_identified(forget, inputs.dataset)
-    result = detect(ckpt, inputs, identified, top=top, threshold=threshold, device=device)
+    result = detect(ckpt, inputs, identified, top=top, threshold=threshold, device=device, signal=signal)
     summary = result.summary
     comments = [f"remcli detect: {summary['identified']} identified + {summary['selected']} detected by {summary['signal']} from {forget}"]
     write_index_file(
