@@ -50,6 +50,8 @@ def test_methods_lists_each_method_with_data_budget_and_cost():
     for row in rows.values():
         assert all(row[key] for key in ("summary", "data", "budget", "cost_vs_retrain")), row
     assert rows["retrain"]["cost_vs_retrain"] == "100%"
+    data_parallel = {name for name, row in rows.items() if row["data_parallel"]}
+    assert data_parallel == {"rem", "rem-redirect", "rem-ga", "retrain", "finetune", "ga", "npo"}
     table = runner.invoke(app, ["methods"])
     assert all(name in table.stdout for name in METHODS)
 

@@ -16,7 +16,8 @@ from remcli.unlearning import list_methods
 
 
 def methods_command(json_out: JsonOpt = None) -> None:
-    """List every unlearning method: what it does, its data, default budget and cost vs retrain."""
+    """List every unlearning method: what it does, its data, default budget, cost vs retrain, and
+    whether it runs data-parallel under torchrun."""
     rows = [
         {
             "name": m.name,
@@ -24,6 +25,7 @@ def methods_command(json_out: JsonOpt = None) -> None:
             "data": m.data,
             "budget": m.budget,
             "cost_vs_retrain": m.cost,
+            "data_parallel": m.data_parallel,
             "settings": {f.name: (f.default if f.default is not dataclasses.MISSING else None) for f in dataclasses.fields(m.config_cls)},
         }
         for m in list_methods()
@@ -32,10 +34,10 @@ def methods_command(json_out: JsonOpt = None) -> None:
         emit_json({"methods": rows}, json_out)
         return
     table = Table()
-    for column in ("method", "what it does", "data", "default budget", "cost vs retrain"):
+    for column in ("method", "what it does", "data", "default budget", "cost vs retrain", "torchrun"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(row["name"], row["summary"], row["data"], row["budget"], row["cost_vs_retrain"])
+        table.add_row(row["name"], row["summary"], row["data"], row["budget"], row["cost_vs_retrain"], "yes" if row["data_parallel"] else "no")
     Console().print(table)
 
 
