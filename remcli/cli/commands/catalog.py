@@ -34,7 +34,8 @@ def methods_command(json_out: JsonOpt = None) -> None:
         emit_json({"methods": rows}, json_out)
         return
     table = Table()
-    for column in ("method", "what it does", "data", "default budget", "cost vs retrain", "torchrun"):
+    table.add_column("method", no_wrap=True)  # names are what users type: never folded
+    for column in ("what it does", "data", "default budget", "cost vs retrain", "torchrun"):
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(row["name"], row["summary"], row["data"], row["budget"], row["cost_vs_retrain"], "yes" if row["data_parallel"] else "no")
