@@ -15,7 +15,7 @@ LAYERS = [
     {"inputs"},
     {"train", "unlearning", "evaluation", "detection"},
     {"sweep"},
-    {"cli"},
+    {"cli", "__main__"},
 ]
 PEERS = {"train", "unlearning", "evaluation", "detection"}
 
