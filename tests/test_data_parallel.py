@@ -138,3 +138,15 @@ def test_what_cannot_run_data_parallel_says_so_in_one_line(poisoned_run, tmp_pat
     assert [line for line in evaluate.stderr.splitlines() if line.startswith("error:")] == [
         "error: `remcli evaluate` does not run under torchrun; only train and unlearn do (sweeps scale out with --workers)"
     ]
+
+
+def test_sync_bn_outside_torchrun_is_a_one_line_error(cifar_spec, tmp_path):
+    from typer.testing import CliRunner
+
+    from remcli.cli.main import app
+
+    result = CliRunner().invoke(
+        app, ["train", "--data", cifar_spec, "--sync-bn", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "m.safetensors")]
+    )
+    assert result.exit_code == 2 and "--sync-bn only applies under torchrun" in result.output
+    assert not (tmp_path / "m.safetensors").exists()
