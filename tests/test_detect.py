@@ -109,6 +109,11 @@ def test_detect_finds_most_of_the_poison_from_ten_percent(poisoned_run, found, t
     assert len(ranked) == top and all(a["score"] >= b["score"] for a, b in zip(ranked, ranked[1:]))
     assert "precision" in result.stderr and str(out) in result.stderr
     assert 0 < summary["wall_time_vs_training"] < 1  # forward passes only: a fraction of the training run
+    # evaluate reports the same quality of the candidate list
+    evaluated = invoke("evaluate", poisoned_run / "model.safetensors", "--forget", out, "--json", "-")
+    metrics = json.loads(evaluated.stdout)["metrics"]
+    assert metrics["forget_precision"] == pytest.approx(summary["ground_truth"]["precision"], abs=1e-6)
+    assert metrics["forget_recall"] == pytest.approx(recall, abs=1e-6)
 
 
 def test_threshold_keeps_every_sample_above_it(poisoned_run, found, tmp_path):

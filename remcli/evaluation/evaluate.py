@@ -92,6 +92,9 @@ def evaluate(
             metrics["healed_undiscovered"] = accuracy(corrupted_preds, true, ~is_identified)
             counts["identified_corrupted"] = int(is_identified.sum())
             counts["undiscovered"] = int((~is_identified).sum())
+            # how good the forget list itself is (a `remcli detect` candidate list, say)
+            metrics["forget_precision"] = int(is_identified.sum()) / max(len(identified), 1)
+            metrics["forget_recall"] = int(is_identified.sum()) / max(len(corrupted), 1)
     if identified is not None:
         view = as_trained_view(dataset, manifest, identified, dev)
         metrics["identified_corrupted_acc"] = accuracy(preds_of(view), view.labels.cpu())
