@@ -69,15 +69,22 @@ class DataParallel:
         return Batch(batch.inputs[start:stop], batch.labels[start:stop], batch.indices[start:stop])
 
     def all_reduce_gradients(self, params: Iterable[nn.Parameter]) -> None:
-        """Sum every gradient across ranks; a rank without one (an empty share) contributes zeros."""
+        """Sum every gradient across ranks, in one collective per dtype (gradients flattened into one
+        buffer); a rank without a gradient (an empty share) contributes zeros."""
+        by_dtype: dict[torch.dtype, list[nn.Parameter]] = {}
         for param in params:
-            if not param.requires_grad:
-                continue
-            if param.grad is None:
-                param.grad = torch.zeros_like(param)
-            dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
+            if param.requires_grad:
+                if param.grad is None:
+                    param.grad = torch.zeros_like(param)
+                by_dtype.setdefault(param.grad.dtype, []).append(param)
+        for group in by_dtype.values():
+            flat = torch.cat([p.grad.reshape(-1) for p in group])
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            for param, summed in zip(group, flat.split([p.grad.numel() for p in group])):
+                param.grad.copy_(summed.view_as(param.grad))
 
     def sum(self, value: torch.Tensor) -> torch.Tensor:
+        """The sum of a scalar over all ranks (the same result on every rank)."""
         value = value.detach().clone().float()
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
         return value

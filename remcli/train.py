@@ -110,6 +110,8 @@ def train(
     with seeded_global_rng(cfg.seed, "train/init"):
         model = build_model(cfg.arch, dataset.num_classes, model_channels(cfg.arch, dataset.input_shape[0]), dataset.input_shape[-1], **arch_kwargs)
     model = model.to(device).to(memory_format=torch.channels_last)
+    if group is not None:
+        group.broadcast_model(model)  # built from the same seed on every rank; rank 0's weights make sure
     if sync_bn:
         model = sync_batchnorm(model, device)
 
