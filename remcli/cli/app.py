@@ -22,8 +22,8 @@ from remcli.cli.commands.inspect import inspect_command
 from remcli.cli.commands.sweep import sweep_command
 from remcli.cli.commands.train import train_command
 from remcli.cli.commands.unlearn import unlearn_command
-from remcli.cli.output import stderr
-from remcli.distributed import TORCHRUN_COMMANDS, is_main_process, launched_by_torchrun
+from remcli.cli.output import errors_to_exit
+from remcli.distributed import TORCHRUN_COMMANDS, launched_by_torchrun
 from remcli.errors import InputError, exit_codes_text
 
 HELP_OPTIONS = ["-h", "--help"]
@@ -100,19 +100,17 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
+@errors_to_exit
 def _root(
     ctx: typer.Context, version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit.")
 ) -> None:
     """remcli: corrupt, train, unlearn and evaluate image classifiers."""
     if launched_by_torchrun() and ctx.invoked_subcommand not in TORCHRUN_COMMANDS:
         # every rank would run the whole command and race on its outputs
-        if is_main_process():
-            stderr.print(
-                f"[bold red]error:[/] `remcli {ctx.invoked_subcommand}` does not run under torchrun; only "
-                f"{' and '.join(TORCHRUN_COMMANDS)} do (sweeps scale out with --workers)",
-                soft_wrap=True,
-            )
-        raise typer.Exit(code=InputError.exit_code)
+        raise InputError(
+            f"`remcli {ctx.invoked_subcommand}` does not run under torchrun; only {' and '.join(TORCHRUN_COMMANDS)} do "
+            "(sweeps scale out with --workers)"
+        )
 
 
 for _name, _command in (

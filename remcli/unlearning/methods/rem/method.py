@@ -40,7 +40,6 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from remcli.data.pipeline import training_batch_bounds
 from remcli.engine import Engine, OptimConfig, make_optimizer
 from remcli.models.recipes import default_optimizer, unlearn_lr
 from remcli.seeding import generator
@@ -56,6 +55,7 @@ from remcli.unlearning.methods.rem.diagnostics import (
 from remcli.unlearning.methods.rem.expansion import Expansion, default_targets
 from remcli.unlearning.methods.rem.masks import unit_masks
 from remcli.unlearning.selection import ProxySelection
+from remcli.unlearning.training import steps_per_epoch
 
 
 def is_norm(module: nn.Module) -> bool:
@@ -180,7 +180,7 @@ def rem(task: UnlearnTask, cfg: REMConfig) -> MethodResult:
         flush_epochs, flush_steps, forget_acc = flush(iteration, forget_acc)
         if cfg.fresh_optimizer:
             engine.reset_optimizer_state()
-        task.reporter.phase(f"repair {iteration}/{cfg.epochs}", len(training_batch_bounds(len(task.train_view), cfg.batch_size)))
+        task.reporter.phase(f"repair {iteration}/{cfg.epochs}", steps_per_epoch(task.train_view, cfg.batch_size))
         set_train_mode(model, cfg.bn)
         expansion.train(True)
         stats = engine.run_epoch(task.train_view.batches(task.spec, cfg.batch_size, order, augment=True), repair_loss)
