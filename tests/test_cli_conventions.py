@@ -101,6 +101,24 @@ def test_version_does_not_import_torch():
     assert result.stdout == f"remcli {__version__}\n"
 
 
+def test_commands_on_remcli_s_own_nets_do_not_import_torchvision():
+    """torchvision's models package pulls in torch._dynamo (about a second per CLI start): it is
+    imported only when a torchvision model is built or listed, never for resnet9's pipeline."""
+    code = (
+        "import sys\n"
+        "from remcli.cli.app import app\n"
+        "from remcli.models import build_model\n"
+        "from remcli.unlearning.methods.rem.expansion import default_targets\n"
+        "model = build_model('resnet9', 10, width=0.25)\n"
+        "assert default_targets(model, 'resnet9')\n"
+        "assert 'torchvision' not in sys.modules, 'torchvision imported'\n"
+        "build_model('resnet18', 10)\n"
+        "assert 'torchvision.models.resnet' in sys.modules\n"
+    )
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+
+
 def test_version_through_the_app_and_after_help():
     assert invoke(["--version"]).stdout == f"remcli {__version__}\n"
     result = run_python("import sys; sys.argv = ['remcli', '-h', '--version']\nfrom remcli.cli.main import main\nmain()")

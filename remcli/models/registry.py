@@ -14,7 +14,6 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
-import torchvision
 from torch import nn
 
 from remcli.data.datasets import Dataset
@@ -49,6 +48,8 @@ def _vit_cifar(num_classes: int, in_channels: int, image_size: int, width: float
     if in_channels != 3:
         raise InputError("vit_cifar expects RGB input")
     dim = max(8, round(512 * width / 8) * 8)  # 8 heads always divide it
+    import torchvision.models
+
     return torchvision.models.VisionTransformer(
         image_size=image_size,
         patch_size=patch_size,
@@ -102,6 +103,8 @@ def arch_family(arch: str) -> str:
 
 
 def torchvision_archs() -> list[str]:
+    import torchvision.models  # imported when needed: it costs about a second at every CLI start
+
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
@@ -168,6 +171,8 @@ def build_model(arch: str, num_classes: int, in_channels: int = 3, input_size: i
             return _timm().create_model(timm_name(arch), pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs)
         except (TypeError, ValueError, AssertionError, RuntimeError) as err:
             raise InputError(f"cannot build timm model {timm_name(arch)} with {kwargs}: {err}") from None
+    import torchvision.models
+
     try:
         return torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
     except (TypeError, ValueError) as err:

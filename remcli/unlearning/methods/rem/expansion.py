@@ -36,6 +36,7 @@ checkpoint has exactly the input's tensor names and shapes.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 
 import torch
@@ -99,32 +100,28 @@ class LinearUnits(nn.Module):
         return self.write(hidden), hidden
 
 
+def _imported_classes(module: str, *names: str) -> tuple[type, ...]:
+    """The named classes of `module` if it is imported, else none. A model can only hold instances
+    of classes whose module is loaded, so type checks never need the slow import itself."""
+    loaded = sys.modules.get(module)
+    return tuple(getattr(loaded, name) for name in names) if loaded is not None else ()
+
+
 def _residual_block_types() -> tuple[type, ...]:
-    """torchvision's and (when installed) timm's ResNet blocks."""
-    from torchvision.models.resnet import BasicBlock, Bottleneck
-
-    types: tuple[type, ...] = (BasicBlock, Bottleneck)
-    with contextlib.suppress(ImportError):
-        from timm.models.resnet import BasicBlock as TimmBasicBlock
-        from timm.models.resnet import Bottleneck as TimmBottleneck
-
-        types += (TimmBasicBlock, TimmBottleneck)
-    return types
+    """torchvision's and timm's ResNet blocks."""
+    return _imported_classes("torchvision.models.resnet", "BasicBlock", "Bottleneck") + _imported_classes(
+        "timm.models.resnet", "BasicBlock", "Bottleneck"
+    )
 
 
 def mlp_hidden_width(module: nn.Module) -> int | None:
     """The hidden size of a transformer MLP block (torchvision's MLPBlock, timm's Mlp), else None.
 
     New units of such a block are extra hidden neurons: they read the block's input."""
-    from torchvision.models.vision_transformer import MLPBlock
-
-    if isinstance(module, MLPBlock):
+    if isinstance(module, _imported_classes("torchvision.models.vision_transformer", "MLPBlock")):
         return module[0].out_features
-    with contextlib.suppress(ImportError):
-        from timm.layers import Mlp
-
-        if isinstance(module, Mlp) and isinstance(module.fc1, nn.Linear):
-            return module.fc1.out_features
+    if isinstance(module, _imported_classes("timm.layers.mlp", "Mlp")) and isinstance(module.fc1, nn.Linear):
+        return module.fc1.out_features
     return None
 
 
