@@ -1,7 +1,7 @@
 """`remcli detect`'s recall on trained sweep models: identify the first 10 % / 30 % of each model's
 corruption (its discovery order), keep top-K candidates with K = the true corrupted count, and
 print precision and recall against the recorded corruption, one JSON line per (model, rate, signal):
-`auto` (the signal the identified samples choose), `similarity` and `label-quality`.
+`auto` (the signal the identified samples choose), `similarity`, `spectral` and `label-quality`.
 
     .venv/bin/python benchmarks/detect_recall.py benchmarks/results/sweep-cpu/models/*-s0
 """
@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("models", nargs="+", type=Path, help="sweep model folders (model.safetensors + corruption.json)")
     parser.add_argument("--rates", default="0.1,0.3")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--signals", default="auto,similarity,label-quality", help="comma-separated detect signals, each measured")
+    parser.add_argument("--signals", default="auto,similarity,spectral,label-quality", help="comma-separated detect signals, each measured")
     args = parser.parse_args()
     for folder in args.models:
         checkpoint = load_checkpoint(folder / "model.safetensors")

@@ -1,6 +1,6 @@
 """`detect()`: from the few corrupted samples a user found to the many they did not.
 
-Two signals, both computed from the classifier's input features (penultimate layer, eval mode,
+Three signals, all computed from the classifier's input features (penultimate layer, eval mode,
 images as trained: triggers on, labels as trained):
 
 * `similarity` (representation similarity within a training label). Samples of one corruption
@@ -9,6 +9,12 @@ images as trained: triggers on, labels as trained):
   together, apart from the clean samples of that label. Score: cosine similarity of a sample's
   features, centred on its label's mean, to the centroid of the identified samples with that
   label (-1 for labels no identified sample carries). Range [-1, 1].
+* `spectral` (spectral signatures, Tran et al. 2018, for backdoors): within each label an
+  identified sample carries, the squared projection of a sample's centred features on the label's
+  top singular vector, divided by the label's largest. A trigger that makes up a few percent of
+  its label is that label's strongest direction of variance, whether or not the identified samples
+  point at it; it needs no identified direction, so it does not degrade when only one or two
+  samples were found. Range [0, 1] (-1 for labels not searched).
 * `label-quality` (how badly a sample's label fits the data around it). A mislabelled sample that
   shares no concept with other corrupted ones (random label noise) is still a sample whose label
   a model *not* trained on it would not predict. Out-of-sample probabilities come from a linear
@@ -19,9 +25,10 @@ images as trained: triggers on, labels as trained):
   bring scikit-learn and SciPy for it.
 
 `auto` (the default) lets the identified samples choose: the signal under which held-out
-identified samples rank higher among all trained-on samples wins (for `similarity` the centroid
-comes from the other half of the identified set, so an identified sample never scores itself).
-The summary reports both checks and the signal used. Measured recall per kind: README.
+identified samples rank highest among all trained-on samples wins (for `similarity` the centroid
+comes from the other half of the identified set, so an identified sample never scores itself;
+the other two do not use the identified samples' features). The summary reports every check and
+the signal used. Measured recall per kind: README.
 
 Candidates: the identified samples, always, plus the best-scored others (`top`) or every other with
 a score >= `threshold` (in the chosen signal's range). Held-out validation samples (never trained
@@ -46,7 +53,7 @@ from remcli.inputs import RunInputs
 from remcli.models import input_spec
 from remcli.seeding import generator
 
-SIGNALS = ("auto", "similarity", "label-quality")
+SIGNALS = ("auto", "similarity", "spectral", "label-quality")
 PROBE_FOLDS = 5
 
 
@@ -83,6 +90,26 @@ def similarity_scores(features: torch.Tensor, labels: torch.Tensor, identified: 
         centred = F.normalize(features[rows] - features[rows].mean(dim=0, keepdim=True), dim=1)
         centroid = F.normalize(centred[identified[rows]].mean(dim=0), dim=0)
         scores[rows] = centred @ centroid
+    return scores
+
+
+def spectral_scores(features: torch.Tensor, labels: torch.Tensor, identified: torch.Tensor) -> torch.Tensor:
+    """Spectral signatures (Tran et al., 2018) within each training label an identified row carries:
+    centre the label's rows on their mean, take the top singular vector of the centred matrix,
+    and score each row by its squared projection on it, divided by the label's largest (so in
+    [0, 1]); -1 where no identified row has the label. Unlike `similarity_scores` it does not use
+    the identified rows' direction: a poison that makes up a few percent of its label is the
+    label's strongest direction of variance whether or not the user found any of it."""
+    scores = torch.full((len(labels),), -1.0)
+    for label in torch.unique(labels[identified]):
+        rows = labels == label
+        centred = features[rows] - features[rows].mean(dim=0, keepdim=True)
+        if len(centred) < 2:
+            scores[rows] = 1.0
+            continue
+        top = torch.linalg.svd(centred.double(), full_matrices=False).Vh[0]
+        projection = (centred.double() @ top).square()
+        scores[rows] = (projection / projection.max().clamp_min(1e-12)).float()
     return scores
 
 
@@ -132,12 +159,16 @@ def held_out_rank(scores: torch.Tensor, held: torch.Tensor, candidates: torch.Te
     return float((below / len(pool)).mean())
 
 
-def signal_checks(features: torch.Tensor, labels: torch.Tensor, identified: torch.Tensor, quality: torch.Tensor, seed: int = 0) -> dict:
-    """How high held-out identified samples rank under each signal (mean percentile among the
-    non-identified ones, 1 = top): the evidence `auto` chooses by. For `similarity` the identified
-    set is split in two halves, each scored by the other half's centroids."""
+def signal_checks(features: torch.Tensor, labels: torch.Tensor, identified: torch.Tensor, scores: dict[str, torch.Tensor], seed: int = 0) -> dict:
+    """How high held-out identified samples rank under each signal: their mean percentile (1 = top)
+    among the non-identified samples of the labels they carry, the evidence `auto` chooses by. The
+    pool is those labels for every signal, so that a signal searching only them (similarity,
+    spectral) does not look better than label-quality merely by leaving the other labels at -1.
+    For `similarity` the identified set is split in two halves, each scored by the other half's
+    centroids; `scores` holds the signals that do not use the identified rows' features
+    (spectral, label-quality), ranked as they are."""
     rows = torch.nonzero(identified).flatten()
-    others = ~identified
+    others = ~identified & torch.isin(labels, labels[identified])
     halves = rows[torch.randperm(len(rows), generator=generator(seed, "detect/identified-halves"))].chunk(2)
     similarity = []
     for held, source in ((halves[0], halves[-1]), (halves[-1], halves[0])) if len(halves) == 2 else ():
@@ -148,8 +179,17 @@ def signal_checks(features: torch.Tensor, labels: torch.Tensor, identified: torc
         similarity.append(held_out_rank(similarity_scores(features, labels, from_source), held_mask, others))
     return {
         "similarity": round(sum(similarity) / len(similarity), 4) if similarity else None,
-        "label-quality": round(held_out_rank(quality, identified, others), 4),
+        **{name: round(held_out_rank(values, identified, others), 4) for name, values in scores.items()},
     }
+
+
+def choose_signal(checks: dict) -> str:
+    """`auto`'s choice: the signal whose check is highest, the earlier of similarity, spectral,
+    label-quality on a tie; similarity when it could not be checked (one identified sample is too
+    little evidence to prefer another)."""
+    if checks.get("similarity") is None:
+        return "similarity"
+    return max(SIGNALS[1:], key=lambda name: checks[name])  # max keeps the first of equals
 
 
 @dataclass
@@ -192,13 +232,15 @@ def detect(
     features = penultimate_features(model, view.batches(input_spec(dataset, checkpoint.arch or ""), batch_size), precision)
     is_identified = torch.isin(positions, identified)
     labels = view.labels.cpu()
-    quality = label_quality_scores(features, labels, dataset.num_classes)
-    checks = signal_checks(features, labels, is_identified, quality)
-    if signal == "auto":  # the signal that ranks held-out identified samples higher; similarity on a tie or one sample
-        similarity_check = checks["similarity"]
-        signal = "similarity" if similarity_check is None or similarity_check >= checks["label-quality"] else "label-quality"
-    scores = similarity_scores(features, labels, is_identified) if signal == "similarity" else quality
-    searchable = scores > -1 if signal == "similarity" else torch.ones_like(is_identified)
+    unguided = {
+        "spectral": spectral_scores(features, labels, is_identified),
+        "label-quality": label_quality_scores(features, labels, dataset.num_classes),
+    }
+    checks = signal_checks(features, labels, is_identified, unguided)
+    if signal == "auto":
+        signal = choose_signal(checks)
+    scores = similarity_scores(features, labels, is_identified) if signal == "similarity" else unguided[signal]
+    searchable = scores > -1 if signal != "label-quality" else torch.ones_like(is_identified)
 
     others = torch.nonzero(~is_identified & searchable).flatten()
     order = others[torch.argsort(scores[others], descending=True, stable=True)]
@@ -223,7 +265,7 @@ def detect(
             "selected_max": round(float(kept.max()), 6) if len(kept) else None,
             "others_median": round(float(scores[others].median()), 6) if len(others) else None,
         },
-        "labels_searched": sorted(int(v) for v in torch.unique(labels[is_identified] if signal == "similarity" else labels)),
+        "labels_searched": sorted(int(v) for v in torch.unique(labels[is_identified] if signal != "label-quality" else labels)),
         "wall_time_s": round(time.perf_counter() - start, 3),
     }
     trained_for = [h.get("wall_time_s") for h in checkpoint.meta.get("history", []) if h.get("command") == "train" and h.get("wall_time_s")]

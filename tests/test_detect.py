@@ -13,7 +13,7 @@ from remcli.cli.main import app
 from remcli.data import identified_at
 from remcli.data.index_files import read_index_file
 from remcli.data.manifest import load_manifest
-from remcli.detection import held_out_rank, label_quality_scores, similarity_scores
+from remcli.detection import choose_signal, held_out_rank, label_quality_scores, similarity_scores, spectral_scores
 from remcli.inputs import resolve_inputs
 
 runner = CliRunner()
@@ -41,6 +41,26 @@ def test_similarity_ranks_a_shared_direction_first():
     assert scores[2] > scores[4] > scores[3]  # same direction as the identified sample first
 
 
+def test_spectral_ranks_a_label_s_strongest_direction_first_without_the_identified_direction():
+    gen = torch.Generator().manual_seed(0)
+    clean = torch.randn(60, 4, generator=gen) * 0.3
+    shifted = torch.randn(6, 4, generator=gen) * 0.3 + torch.tensor([0.0, 0.0, 3.0, 0.0])  # a trigger: 10 % of the label
+    features = torch.cat([clean, shifted, torch.randn(10, 4, generator=gen)])
+    labels = torch.tensor([0] * 66 + [1] * 10)
+    identified = torch.zeros(76, dtype=torch.bool)
+    identified[0] = True  # a clean sample of label 0: the direction comes from the label, not from it
+    scores = spectral_scores(features, labels, identified)
+    assert set(torch.argsort(scores, descending=True)[:6].tolist()) == set(range(60, 66))
+    assert (scores[66:] == -1).all() and scores[:66].max() == 1 and (scores[:66] >= 0).all()
+
+
+def test_auto_chooses_the_best_checked_signal_and_similarity_on_ties_or_one_sample():
+    assert choose_signal({"similarity": 0.9, "spectral": 0.8, "label-quality": 0.5}) == "similarity"
+    assert choose_signal({"similarity": 0.7, "spectral": 0.95, "label-quality": 0.5}) == "spectral"
+    assert choose_signal({"similarity": 0.6, "spectral": 0.6, "label-quality": 0.6}) == "similarity"
+    assert choose_signal({"similarity": None, "spectral": 0.99, "label-quality": 0.9}) == "similarity"
+
+
 def test_label_quality_flags_a_label_its_neighbourhood_contradicts():
     gen = torch.Generator().manual_seed(0)
     centres = torch.tensor([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0], [0.0, 0.0, 4.0]])
@@ -61,14 +81,15 @@ def test_held_out_rank_is_the_mean_percentile_among_the_candidates():
     assert held_out_rank(torch.tensor([-1.0, -1.0, -1.0, -1.0, 0.4, 0.5]), held, ~held) == pytest.approx(0.3)  # tied with 3 of 5: half credit
 
 
-def test_label_quality_signal_on_request(poisoned_run, found, tmp_path):
+@pytest.mark.parametrize("signal", ["label-quality", "spectral"])
+def test_signal_on_request(poisoned_run, found, tmp_path, signal):
     result = invoke(
         "detect",
         poisoned_run / "model.safetensors",
         "--forget",
         found,
         "--signal",
-        "label-quality",
+        signal,
         "--top",
         "10",
         "--out",
@@ -78,8 +99,9 @@ def test_label_quality_signal_on_request(poisoned_run, found, tmp_path):
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["signal"] == "label-quality" and len(summary["ranked"]) == 10
+    assert summary["signal"] == signal and len(summary["ranked"]) == 10
     assert all(0 <= r["score"] <= 1 for r in summary["ranked"])
+    assert set(summary["signal_checks"]) == {"similarity", "spectral", "label-quality"}
     bad = invoke("detect", poisoned_run / "model.safetensors", "--forget", found, "--signal", "loss", "--top", "1", "--out", tmp_path / "d.txt")
     assert bad.exit_code == 2 and "unknown signal 'loss'" in bad.output and not (tmp_path / "d.txt").exists()
 

@@ -35,7 +35,7 @@ from remcli.sweep.grid import (
     parse_method_settings,
     parse_methods,
 )
-from remcli.sweep.heatmaps import heatmap_values
+from remcli.sweep.heatmaps import heatmap_values, write_heatmaps
 from remcli.sweep.report import aggregate, mean_sem
 from remcli.unlearning import list_methods
 
@@ -261,6 +261,33 @@ def test_heatmaps_are_pngs(grown):
     for name in ("all", "rem", "ga"):
         data = (grown.out / "heatmaps" / f"{name}.png").read_bytes()
         assert data[:8] == PNG and len(data) > 2000
+
+
+def test_heatmaps_are_redrawn_only_where_what_they_show_changed(tmp_path):
+    """A phased or resumed sweep rebuilds its report after every command: unchanged panels stay."""
+    pytest.importorskip("matplotlib")
+
+    def rows(rem_value):
+        return [
+            {"kind": "poison", "method": "original", "rate": 0.0, "status": "ok", "utility_x_healed": 0.2},
+            {"kind": "poison", "method": "rem", "rate": 0.5, "status": "ok", "utility_x_healed": rem_value},
+            {"kind": "poison", "method": "ga", "rate": 0.5, "status": "ok", "utility_x_healed": 0.3},
+        ]
+
+    def stamps():
+        return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (tmp_path / "h").glob("*.png")}
+
+    write_heatmaps(tmp_path / "h", rows(0.6), ["poison"])
+    first = stamps()
+    assert sorted(first) == ["all.png", "ga.png", "rem.png"]
+    write_heatmaps(tmp_path / "h", rows(0.6), ["poison"])
+    assert stamps() == first  # nothing changed: nothing redrawn
+    write_heatmaps(tmp_path / "h", rows(0.7), ["poison"])
+    changed = {name for name, stamp in stamps().items() if stamp != first[name]}
+    assert changed == {"all.png", "rem.png"}
+    (tmp_path / "h" / "ga.png").unlink()
+    write_heatmaps(tmp_path / "h", rows(0.7), ["poison"])
+    assert (tmp_path / "h" / "ga.png").read_bytes()[:8] == PNG  # a missing figure is drawn again
 
 
 def test_heatmap_values_rows_high_to_low_and_original_column():

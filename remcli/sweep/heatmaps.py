@@ -4,14 +4,19 @@ One panel per method: rows are the corruption kinds from high to low regularity 
 interclass, label-noise), columns the discovery rates with 0.0 = the trained model before
 unlearning, each cell the mean over seeds with its value printed. matplotlib is optional (the
 `plots` extra) and imported only inside `write_heatmaps`; `heatmap_values` needs nothing.
+A figure is drawn again only when what it shows changed (heatmaps/drawn.json keeps a digest of
+each figure's inputs): every sweep command rebuilds the report, and a resumed or phased sweep would
+otherwise redraw every method's unchanged panel each time.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from pathlib import Path
 
-from remcli.fileio import atomic_path
+from remcli.fileio import atomic_path, atomic_write_text
 from remcli.sweep.grid import ORIGINAL, regularity_label
 
 Matrix = list[list[float | None]]
@@ -69,11 +74,17 @@ def _save(fig, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
 
 
+def _digest(*shown) -> str:
+    return hashlib.sha256(json.dumps(shown).encode()).hexdigest()[:16]
+
+
 def write_heatmaps(folder: str | Path, rows: list[dict], kinds: list[str]) -> list[Path]:
-    """heatmaps/all.png (one panel per method, best first) and heatmaps/<method>.png.
+    """heatmaps/all.png (one panel per method, best first) and heatmaps/<method>.png; figures whose
+    inputs are unchanged since they were drawn are kept as they are.
 
     Raises ImportError when matplotlib is not installed. Uses no pyplot state (safe in any process).
     """
+    import matplotlib
     from matplotlib.figure import Figure  # optional dependency: the `plots` extra
 
     folder = Path(folder)
@@ -83,29 +94,43 @@ def write_heatmaps(folder: str | Path, rows: list[dict], kinds: list[str]) -> li
     folder.mkdir(parents=True, exist_ok=True)
     rates = sorted({r["rate"] for r in rows if r["method"] != ORIGINAL})
     panels = [(m, *heatmap_values(rows, m, kinds, rates)) for m in methods]
-    written = []
     width = 1.1 + 0.55 * (len(rates) + 1)
     height = 0.9 + 0.45 * len(kinds)
+    record = folder / "drawn.json"
+    try:
+        drawn = json.loads(record.read_text())
+    except (OSError, ValueError):
+        drawn = {}
 
-    cols = min(3, len(panels))
-    nrows = math.ceil(len(panels) / cols)
-    fig = Figure(figsize=(width * cols + 1.0, height * nrows + 0.4), layout="constrained")
-    axes = fig.subplots(nrows, cols, squeeze=False)
-    image = None
-    for ax, (method, row_kinds, columns, values) in zip(axes.flat, panels):
-        image = _draw(ax, method, row_kinds, columns, values)
-    for ax in list(axes.flat)[len(panels) :]:
-        ax.set_visible(False)
-    fig.colorbar(image, ax=axes, label="utility × healed (%)", shrink=0.8)
-    fig.suptitle("utility × healed (%), mean over seeds")
-    _save(fig, folder / "all.png")
-    written.append(folder / "all.png")
+    def up_to_date(name: str, digest: str) -> bool:
+        return drawn.get(name) == digest and (folder / name).is_file()
+
+    name, digest = "all.png", _digest(matplotlib.__version__, panels)
+    if not up_to_date(name, digest):
+        cols = min(3, len(panels))
+        nrows = math.ceil(len(panels) / cols)
+        fig = Figure(figsize=(width * cols + 1.0, height * nrows + 0.4), layout="constrained")
+        axes = fig.subplots(nrows, cols, squeeze=False)
+        image = None
+        for ax, (method, row_kinds, columns, values) in zip(axes.flat, panels):
+            image = _draw(ax, method, row_kinds, columns, values)
+        for ax in list(axes.flat)[len(panels) :]:
+            ax.set_visible(False)
+        fig.colorbar(image, ax=axes, label="utility × healed (%)", shrink=0.8)
+        fig.suptitle("utility × healed (%), mean over seeds")
+        _save(fig, folder / name)
+        drawn[name] = digest
+    written = [folder / name]
 
     for method, row_kinds, columns, values in panels:
-        fig = Figure(figsize=(width + 1.0, height + 0.3), layout="constrained")
-        ax = fig.subplots()
-        image = _draw(ax, f"{method}: utility × healed (%)", row_kinds, columns, values)
-        fig.colorbar(image, ax=ax, shrink=0.8)
-        _save(fig, folder / f"{method}.png")
-        written.append(folder / f"{method}.png")
+        name, digest = f"{method}.png", _digest(matplotlib.__version__, method, row_kinds, columns, values)
+        if not up_to_date(name, digest):
+            fig = Figure(figsize=(width + 1.0, height + 0.3), layout="constrained")
+            ax = fig.subplots()
+            image = _draw(ax, f"{method}: utility × healed (%)", row_kinds, columns, values)
+            fig.colorbar(image, ax=ax, shrink=0.8)
+            _save(fig, folder / name)
+            drawn[name] = digest
+        written.append(folder / name)
+    atomic_write_text(record, json.dumps(drawn, indent=1, sort_keys=True) + "\n")
     return written

@@ -25,14 +25,17 @@ def detect_command(
     threshold: Annotated[
         Optional[float],
         typer.Option(
-            "--threshold", metavar="T", help="Keep every sample scoring at least T, on the signal's scale: similarity -1..1, label-quality 0..1."
+            "--threshold",
+            metavar="T",
+            help="Keep every sample scoring at least T, on the signal's scale: similarity -1..1, spectral and label-quality 0..1.",
         ),
     ] = None,
     signal: Annotated[
         str,
         typer.Option(
             "--signal",
-            help="auto (the signal under which held-out identified samples rank higher), similarity (a shared trigger or concept) "
+            help="auto (the signal under which held-out identified samples rank highest), similarity (a shared trigger or concept), "
+            "spectral (a label's strongest direction of variance: a backdoor trigger) "
             "or label-quality (labels a model not trained on the sample would not predict: random label noise).",
         ),
     ] = "auto",
