@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from remcli.checkpoints import load_checkpoint, read_metadata, save_checkpoint
 from remcli.cli.main import app
-from remcli.data.datasets import load_dataset
+from remcli.data.datasets import list_image_folder, load_dataset
 from remcli.inputs import resolve_inputs
 from remcli.models import build_model, input_spec
 from tests.conftest import copy_imagefolder_subset
@@ -203,6 +203,27 @@ def test_val_folder_is_the_test_split_when_test_is_absent(small_run, small_root,
     shutil.rmtree(root / "val")
     line = error_line(invoke(["corrupt", f"imagefolder:{root}", "--kind", "label-noise", "--count", "2", "--out", tmp_path / "c"]))
     assert "no 'test' (or 'val') folder" in line
+
+
+def test_folder_listing_is_torchvision_image_folder_s_order(tmp_path):
+    """Sample positions are ImageFolder's order; remcli lists folders itself (importing torchvision
+    costs a second per command), so the two must agree on nested folders, case and non-images."""
+    from torchvision.datasets import ImageFolder
+
+    root = tmp_path / "train"
+    for rel in ("b/2.png", "b/10.PNG", "b/sub/a.jpg", "b/Sub2/0.JPEG", "a/z.webp", "a/y.bmp", "a/notes.txt", "a/.hidden.png", "c/x.tif"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"")
+    (root / "empty-file").write_bytes(b"")  # a file beside the class folders is not a class
+    listing = list_image_folder(root)
+    reference = ImageFolder(str(root), loader=lambda path: path)
+    assert listing.files == [path for path, _ in reference.samples] and listing.targets == reference.targets
+    assert listing.classes == tuple(reference.classes) == ("a", "b", "c")
+    (root / "d").mkdir()
+    (root / "d" / "readme.md").write_text("")
+    (tmp_path / "test" / "a").mkdir(parents=True)
+    line = error_line(invoke(["corrupt", f"imagefolder:{tmp_path}", "--kind", "label-noise", "--count", "2", "--out", tmp_path / "c"]))
+    assert "class folders without images" in line and f"{root}: d" in line
 
 
 def test_mixed_sizes_are_refused_naming_the_option_and_resized_with_it(small_run, small_root, tmp_path):

@@ -181,22 +181,60 @@ def _load_fashion_mnist(root: Path, download: bool):
     return _split_from_nhw(train.data, train.targets), _split_from_nhw(test.data, test.targets), tuple(train.classes), (0.2860,), (0.3530,)
 
 
-def _decode_folder(folder: Path, size: int | None = None, stream: bool = False) -> tuple[Split, tuple[str, ...]]:
-    """A class-per-folder split, decoded into memory, or (`stream`) listed for decoding per batch."""
-    from torchvision.datasets import ImageFolder
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's IMG_EXTENSIONS
 
-    listing = ImageFolder(str(folder), loader=lambda path: path)  # only its canonical order: sorted classes, sorted files
-    files = [path for path, _ in listing.samples]
+
+@dataclass(frozen=True)
+class FolderListing:
+    """A class-per-folder split's files in torchvision ImageFolder's order, which defines sample
+    positions: classes sorted, then each class's directory tree walked in sorted order (links
+    followed), files sorted, image extensions only (case-insensitive)."""
+
+    files: list[str]
+    targets: list[int]
+    classes: tuple[str, ...]
+
+
+def list_image_folder(folder: Path) -> FolderListing:
+    """ImageFolder's listing without importing torchvision (its import costs about a second). A
+    folder without class folders, or a class folder without images, is an InputError."""
+    classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+    if not classes:
+        raise InputError(f"{folder} has no class folders; put each class's images in {folder}/<class>/")
+    files: list[str] = []
+    targets: list[int] = []
+    empty = []
+    for index, name in enumerate(classes):
+        before = len(files)
+        for root, _, names in sorted(os.walk(os.path.join(folder, name), followlinks=True)):
+            files.extend(os.path.join(root, n) for n in sorted(names) if n.lower().endswith(IMAGE_EXTENSIONS))
+        targets.extend([index] * (len(files) - before))
+        if len(files) == before:
+            empty.append(name)
+    if empty:
+        raise InputError(
+            f"class folders without images under {folder}: {', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''}; "
+            f"add images ({' '.join(IMAGE_EXTENSIONS)}) or remove the folders"
+        )
+    return FolderListing(files, targets, tuple(classes))
+
+
+def _decode_folder(
+    folder: Path, size: int | None = None, stream: bool = False, listing: FolderListing | None = None
+) -> tuple[Split, tuple[str, ...]]:
+    """A class-per-folder split, decoded into memory, or (`stream`) listed for decoding per batch."""
+    listing = listing or list_image_folder(folder)
+    files = listing.files
     paths = tuple(Path(path).relative_to(folder.parent).as_posix() for path in files)
     labels = torch.as_tensor(listing.targets, dtype=torch.int64)
     if stream:
-        return Split(ImageFiles(files, (3, *_common_size(folder, files, size)), size), labels, paths), tuple(listing.classes)
+        return Split(ImageFiles(files, (3, *_common_size(folder, files, size)), size), labels, paths), listing.classes
     arrays = [decode_image(path, size) for path in files]  # decoded once at load time, never in a training loop
     shapes = {a.shape[:2] for a in arrays}
     if len(shapes) > 1:
         raise _mixed_sizes(folder, shapes)
     split = _split_from_hwc(np.stack(arrays), listing.targets)
-    return Split(split.images, split.labels, paths), tuple(listing.classes)
+    return Split(split.images, split.labels, paths), listing.classes
 
 
 def _common_size(folder: Path, files: list[str], size: int | None) -> tuple[int, int]:
@@ -237,9 +275,10 @@ def _load_imagefolder(root: Path, download: bool, size: int | None = None, strea
     if not (root / "train").is_dir():
         raise InputError(f"imagefolder root {root} has no 'train' folder: expected {_EXPECTED_FILES['imagefolder']}")
     test_part = imagefolder_test_split(root)
-    stream = stream or _estimated_decoded_bytes([root / "train", root / test_part], size) > stream_threshold_bytes()
-    train, classes = _decode_folder(root / "train", size, stream)
-    test, test_classes = _decode_folder(root / test_part, size, stream)
+    listings = [list_image_folder(root / part) for part in ("train", test_part)]
+    stream = stream or _estimated_decoded_bytes(listings, size) > stream_threshold_bytes()
+    train, classes = _decode_folder(root / "train", size, stream, listings[0])
+    test, test_classes = _decode_folder(root / test_part, size, stream, listings[1])
     if test_classes != classes:
         raise InputError(f"train and {test_part} class folders differ under {root}; make ROOT/train and ROOT/{test_part} hold the same class names")
     if root.resolve() == SAMPLE_DATA.resolve():
@@ -277,11 +316,11 @@ def channel_statistics(chunks) -> tuple[tuple[float, ...], tuple[float, ...]]:
 STATISTICS_SAMPLE = 2000
 
 
-def _estimated_decoded_bytes(folders: list[Path], size: int | None) -> int:
-    """Decoded size of the folders' images, from their file count and the first image's size."""
+def _estimated_decoded_bytes(listings: list[FolderListing], size: int | None) -> int:
+    """Decoded size of the listed images, from their count and the first image's size."""
     from PIL import Image
 
-    files = [path for folder in folders for path in sorted(folder.rglob("*")) if path.is_file()]
+    files = [path for listing in listings for path in listing.files]
     if not files:
         return 0
     if size is None:
@@ -383,10 +422,7 @@ def load_labelled_folder(spec: str, classes: tuple[str, ...]) -> Split:
             f"{what} classes of the training data under {folder}; expected {EVAL_SET_LAYOUT}: "
             f"{', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''}"
         )
-    try:
-        split, own_classes = _decode_folder(folder, size)
-    except FileNotFoundError as err:  # torchvision's message for a class folder without images
-        raise InputError(f"labelled set {folder}: {err}") from None
+    split, own_classes = _decode_folder(folder, size)
     to_training_label = torch.tensor([classes.index(name) for name in own_classes])
     return Split(split.images, to_training_label[split.labels], split.paths)
 
