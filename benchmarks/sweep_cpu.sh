@@ -54,7 +54,7 @@ if [ "${TINY:-0}" = 1 ]; then
   PER_CLASS=30; TEST_PER_CLASS=10; SEEDS=${TINY_SEEDS:-0}
   SIZE=(--width 0.125 --count 6 --train-epochs 1 --train-batch-size 64)
   FIRST_RATES=1.0; MORE_RATES=0.5
-  BUDGETS=('*.epochs=1' '*.batch_size=64' '*.flush_max_epochs=2' '*.max_epochs=2' '*.max_tries=5' '*.max_steps=5')
+  BUDGETS=('*.epochs=1' '*.batch_size=64' '*.flush_max_epochs=2' '*.max_epochs=2' '*.max_tries=5' '*.max_steps=5' '*.diagnostic_samples=32')
   PHASE3=retrain,finetune; PHASE4=rem-redirect@bottleneck; PHASE6=ssd; PHASE7=detect+ga  # one or two methods per phase: the plumbing, at toy size
   LOW_RATES=0.5
 else
