@@ -7,6 +7,7 @@ exceeds 2 SE), utility x healed per kind at each rate, interclass healed against
 model, and REM's own diagnostics averaged over cells (the kept iterate and the last one).
 
     python benchmarks/rem_ablation.py runs/sweep-cpu --base rem --variants rem-redirect,rem-redirect@bn-batch,...
+    python benchmarks/rem_ablation.py runs/sweep-cpu --base rem --variants detect+rem --rates 0.1,0.3
 """
 
 from __future__ import annotations
@@ -63,8 +64,12 @@ def main() -> None:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--base", default="rem")
     parser.add_argument("--variants", default="rem,rem@bn-batch,rem@momentum,rem@epoch-flush,rem@bottleneck,rem@units-lr1")
+    parser.add_argument("--rates", help="comma-separated discovery rates to include (default: all)")
     args = parser.parse_args()
     cells = load(args.folder)
+    if args.rates:
+        wanted = {float(r) for r in args.rates.split(",")}
+        cells = {k: v for k, v in cells.items() if k[0] == "original" or k[2] in wanted}
     variants = [v for v in [args.base, *args.variants.split(",")] if any(k[0] == v for k in cells)]
     kinds = [k for k in ("poison", "interclass", "label-noise") if any(c[1] == k for c in cells)]
     rates = sorted({c[2] for c in cells if c[0] in variants})

@@ -256,6 +256,26 @@ def test_summary_lists_every_method_sorted_by_utility_x_healed(grown):
     assert "**ga**" in text and "**rem**" in text and "| poison | " in text
 
 
+def test_results_doc_refreshes_only_its_generated_blocks(grown, tmp_path):
+    """benchmarks/results_doc.py: the hand-written text stays, the tables come from the folder, and a
+    second run changes nothing."""
+    doc = tmp_path / "results.md"
+    doc.write_text(
+        "Hand-written intro.\n\n<!-- generated: summary Table 1 -->\nstale\n<!-- /generated -->\n\nMiddle text.\n\n"
+        "<!-- generated: ablation --base rem --variants ga --rates 1.0 -->\n<!-- /generated -->\nEnd.\n"
+    )
+    script = [sys.executable, str(REPO / "benchmarks" / "results_doc.py"), str(grown.out), str(doc)]
+    subprocess.run(script, check=True, capture_output=True)
+    text = doc.read_text()
+    assert text.startswith("Hand-written intro.\n") and "Middle text." in text and text.endswith("<!-- /generated -->\nEnd.\n")
+    assert "stale" not in text and "| rem |" in text and "### Pooled over kinds × rates × seeds" in text
+    table1 = (grown.out / "summary.md").read_text().split("## Table 1")[1].split("\n", 1)[1].split("\n## ")[0].strip()
+    assert table1 in text
+    assert f"`python benchmarks/rem_ablation.py {grown.out} --base rem --variants ga --rates 1.0`" in text
+    subprocess.run(script, check=True, capture_output=True)
+    assert doc.read_text() == text
+
+
 def test_heatmaps_are_pngs(grown):
     pytest.importorskip("matplotlib")
     for name in ("all", "rem", "ga"):
