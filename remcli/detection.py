@@ -25,10 +25,12 @@ images as trained: triggers on, labels as trained):
   bring scikit-learn and SciPy for it.
 
 `auto` (the default) lets the identified samples choose: the signal under which held-out
-identified samples rank highest among all trained-on samples wins (for `similarity` the centroid
-comes from the other half of the identified set, so an identified sample never scores itself;
-the other two do not use the identified samples' features). The summary reports every check and
-the signal used. Measured recall per kind: README.
+identified samples rank highest among the other samples of their labels wins (for `similarity`
+the centroid comes from the other half of the identified set, so an identified sample never
+scores itself; the other two do not use the identified samples' features). The summary reports
+every check and the signal used. Measured recall per kind (README): `similarity` finds poison,
+`label-quality` does best on label noise, and `spectral` lost to `similarity` on the CPU
+profile's poison, whose triggered images come from nine source classes.
 
 Candidates: the identified samples, always, plus the best-scored others (`top`) or every other with
 a score >= `threshold` (in the chosen signal's range). Held-out validation samples (never trained
