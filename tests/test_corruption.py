@@ -299,6 +299,16 @@ def test_index_file_round_trip(tmp_path):
         read_index_file(path, 10, fingerprint="fp1", content_sha256="other")
 
 
+def test_index_file_lines_may_carry_inline_notes(tmp_path):
+    path = write_index_file(tmp_path / "ids.txt", [4, 7, 1], dataset="toy", fingerprint="fp1", notes={7: "similarity 0.8312", 1: "identified"})
+    lines = path.read_text().splitlines()
+    assert lines[-3:] == ["4", "7  # similarity 0.8312", "1  # identified"]
+    assert read_index_file(path, 10, fingerprint="fp1").tolist() == [1, 4, 7]
+    path.write_text("3\t# tab before the note\n5 #no space after\n8#not a note: a bad line\n")
+    with pytest.raises(InputError, match="'8#not a note: a bad line' is not an integer"):
+        read_index_file(path, 10)
+
+
 def test_index_file_without_content_hash_has_no_content_line(tmp_path):
     path = write_index_file(tmp_path / "ids.txt", [3], dataset="toy", fingerprint="fp1")
     assert "content-sha256" not in path.read_text()

@@ -123,6 +123,9 @@ def test_detect_finds_most_of_the_poison_from_ten_percent(poisoned_run, found, t
     inputs = resolve_inputs(ckpt, None, None)
     candidates = read_index_file(out, len(inputs.dataset.train), inputs.dataset.fingerprint)
     assert len(candidates) == len(corrupted) and torch.isin(identified, candidates).all()
+    notes = dict(line.split("  # ") for line in out.read_text().splitlines() if not line.startswith("#"))
+    assert all(notes[str(i)] == "identified" for i in identified.tolist())
+    assert {notes[str(r["position"])] for r in summary["ranked"]} == {f"similarity {r['score']:.4f}" for r in summary["ranked"]}
     assert not torch.isin(candidates, ckpt.validation_indices).any()
     recall = float(torch.isin(corrupted, candidates).float().mean())
     assert recall >= 0.8, summary

@@ -49,7 +49,8 @@ def test_imagefolder_split_keeps_each_samples_root_relative_path(dataset, cifar_
 
 def test_paths_resolve_to_training_positions(dataset, cifar_root, tmp_path):
     paths = dataset.train.paths
-    lines = ["# identified by a reviewer", paths[3], "./" + paths[10], str(cifar_root / paths[20]), "42", "", paths[7].replace("/", "\\")]
+    noted = paths[3] + "  # trigger visible"
+    lines = ["# identified by a reviewer", noted, "./" + paths[10], str(cifar_root / paths[20]), "42", "", paths[7].replace("/", "\\")]
     index = tmp_path / "forget.txt"
     index.write_text("\n".join(lines) + "\n")
     assert read_identified(index, dataset).tolist() == [3, 7, 10, 20, 42]

@@ -1,8 +1,10 @@
 """Index files: the identified (forget) samples as one training-split position per line.
 
 The one place that knows the format: `write_index_file` writes the `#` header (dataset,
-fingerprint, content hash, free comments) and the positions; `read_index_file` parses and
-validates a file, checking the fingerprint and content-hash headers against the data.
+fingerprint, content hash, free comments) and the positions, each optionally followed by an
+inline note (`759  # similarity 0.8341`); `read_index_file` parses and validates a file, checking
+the fingerprint and content-hash headers against the data. An inline comment starts at whitespace
+followed by `#`, so an image path containing `#` (without a space before it) still reads whole.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import os
 import posixpath
 import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -24,6 +26,7 @@ TITLE = "remcli identified samples: one training-split position per line"
 
 _FINGERPRINT_LINE = re.compile(r"^#\s*fingerprint:\s*(\S+)")
 _CONTENT_LINE = re.compile(r"^#\s*content-sha256:\s*(\S+)")
+_INLINE_COMMENT = re.compile(r"\s+#")
 
 
 def index_file_text(
@@ -33,10 +36,13 @@ def index_file_text(
     fingerprint: str,
     content_sha256: str | None = None,
     comments: Sequence[str] = (),
+    notes: Mapping[int, str] | None = None,
 ) -> str:
     """The file's text: title, `# dataset:`, `# fingerprint:`, `# content-sha256:` (when known),
-    one `# <comment>` line per comment, then one position per line."""
+    one `# <comment>` line per comment, then one position per line, followed by `  # <note>`
+    where `notes` has one for it (readers ignore everything from whitespace + `#` on)."""
     positions = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+    notes = notes or {}
     header = [
         f"# {TITLE}",
         f"# dataset: {dataset}",
@@ -44,7 +50,8 @@ def index_file_text(
         *([f"# content-sha256: {content_sha256}"] if content_sha256 else []),
         *(f"# {comment}" for comment in comments),
     ]
-    return "\n".join(header + [str(int(i)) for i in positions]) + "\n"
+    lines = [f"{int(i)}  # {notes[int(i)]}" if int(i) in notes else str(int(i)) for i in positions]
+    return "\n".join(header + lines) + "\n"
 
 
 def write_index_file(
@@ -55,10 +62,12 @@ def write_index_file(
     fingerprint: str,
     content_sha256: str | None = None,
     comments: Sequence[str] = (),
+    notes: Mapping[int, str] | None = None,
 ) -> Path:
     """Write `index_file_text(...)` to `path` atomically (a whole file or none); returns the path."""
     target = Path(path)
-    atomic_write_text(target, index_file_text(ids, dataset=dataset, fingerprint=fingerprint, content_sha256=content_sha256, comments=comments))
+    text = index_file_text(ids, dataset=dataset, fingerprint=fingerprint, content_sha256=content_sha256, comments=comments, notes=notes)
+    atomic_write_text(target, text)
     return target
 
 
@@ -99,6 +108,7 @@ def read_index_file(
                 f"index file {name} was written for other images ({content.group(1)}) than this data holds ({content_sha256}; same labels, "
                 "different pixels or image order), so its positions would point at other images; restore the image files or rerun `remcli corrupt`"
             )
+        line = _INLINE_COMMENT.split(line, maxsplit=1)[0]
         if not line or line.startswith("#"):
             continue
         if not re.fullmatch(r"-?\d+", line):

@@ -71,6 +71,10 @@ def detect_command(
         fingerprint=inputs.dataset.fingerprint,
         content_sha256=inputs.dataset.content_sha256,
         comments=comments,
+        notes={
+            **{int(i): "identified" for i in identified.tolist()},
+            **{r["position"]: f"{summary['signal']} {r['score']:.4f}" for r in result.ranked},
+        },
     )
     truth = summary.get("ground_truth")
     found = f"; against the recorded corruption: precision {truth['precision']:.3f}, recall {truth['recall']:.3f}" if truth else ""
