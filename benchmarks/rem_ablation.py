@@ -111,6 +111,20 @@ def main() -> None:
             ]
             print(f"| {variant} | " + " | ".join(vals) + " |")
 
+    detecting = [v for v in variants if any("detect" in cells[c] for c in cells if c[0] == v)]
+    if detecting:
+        print("\n## Detection in the cells (mean over seeds; detected: beyond the identified; precision, recall: identified + detected)\n")
+        print("| variant | kind | rate | cells | detected | precision | recall | signal |\n|---|---|---:|---:|---:|---:|---:|---|")
+        for variant in detecting:
+            for kind in kinds:
+                for rate in rates:
+                    found = [cells[c]["detect"] for c in cells if c[0] == variant and c[1] == kind and c[2] == rate]
+                    if found:
+                        detected = mean_sem([d["selected"] for d in found])[0]
+                        precision, recall = (mean_sem([d["ground_truth"][name] for d in found])[0] for name in ("precision", "recall"))
+                        signals = ", ".join(sorted({d["signal"] for d in found}))
+                        print(f"| {variant} | {kind} | {rate} | {len(found)} | {detected:.1f} | {precision:.2f} | {recall:.2f} | {signals} |")
+
     print("\n## Diagnostics (mean over cells; accuracies on the identified set's corrupted labels and on retain training labels)\n")
     names = [
         "last_identified_drop_acc",
