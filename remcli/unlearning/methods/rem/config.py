@@ -6,8 +6,8 @@ batch-statistics BatchNorm, one optimiser across phases, gamma checked once per 
 (`REDIRECTING`): frozen BatchNorm, fresh optimiser state at each phase switch, gamma checked after
 every flush step, chained conv units, and a 10x learning rate for the new units. Its redirect view
 holds the identified set (0.93 of it at the last iteration, against 0.44 for `rem`), but on the
-memorising CPU profile it healed less: utility x healed 4.6 +/- 1.7 points below `rem`, paired over
-18 cells of two seeds (docs/results-cpu.md). So the default is the mechanism that heals better there; every
+memorising CPU profile it healed less: utility x healed 4.8 +/- 1.4 points below `rem`, paired over
+27 cells of three seeds (docs/results-cpu.md). So the default is the mechanism that heals better there; every
 change stays one setting away.
 """
 
