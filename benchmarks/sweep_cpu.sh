@@ -3,7 +3,7 @@
 # at a size two CPU cores can map over several sessions. Results: docs/results-cpu.md.
 #
 #   benchmarks/sweep_cpu.sh OUT_DIR          # e.g. runs/sweep-cpu; rerun the same line to resume
-#   TINY=1 benchmarks/sweep_cpu.sh OUT_DIR   # the same phases at toy size (the test suite, ~1.5 minutes)
+#   TINY=1 benchmarks/sweep_cpu.sh OUT_DIR   # the same phases at toy size, two kinds (the test suite, under a minute)
 #
 # Profile (why: docs/results-cpu.md, "Choosing the profile"):
 # * data: 1,500 CIFAR-10 training images (150 per class) and 2,000 test images (200 per class),
@@ -51,7 +51,7 @@ PHASE7=${PHASE7_METHODS:-detect+rem,detect+rem-redirect}
 
 if [ "${TINY:-0}" = 1 ]; then
   CACHE_DIR=${CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/remcli/cifar10-tiny}
-  PER_CLASS=30; TEST_PER_CLASS=10; SEEDS=${TINY_SEEDS:-0}
+  PER_CLASS=30; TEST_PER_CLASS=10; SEEDS=${TINY_SEEDS:-0}; KINDS=poison,label-noise  # two kinds: the plumbing, in under a minute
   SIZE=(--width 0.125 --count 6 --train-epochs 1 --train-batch-size 64)
   FIRST_RATES=1.0; MORE_RATES=0.5
   BUDGETS=('*.epochs=1' '*.batch_size=64' '*.flush_max_epochs=2' '*.max_epochs=2' '*.max_tries=5' '*.max_steps=5' '*.diagnostic_samples=32')
@@ -59,7 +59,7 @@ if [ "${TINY:-0}" = 1 ]; then
   LOW_RATES=0.5
 else
   CACHE_DIR=${CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/remcli/cifar10-1500}
-  PER_CLASS=150; TEST_PER_CLASS=200
+  PER_CLASS=150; TEST_PER_CLASS=200; KINDS=poison,interclass,label-noise
   SIZE=(--width 0.5 --count 30 --train-epochs 60 --train-batch-size 128)
   FIRST_RATES=0.1,0.5,1.0; MORE_RATES=0.3,0.7; LOW_RATES=0.1,0.3
   BUDGETS=('*.batch_size=128' rem.epochs=15 finetune.epochs=15 salun.epochs=15 cf-k.epochs=15 eu-k.epochs=15 neggrad+.epochs=7 scrub.epochs=4)
@@ -76,7 +76,7 @@ run_phase() {  # run_phase NAME METHODS RATES
   local args
   mapfile -t args < <(printf '%s' "$methods_json" | "$PYTHON" benchmarks/sweep_args.py --methods "$2" "${BUDGETS[@]}" "${ABLATIONS[@]}")
   [ ${#args[@]} -gt 0 ] || exit 2
-  local cmd=("$REMCLI" sweep --data "imagefolder:$CACHE_DIR" --arch resnet9 "${SIZE[@]}" --kinds poison,interclass,label-noise
+  local cmd=("$REMCLI" sweep --data "imagefolder:$CACHE_DIR" --arch resnet9 "${SIZE[@]}" --kinds "$KINDS"
              --discovery "$3" --seeds "$SEEDS" "${args[@]}" --device "$DEVICE" --out "$OUT")
   if [ "${DRY_RUN:-0}" = 1 ]; then cmd+=(--dry-run); elif [ "${WORKERS:-1}" -gt 1 ]; then cmd+=(--workers "$WORKERS"); fi
   run_sweep_command "phase $1" "${cmd[@]}"
