@@ -267,7 +267,7 @@ def detect(
             "selected_max": round(float(kept.max()), 6) if len(kept) else None,
             "others_median": round(float(scores[others].median()), 6) if len(others) else None,
         },
-        "labels_searched": sorted(int(v) for v in torch.unique(labels[is_identified] if signal != "label-quality" else labels)),
+        "labels_searched": sorted(int(v) for v in torch.unique(labels[searchable])),
         "wall_time_s": round(time.perf_counter() - start, 3),
     }
     trained_for = [h.get("wall_time_s") for h in checkpoint.meta.get("history", []) if h.get("command") == "train" and h.get("wall_time_s")]

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from remcli.checkpoints import load_checkpoint, read_metadata, save_checkpoint
 from remcli.cli.main import app
-from remcli.data.datasets import list_image_folder, load_dataset
+from remcli.data.datasets import IMAGE_EXTENSIONS, list_image_folder, load_dataset
 from remcli.inputs import resolve_inputs
 from remcli.models import build_model, input_spec
 from tests.conftest import copy_imagefolder_subset
@@ -209,6 +209,9 @@ def test_folder_listing_is_torchvision_image_folder_s_order(tmp_path):
     """Sample positions are ImageFolder's order; remcli lists folders itself (importing torchvision
     costs a second per command), so the two must agree on nested folders, case and non-images."""
     from torchvision.datasets import ImageFolder
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    assert IMAGE_EXTENSIONS == IMG_EXTENSIONS  # the same files count as images
 
     root = tmp_path / "train"
     for rel in ("b/2.png", "b/10.PNG", "b/sub/a.jpg", "b/Sub2/0.JPEG", "a/z.webp", "a/y.bmp", "a/notes.txt", "a/.hidden.png", "c/x.tif"):

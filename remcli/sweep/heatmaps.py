@@ -11,6 +11,7 @@ otherwise redraw every method's unchanged panel each time.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -102,11 +103,14 @@ def write_heatmaps(folder: str | Path, rows: list[dict], kinds: list[str]) -> li
     except (OSError, ValueError):
         drawn = {}
 
-    def up_to_date(name: str, digest: str) -> bool:
-        return drawn.get(name) == digest and (folder / name).is_file()
+    def refresh(name: str, digest: str, draw) -> Path:
+        """Draw and save figure `name` unless the digest of what it shows matches the recorded one."""
+        if drawn.get(name) != digest or not (folder / name).is_file():
+            _save(draw(), folder / name)
+            drawn[name] = digest
+        return folder / name
 
-    name, digest = "all.png", _digest(matplotlib.__version__, panels)
-    if not up_to_date(name, digest):
+    def overview():
         cols = min(3, len(panels))
         nrows = math.ceil(len(panels) / cols)
         fig = Figure(figsize=(width * cols + 1.0, height * nrows + 0.4), layout="constrained")
@@ -118,19 +122,17 @@ def write_heatmaps(folder: str | Path, rows: list[dict], kinds: list[str]) -> li
             ax.set_visible(False)
         fig.colorbar(image, ax=axes, label="utility × healed (%)", shrink=0.8)
         fig.suptitle("utility × healed (%), mean over seeds")
-        _save(fig, folder / name)
-        drawn[name] = digest
-    written = [folder / name]
+        return fig
 
-    for method, row_kinds, columns, values in panels:
-        name, digest = f"{method}.png", _digest(matplotlib.__version__, method, row_kinds, columns, values)
-        if not up_to_date(name, digest):
-            fig = Figure(figsize=(width + 1.0, height + 0.3), layout="constrained")
-            ax = fig.subplots()
-            image = _draw(ax, f"{method}: utility × healed (%)", row_kinds, columns, values)
-            fig.colorbar(image, ax=ax, shrink=0.8)
-            _save(fig, folder / name)
-            drawn[name] = digest
-        written.append(folder / name)
+    def panel(method, row_kinds, columns, values):
+        fig = Figure(figsize=(width + 1.0, height + 0.3), layout="constrained")
+        ax = fig.subplots()
+        image = _draw(ax, f"{method}: utility × healed (%)", row_kinds, columns, values)
+        fig.colorbar(image, ax=ax, shrink=0.8)
+        return fig
+
+    written = [refresh("all.png", _digest(matplotlib.__version__, panels), overview)]
+    for shown in panels:
+        written.append(refresh(f"{shown[0]}.png", _digest(matplotlib.__version__, *shown), functools.partial(panel, *shown)))
     atomic_write_text(record, json.dumps(drawn, indent=1, sort_keys=True) + "\n")
     return written
