@@ -102,6 +102,7 @@ def test_signal_on_request(poisoned_run, found, tmp_path, signal):
     assert summary["signal"] == signal and len(summary["ranked"]) == 10
     assert all(0 <= r["score"] <= 1 for r in summary["ranked"])
     assert set(summary["signal_checks"]) == {"similarity", "spectral", "label-quality"}
+    assert len(summary["labels_searched"]) == (10 if signal == "label-quality" else 1)  # every label, or the target's
     bad = invoke("detect", poisoned_run / "model.safetensors", "--forget", found, "--signal", "loss", "--top", "1", "--out", tmp_path / "d.txt")
     assert bad.exit_code == 2 and "unknown signal 'loss'" in bad.output and not (tmp_path / "d.txt").exists()
 
@@ -118,6 +119,7 @@ def test_detect_finds_most_of_the_poison_from_ten_percent(poisoned_run, found, t
     summary = json.loads(result.stdout)
     # the identified samples chose the signal: held-out ones rank near the top by similarity
     assert summary["signal"] == "similarity" and summary["identified"] == len(identified)
+    assert len(summary["labels_searched"]) == 1  # the poison's target label, the only one the identified samples carry
     assert summary["signal_checks"]["similarity"] > summary["signal_checks"]["label-quality"]
     # a valid index file that unlearn reads, identified samples included, no validation samples
     inputs = resolve_inputs(ckpt, None, None)
