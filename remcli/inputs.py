@@ -98,13 +98,18 @@ def _normalisation(checkpoint: Checkpoint, dataset: Dataset) -> Dataset:
     return dataset
 
 
+def fit_dataset_to(checkpoint: Checkpoint, dataset: Dataset, spec: str) -> Dataset:
+    """The dataset as `checkpoint` sees it: checked against what the checkpoint records (one-line
+    InputError otherwise), normalised with the checkpoint's recorded mean/std."""
+    check_checkpoint_matches(checkpoint, dataset, spec)
+    return _normalisation(checkpoint, dataset)
+
+
 def resolve_inputs(checkpoint: Checkpoint, data: str | None, corruption: str | Path | None, download: bool = False) -> RunInputs:
     spec = data or checkpoint.meta.get("dataset")
     if not spec:
         raise InputError(f"checkpoint {checkpoint.path} records no dataset; pass --data")
-    dataset = load_dataset(spec, download=download)
-    check_checkpoint_matches(checkpoint, dataset, spec)
-    dataset = _normalisation(checkpoint, dataset)
+    dataset = fit_dataset_to(checkpoint, load_dataset(spec, download=download), spec)
     for key, value in (
         ("dataset", dataset.spec),
         ("dataset_fingerprint", dataset.fingerprint),

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from remcli.errors import InputError
-from remcli.evaluation import Gate, gates_summary, missed_gates, parse_gates
+from remcli.evaluation import Gate, compare, gates_summary, missed_gates, parse_gates
 from remcli.evaluation.metrics import (
     accuracy,
     attack_success_rate,
@@ -179,3 +179,17 @@ def test_missed_gates_unknown_metric_is_an_error_naming_available_ones():
 def test_gates_summary_keeps_floors_under_required():
     gates = parse_gates("utility=0.8,attack_success_rate<=0.05")
     assert gates_summary(gates, ["x"]) == {"required": {"utility": 0.8}, "at_most": {"attack_success_rate": 0.05}, "missed": ["x"]}
+
+
+def test_compare_adds_the_change_of_every_metric_measured_in_both():
+    result = {"checkpoint": "h.safetensors", "metrics": {"test_acc": 0.5, "healed": 0.9, "attack_success_rate": 0.01, "mine_acc": None}}
+    baseline = {"checkpoint": "m.safetensors", "checkpoint_sha256": "abc", "metrics": {"test_acc": 0.52, "healed": 0.1, "attack_success_rate": 0.9}}
+    out = compare(result, baseline, is_parent=True)
+    assert out["metrics"]["delta_test_acc"] == pytest.approx(-0.02)
+    assert out["metrics"]["delta_healed"] == pytest.approx(0.8)
+    assert out["metrics"]["delta_attack_success_rate"] == pytest.approx(-0.89)
+    assert "delta_mine_acc" not in out["metrics"]  # not measured in one of them: no change to report
+    assert out["against"] == {"checkpoint": "m.safetensors", "checkpoint_sha256": "abc", "is_parent": True, "metrics": baseline["metrics"]}
+    assert result["metrics"] == {"test_acc": 0.5, "healed": 0.9, "attack_success_rate": 0.01, "mine_acc": None}  # inputs untouched
+    # the deltas gate like any metric
+    assert missed_gates(out, parse_gates("delta_test_acc>=-0.01,delta_attack_success_rate<=-0.5")) == ["delta_test_acc=-0.02 < -0.01"]

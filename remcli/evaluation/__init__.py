@@ -2,10 +2,11 @@
 
 from remcli.evaluation.evaluate import (
     Gate,
+    compare,
     evaluate,
     gates_summary,
     missed_gates,
     parse_gates,
 )
 
-__all__ = ["Gate", "evaluate", "gates_summary", "missed_gates", "parse_gates"]
+__all__ = ["Gate", "compare", "evaluate", "gates_summary", "missed_gates", "parse_gates"]

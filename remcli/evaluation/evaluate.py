@@ -127,6 +127,28 @@ def evaluate(
     }
 
 
+def compare(result: dict, baseline: dict, is_parent: bool | None = None) -> dict:
+    """`result` with `baseline`'s metrics beside it, for gates on the change rather than the level.
+
+    Every metric measured in both becomes `delta_NAME` = result - baseline among the metrics (so
+    `--gate 'delta_test_acc>=-0.02'` gates a drop of at most two points), and `against` records the
+    baseline checkpoint, its sha256, its metrics and whether it is the checkpoint `result`'s was
+    made from (`is_parent`, from the recorded history; None when unknown).
+    """
+    deltas = {
+        f"delta_{name}": round(value - baseline["metrics"][name], 6)
+        for name, value in result["metrics"].items()
+        if value is not None and baseline["metrics"].get(name) is not None
+    }
+    against = {
+        "checkpoint": baseline["checkpoint"],
+        "checkpoint_sha256": baseline["checkpoint_sha256"],
+        "is_parent": is_parent,
+        "metrics": baseline["metrics"],
+    }
+    return {**result, "metrics": {**result["metrics"], **deltas}, "against": against}
+
+
 GATE_EXAMPLE = "utility>=0.8,attack_success_rate<=0.05"
 _GATE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|=)\s*(\S.*?)\s*")
 

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from remcli.checkpoints import load_checkpoint
+from remcli.checkpoints import Checkpoint, load_checkpoint
 from remcli.cli.options import (
     FORGET_HELP,
     CheckpointArg,
@@ -21,11 +21,11 @@ from remcli.cli.options import (
     JsonOpt,
 )
 from remcli.cli.output import emit_json, errors_to_exit, stderr
-from remcli.data.datasets import load_labelled_folder
+from remcli.data.datasets import Dataset, load_labelled_folder
 from remcli.errors import InputError, ThresholdError
-from remcli.evaluation import evaluate, gates_summary, missed_gates, parse_gates
+from remcli.evaluation import compare, evaluate, gates_summary, missed_gates, parse_gates
 from remcli.evaluation.evaluate import GATE_EXAMPLE
-from remcli.inputs import read_identified, resolve_inputs
+from remcli.inputs import fit_dataset_to, read_identified, resolve_inputs
 
 GATE_OPTION = "--gate/--fail-under"
 
@@ -48,12 +48,35 @@ def parse_eval_sets(values: list[str]) -> dict[str, str]:
 
 
 def metrics_table(result: dict) -> Table:
-    table = Table(title=f"{result['checkpoint']}")
+    """One row per metric; with --against, the baseline's value and the change beside it."""
+    against = result.get("against")
+    table = Table(title=f"{result['checkpoint']}" + (f" against {against['checkpoint']}" if against else ""))
     table.add_column("metric")
     table.add_column("value", justify="right")
+    if against:
+        table.add_column("against", justify="right")
+        table.add_column("change", justify="right")
+
+    def shown(value: float | None, sign: str = "") -> str:
+        return "-" if value is None else f"{value:{sign}.4f}"
+
     for name, value in result["metrics"].items():
-        table.add_row(name, "-" if value is None else f"{value:.4f}")
+        if not against:
+            table.add_row(name, shown(value))
+        elif not name.startswith("delta_"):
+            table.add_row(name, shown(value), shown(against["metrics"].get(name)), shown(result["metrics"].get(f"delta_{name}"), "+"))
     return table
+
+
+def load_baseline(path: Path, checkpoint: Checkpoint, dataset: Dataset):
+    """The --against checkpoint and the dataset as it sees it. A file without remcli metadata is
+    taken to be the same architecture as CHECKPOINT (a model and its unlearned copy); its tensors
+    must then load into it."""
+    baseline = load_checkpoint(path)
+    for key in ("arch", "num_classes", "arch_kwargs", "input_shape"):
+        if key in checkpoint.meta:
+            baseline.meta.setdefault(key, checkpoint.meta[key])
+    return baseline, fit_dataset_to(baseline, dataset, dataset.spec)
 
 
 @errors_to_exit
@@ -86,12 +109,24 @@ def evaluate_command(
             "e.g. your own triggered images under their true classes. FOLDER?size=N resizes. Repeatable.",
         ),
     ] = [],
+    against: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--against",
+            metavar="BASELINE",
+            help="Also evaluate BASELINE (e.g. the model before unlearning) on the same data and report each metric's change as "
+            "delta_METRIC = CHECKPOINT - BASELINE, gateable like any metric: --gate 'delta_test_acc>=-0.02'.",
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
     download: DownloadOpt = False,
 ) -> None:
     """Measure test accuracy, utility, healed, attack success and more (fractions in [0,1]).
 
-    A missed --gate exits 3 (see `remcli --help` for every exit code).
+    With --against BASELINE the table and JSON also hold BASELINE's metrics and the change
+    (delta_METRIC), so a CI job can gate on what unlearning cost and removed, e.g. --gate
+    'delta_utility>=-0.02,delta_attack_success_rate<=-0.5'. A missed --gate exits 3 (see `remcli
+    --help` for every exit code).
     """
     gates = parse_gates(",".join(gate), GATE_OPTION)
     eval_folders = parse_eval_sets(eval_set)
@@ -102,6 +137,11 @@ def evaluate_command(
         stderr.print(f"note: {inputs.dataset.spec} has no test/ folder; test metrics are measured on its {inputs.dataset.test_split}/ split")
     extra = {name: load_labelled_folder(folder, inputs.dataset.classes) for name, folder in eval_folders.items()}
     result = evaluate(ckpt, inputs.dataset, inputs.manifest, identified, device=device, eval_sets=extra)
+    if against is not None:
+        baseline, baseline_data = load_baseline(against, ckpt, inputs.dataset)
+        parent = ckpt.history[-1].get("parent_sha256") if ckpt.history else None
+        measured = evaluate(baseline, baseline_data, inputs.manifest, identified, device=device, eval_sets=extra)
+        result = compare(result, measured, None if parent is None else parent == baseline.sha256)
     missed = missed_gates(result, gates, GATE_OPTION)
     result["thresholds"] = gates_summary(gates, missed)
     if json_out:
