@@ -377,3 +377,15 @@ def test_manifest_with_out_of_range_entries_is_input_error(edit, poisoned_run, c
     result = invoke(["train", "--data", cifar_spec, "--corruption", bad, "--out", out, *TINY_TRAIN])
     assert_input_error(result, str(bad))
     assert not out.exists()
+
+
+def test_evaluate_against_a_missing_or_foreign_baseline_is_one_line(model, tmp_path):
+    result = invoke(["evaluate", model, "--against", tmp_path / "nope.safetensors", "--device", "cpu"])
+    assert_input_error(result, "nope.safetensors", "not found")
+    weights = tmp_path / "other.safetensors"  # another architecture's tensors under the model's metadata: refused by name
+    from safetensors.torch import save_file
+
+    save_file({"fc.weight": torch.zeros(10, 4)}, str(weights))
+    result = invoke(["evaluate", model, "--against", weights, "--device", "cpu", "--json", tmp_path / "r.json"])
+    assert result.exit_code == 2 and not (tmp_path / "r.json").exists(), result.output
+    assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
