@@ -269,3 +269,15 @@ def test_shell_completion_is_available():
     result = subprocess.run([remcli], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "evaluate" in result.stdout.split()
+
+
+def test_tables_through_a_pipe_keep_every_cell_whole():
+    """Without a terminal rich assumes 80 columns and squeezed table cells to '…' (`remcli inspect`'s
+    REM diagnostics were unreadable in CI logs); a table now prints at its natural width."""
+    result = invoke(["methods"], columns=80)
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.stdout
+    listed = json.loads(invoke(["methods", "--json", "-"]).stdout)["methods"]
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.startswith("│")}
+    for method in listed:  # one line per method, its whole summary on it
+        assert method["summary"] in rows[method["name"]], method["name"]

@@ -26,17 +26,31 @@ from remcli.errors import RemcliError
 from remcli.fileio import atomic_write_text, write_failure
 
 
-class StderrConsole(Console):
-    """On a terminal, rich wraps text to its width; anywhere else (CI logs, pipes, files) a message
-    stays one line however long, so logs are never hard-wrapped at 80 columns mid-sentence."""
+class CliConsole(Console):
+    """On a terminal, rich fits output to its width. Anywhere else (CI logs, pipes, files) rich would
+    assume 80 columns: a message stays one line however long instead, and a table is printed at its
+    natural width instead of squeezing its columns to '…', so logs stay readable and greppable."""
 
     def print(self, *objects, soft_wrap: bool | None = None, **kwargs) -> None:
-        if soft_wrap is None:
-            soft_wrap = not self.is_terminal
-        super().print(*objects, soft_wrap=soft_wrap, **kwargs)
+        if self.is_terminal:
+            super().print(*objects, soft_wrap=soft_wrap, **kwargs)
+            return
+        unbounded = self.options.update(max_width=1_000_000)
+        natural = max((self.measure(o, options=unbounded).maximum for o in objects if not isinstance(o, str)), default=0)
+        width = self.width
+        self.width = max(width, natural)
+        try:
+            super().print(*objects, soft_wrap=True if soft_wrap is None else soft_wrap, **kwargs)
+        finally:
+            self.width = width
 
 
-stderr = StderrConsole(stderr=True, highlight=False)
+stderr = CliConsole(stderr=True, highlight=False)
+
+
+def stdout_console() -> CliConsole:
+    """Where results (tables, listings) go."""
+    return CliConsole()
 
 
 def _heartbeat_s() -> float:

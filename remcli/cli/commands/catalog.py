@@ -5,11 +5,10 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 
-from rich.console import Console
 from rich.table import Table
 
 from remcli.cli.options import JsonOpt
-from remcli.cli.output import emit_json
+from remcli.cli.output import emit_json, stdout_console
 from remcli.models import list_archs
 from remcli.models.registry import TIMM_EXTRA
 from remcli.unlearning import list_methods
@@ -39,7 +38,7 @@ def methods_command(json_out: JsonOpt = None) -> None:
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(row["name"], row["summary"], row["data"], row["budget"], row["cost_vs_retrain"], "yes" if row["data_parallel"] else "no")
-    Console().print(table)
+    stdout_console().print(table)
 
 
 def archs_command(json_out: JsonOpt = None) -> None:
@@ -50,7 +49,7 @@ def archs_command(json_out: JsonOpt = None) -> None:
     if json_out:
         emit_json({"archs": names, "timm": timm_installed}, json_out)
         return
-    Console().print(", ".join(names), soft_wrap=True)
-    Console().print(
+    stdout_console().print(", ".join(names), soft_wrap=True)
+    stdout_console().print(
         f"and timm:NAME for any timm model ({'timm is installed' if timm_installed else 'needs ' + TIMM_EXTRA})", soft_wrap=True, markup=False
     )

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from remcli.checkpoints import Checkpoint, load_checkpoint
@@ -20,7 +19,7 @@ from remcli.cli.options import (
     DownloadOpt,
     JsonOpt,
 )
-from remcli.cli.output import emit_json, errors_to_exit, stderr
+from remcli.cli.output import emit_json, errors_to_exit, stderr, stdout_console
 from remcli.data.datasets import Dataset, load_labelled_folder
 from remcli.errors import InputError, ThresholdError
 from remcli.evaluation import compare, evaluate, gates_summary, missed_gates, parse_gates
@@ -147,6 +146,6 @@ def evaluate_command(
     if json_out:
         emit_json(result, json_out)
     if json_out != "-":
-        Console().print(metrics_table(result))
+        stdout_console().print(metrics_table(result))
     if missed:
         raise ThresholdError(f"missed {len(missed)} of {len(gates)} {GATE_OPTION} gates: " + ", ".join(missed))

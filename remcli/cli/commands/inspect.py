@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from remcli.checkpoints import load_checkpoint, read_metadata
 from remcli.cli.options import JsonOpt
-from remcli.cli.output import emit_json, errors_to_exit
+from remcli.cli.output import emit_json, errors_to_exit, stdout_console
 from remcli.models import build_model, list_archs, timm_name
 from remcli.models.blocks import list_blocks
 
@@ -23,7 +22,7 @@ def arch_blocks(arch: str, json_out: str | None) -> None:
         emit_json({"arch": arch, "blocks": names}, json_out)
         if json_out == "-":
             return
-    Console().print(f"{arch} blocks (in forward order): " + ", ".join(names))
+    stdout_console().print(f"{arch} blocks (in forward order): " + ", ".join(names))
 
 
 DIAGNOSTIC_COLUMNS = (
@@ -84,7 +83,7 @@ def inspect_command(
         emit_json(summary, json_out)
         if json_out == "-":
             return
-    console = Console()
+    console = stdout_console()
     table = Table(title=str(checkpoint), show_header=False)
     for key in (
         "arch",
