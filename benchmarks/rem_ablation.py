@@ -54,6 +54,9 @@ def diagnostics(record: dict) -> dict[str, float]:
     last, kept = iterations[-1], iterations[log.get("best_iteration", -1)]
     out = {f"last_{k}": last[k] for k in DIAGNOSTICS}
     out.update({f"kept_{k}": kept[k] for k in DIAGNOSTICS})
+    if len(iterations) > 1 and "identified_drop_ce" in iterations[1]:
+        out["first_identified_drop_ce"] = iterations[1]["identified_drop_ce"]  # how far the first flush (and repair) pushed: overshoot
+    out["min_retain_drop_acc"] = min(it["retain_drop_acc"] for it in iterations[1:]) if len(iterations) > 1 else last["retain_drop_acc"]
     out["redirecting_share"] = sum(1 for it in iterations[1:] if it.get("redirecting")) / max(len(iterations) - 1, 1)
     out["kept_iteration"] = log.get("best_iteration", 0)
     return out
@@ -135,13 +138,16 @@ def main() -> None:
         "kept_identified_redirect_acc",
         "last_retain_drop_acc",
         "last_retain_redirect_acc",
+        "kept_retain_drop_acc",
+        "min_retain_drop_acc",
+        "first_identified_drop_ce",
         "redirecting_share",
         "kept_iteration",
     ]
     print("| variant | " + " | ".join(n.replace("identified_", "id ").replace("_", " ") for n in names) + " |\n|---|" + "---:|" * len(names))
     for variant in variants:
         diags = [d for d in (diagnostics(cells[c]) for c in cells if c[0] == variant) if d]
-        vals = [f"{mean_sem([d[n] for d in diags])[0]:.3f}" if diags else "–" for n in names]
+        vals = [f"{mean_sem([d[n] for d in diags if n in d])[0]:.3f}" if any(n in d for d in diags) else "–" for n in names]
         print(f"| {variant} | " + " | ".join(vals) + " |")
 
 
