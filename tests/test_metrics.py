@@ -193,3 +193,8 @@ def test_compare_adds_the_change_of_every_metric_measured_in_both():
     assert result["metrics"] == {"test_acc": 0.5, "healed": 0.9, "attack_success_rate": 0.01, "mine_acc": None}  # inputs untouched
     # the deltas gate like any metric
     assert missed_gates(out, parse_gates("delta_test_acc>=-0.01,delta_attack_success_rate<=-0.5")) == ["delta_test_acc=-0.02 < -0.01"]
+
+
+def test_a_delta_gate_without_a_baseline_says_what_it_needs():
+    with pytest.raises(InputError, match="delta_ metrics need --against BASELINE"):
+        missed_gates(result_with(utility=0.7), parse_gates("delta_utility>=-0.02"))

@@ -207,7 +207,8 @@ def missed_gates(result: dict, gates: list[Gate], option: str = "--gate") -> lis
     missed = []
     for gate in gates:
         if gate.metric not in result["metrics"]:
-            raise InputError(f"{option} names unknown metric {gate.metric!r}; available: {', '.join(result['metrics'])}")
+            hint = "; delta_ metrics need --against BASELINE" if gate.metric.startswith("delta_") and "against" not in result else ""
+            raise InputError(f"{option} names unknown metric {gate.metric!r}; available: {', '.join(result['metrics'])}{hint}")
         value = result["metrics"][gate.metric]
         if not gate.passes(value):
             missed.append(f"{gate.metric}={value} {'<' if gate.op == '>=' else '>'} {gate.limit}")
