@@ -272,6 +272,13 @@ def test_results_doc_refreshes_only_its_generated_blocks(grown, tmp_path):
     table1 = (grown.out / "summary.md").read_text().split("## Table 1")[1].split("\n", 1)[1].split("\n## ")[0].strip()
     assert table1 in text
     assert f"`python benchmarks/rem_ablation.py {grown.out} --base rem --variants ga --rates 1.0`" in text
+    # REM's diagnostics, from its per-iteration log: measured for rem, absent ("–") for ga, which has none
+    header, _, rem_row, ga_row = text.split("### Diagnostics")[1].split("\n\n")[1].splitlines()[:4]
+    columns = [c.strip() for c in header.split("|")[1:-1]]
+    assert {"kept retain drop acc", "min retain drop acc", "first id drop ce"} <= set(columns)
+    rem_cells = dict(zip(columns, (c.strip() for c in rem_row.split("|")[1:-1])))
+    assert all(0 <= float(rem_cells[c]) <= 1 for c in ("min retain drop acc", "kept retain drop acc"))
+    assert float(rem_cells["first id drop ce"]) >= 0 and ga_row.split("|")[2].strip() == "–"
     subprocess.run(script, check=True, capture_output=True)
     assert doc.read_text() == text
 
