@@ -18,6 +18,7 @@ from pathlib import Path
 
 from remcli.sweep.report import mean_sem
 
+MIN_PAIRS = 6  # fewer paired cells rank nothing, whatever their standard error says
 DIAGNOSTICS = (
     "identified_drop_acc",
     "identified_redirect_acc",
@@ -87,7 +88,12 @@ def main() -> None:
         m, se = mean_sem([uxh[k] for k in keys])
         paired = [uxh[k] - uxh[(args.base, *k[1:])] for k in keys if (args.base, *k[1:]) in uxh]
         dm, dse = mean_sem(paired)
-        sig = "–" if variant == args.base or dse is None else ("yes" if abs(dm) > 2 * dse else "no")
+        if variant == args.base or dse is None:
+            sig = "–"
+        elif len(paired) < MIN_PAIRS:  # two or three differences give no usable standard error
+            sig = f"n < {MIN_PAIRS}"
+        else:
+            sig = "yes" if abs(dm) > 2 * dse else "no"
         hm, hse = mean_sem([cells[k]["row"]["healed"] for k in keys])
         um, use = mean_sem([cells[k]["row"]["utility"] for k in keys])
         wall, _ = mean_sem([cells[k]["row"]["wall_time_s"] for k in keys])
