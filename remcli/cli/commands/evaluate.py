@@ -67,7 +67,7 @@ def metrics_table(result: dict) -> Table:
     return table
 
 
-def load_baseline(path: Path, checkpoint: Checkpoint, dataset: Dataset):
+def load_baseline(path: Path, checkpoint: Checkpoint, dataset: Dataset) -> tuple[Checkpoint, Dataset]:
     """The --against checkpoint and the dataset as it sees it. A file without remcli metadata is
     taken to be the same architecture as CHECKPOINT (a model and its unlearned copy); its tensors
     must then load into it."""
