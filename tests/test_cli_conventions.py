@@ -281,3 +281,24 @@ def test_tables_through_a_pipe_keep_every_cell_whole():
     rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.startswith("│")}
     for method in listed:  # one line per method, its whole summary on it
         assert method["summary"] in rows[method["name"]], method["name"]
+
+
+def test_widening_a_table_leaves_the_console_width_to_the_environment(monkeypatch):
+    """The stderr console is one object for the whole process: printing a wide table must not pin its
+    width (rich derives it from COLUMNS on every call when nothing set it)."""
+    import io
+
+    from rich.table import Table
+
+    from remcli.cli.output import CliConsole
+
+    console = CliConsole(file=io.StringIO())
+    table = Table()
+    table.add_column("cell")
+    table.add_row("x" * 150)
+    monkeypatch.setenv("COLUMNS", "90")
+    console.print("a message")
+    console.print(table)
+    assert "x" * 150 in console.file.getvalue()
+    monkeypatch.setenv("COLUMNS", "120")
+    assert console.width == 120

@@ -35,14 +35,20 @@ class CliConsole(Console):
         if self.is_terminal:
             super().print(*objects, soft_wrap=soft_wrap, **kwargs)
             return
+        soft_wrap = True if soft_wrap is None else soft_wrap
         unbounded = self.options.update(max_width=1_000_000)
         natural = max((self.measure(o, options=unbounded).maximum for o in objects if not isinstance(o, str)), default=0)
-        width = self.width
-        self.width = max(width, natural)
+        if natural <= self.width:
+            super().print(*objects, soft_wrap=soft_wrap, **kwargs)
+            return
+        # widen for this one print; the `width` setter would pin the size rich otherwise derives from
+        # the environment on every call, so the raw setting is saved and put back as it was
+        saved = self._width
+        self._width = natural
         try:
-            super().print(*objects, soft_wrap=True if soft_wrap is None else soft_wrap, **kwargs)
+            super().print(*objects, soft_wrap=soft_wrap, **kwargs)
         finally:
-            self.width = width
+            self._width = saved
 
 
 stderr = CliConsole(stderr=True, highlight=False)
