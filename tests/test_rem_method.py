@@ -207,6 +207,16 @@ def test_logged_accuracies_are_those_of_the_returned_model(poisoned_setup, main_
     assert task.accuracy(model, task.validation_view) == pytest.approx(selected["validation_acc"], abs=1e-4)
 
 
+def test_logged_seconds_split_each_iteration_within_the_run(main_run):
+    """flush_s + repair_s + measure_s per iteration: where the time goes; together no more than the run's wall time."""
+    outcome, _, _ = main_run
+    iterations = outcome.summary["log"]["iterations"][1:]
+    for it in iterations:
+        assert it["repair_s"] > 0 and it["flush_s"] >= 0 and it["measure_s"] > 0
+        assert it["flush_s"] > 0 or it["flush_steps"] == 0
+    assert sum(it["flush_s"] + it["repair_s"] + it["measure_s"] for it in iterations) <= outcome.summary["wall_time_s"]
+
+
 # --- (c) provenance ------------------------------------------------------------------------
 
 

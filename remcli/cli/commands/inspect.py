@@ -37,6 +37,8 @@ DIAGNOSTIC_COLUMNS = (
     ("retain_redirect_acc", "retain acc redirect"),
     ("proxy", "proxy"),
     ("redirecting", "redirecting"),
+    ("flush_s", "flush s"),
+    ("repair_s", "repair s"),
 )
 
 

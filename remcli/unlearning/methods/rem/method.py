@@ -25,7 +25,8 @@ none, and each is a setting of either:
 Diagnostics, per outer iteration: CE, mean NPO weight
 and accuracy on the training labels in the drop and the redirect view, for the identified set
 and a fixed retain sample, before the new units are dropped; `redirecting` says whether the
-redirect view still holds the identified set (>= 0.8) while the drop view is at or below gamma.
+redirect view still holds the identified set (>= 0.8) while the drop view is at or below gamma;
+and the seconds spent in the flush, the repair epoch and the measurements (where the time goes).
 
 Other differences from the research code, each documented in the README: real expansion instead
 of a capacity-0.5 network; pi_ref = the input model in the drop view; hashed masks; selection on
@@ -35,12 +36,13 @@ the validation split; flush accuracy on non-augmented images.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 
 import torch
 from torch import nn
 
-from remcli.engine import Engine, OptimConfig, make_optimizer
+from remcli.engine import Engine, OptimConfig, make_optimizer, synchronize
 from remcli.models.recipes import default_optimizer, unlearn_lr
 from remcli.seeding import generator
 from remcli.unlearning.base import MethodResult, UnlearnTask
@@ -174,18 +176,26 @@ def rem(task: UnlearnTask, cfg: REMConfig) -> MethodResult:
         diagnostics = diagnose(model, expansion)
         return {**selection.consider(iteration, forget_acc=diagnostics["identified_drop_acc"]), **rounded(diagnostics)}
 
+    def clock() -> float:
+        synchronize(task.device)
+        return time.perf_counter()
+
     iterations = [{"iteration": 0, **measure(0)}]
     forget_acc = selection.last_forget_acc
     for iteration in range(1, cfg.epochs + 1):
+        started = clock()
         flush_epochs, flush_steps, forget_acc = flush(iteration, forget_acc)
         if cfg.fresh_optimizer:
             engine.reset_optimizer_state()
         task.reporter.phase(f"repair {iteration}/{cfg.epochs}", steps_per_epoch(task.train_view, cfg.batch_size))
         set_train_mode(model, cfg.bn)
         expansion.train(True)
+        flushed = clock()
         stats = engine.run_epoch(task.train_view.batches(task.spec, cfg.batch_size, order, augment=True), repair_loss)
         flushed_to = forget_acc
+        repaired = clock()
         measured = measure(iteration)
+        seconds = {"flush_s": round(flushed - started, 3), "repair_s": round(repaired - flushed, 3), "measure_s": round(clock() - repaired, 3)}
         forget_acc = selection.last_forget_acc
         task.reporter.advance(0, forget_acc=measured["forget_acc"], redirect_acc=measured["identified_redirect_acc"], proxy=measured["proxy"])
         iterations.append(
@@ -196,6 +206,7 @@ def rem(task: UnlearnTask, cfg: REMConfig) -> MethodResult:
                 "forget_acc_after_flush": round(flushed_to, 5),
                 "repair_loss": round(stats.mean_loss, 5),
                 **measured,
+                **seconds,
             }
         )
     expansion.remove()
