@@ -63,11 +63,22 @@ def diagnostics(record: dict) -> dict[str, float]:
     return out
 
 
+def destinations(rows: list[dict]) -> str:
+    """'true / swapped / other' in %: for a two-class swap a swapped image is predicted as its true
+    class (healed), as its swapped label (corrupted_label_acc) or as one of the other classes."""
+    rows = [r for r in rows if r.get("healed") is not None and r.get("corrupted_label_acc") is not None]
+    if not rows:
+        return "–"
+    healed = sum(r["healed"] for r in rows) / len(rows)
+    swapped = sum(r["corrupted_label_acc"] for r in rows) / len(rows)
+    return f"{100 * healed:.0f} / {100 * swapped:.0f} / {100 * (1 - healed - swapped):.0f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path)
     parser.add_argument("--base", default="rem")
-    parser.add_argument("--variants", default="rem,rem@bn-batch,rem@momentum,rem@epoch-flush,rem@bottleneck,rem@units-lr1")
+    parser.add_argument("--variants", default="rem-redirect,rem@conv10,rem@fresh")
     parser.add_argument("--rates", help="comma-separated discovery rates to include (default: all)")
     args = parser.parse_args()
     cells = load(args.folder)
@@ -119,6 +130,14 @@ def main() -> None:
                 fmt(*mean_sem([cells[c]["row"]["healed"] for c in cells if c[0] == variant and c[1] == "interclass" and c[2] == r])) for r in rates
             ]
             print(f"| {variant} | " + " | ".join(vals) + " |")
+        print("\nWhere the swapped images go (mean over seeds, %): their true class / the swapped label / any other class\n")
+        print("| variant | " + " | ".join(str(r) for r in rates) + " |\n|---|" + "---:|" * len(rates))
+        for variant in ["original", *variants]:
+            vals = [destinations([cells[c]["row"] for c in cells if c[0] == variant and c[1] == "interclass" and c[2] == r]) for r in rates]
+            if variant == "original":  # the untouched model: one cell per seed, whatever the rate
+                rows = [rec["row"] for k, rec in cells.items() if k[0] == "original" and k[1] == "interclass"]
+                vals = [destinations(rows)] * len(rates)
+            print(f"| {'untouched' if variant == 'original' else variant} | " + " | ".join(vals) + " |")
 
     detecting = [v for v in variants if any("detect" in cells[c] for c in cells if c[0] == v)]
     if detecting:
