@@ -279,6 +279,11 @@ def test_results_doc_refreshes_only_its_generated_blocks(grown, tmp_path):
     rem_cells = dict(zip(columns, (c.strip() for c in rem_row.split("|")[1:-1])))
     assert all(0 <= float(rem_cells[c]) <= 1 for c in ("min retain drop acc", "kept retain drop acc"))
     assert float(rem_cells["first id drop ce"]) >= 0 and ga_row.split("|")[2].strip() == "–"
+    # where the swapped interclass images go: true class = the healed column, the three shares add up to 100 %
+    healed_table, destinations = text.split("## Interclass healed")[1].split("Where the swapped images go")
+    healed_rem = healed_table.split("| rem |")[1].split("|")[0].split("±")[0].strip()
+    shares = [int(x) for x in destinations.split("| rem |")[1].split("|")[0].split("/")]
+    assert abs(shares[0] - float(healed_rem)) <= 0.51 and abs(sum(shares) - 100) <= 1
     subprocess.run(script, check=True, capture_output=True)
     assert doc.read_text() == text
 
