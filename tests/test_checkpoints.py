@@ -343,3 +343,24 @@ def test_non_finite_weights_are_never_written(tmp_path):
     state["b"] = torch.tensor([1.0, 2.0])
     save_checkpoint(path, state, {})
     assert path.exists()
+
+
+def test_rem_diagnostics_table_shows_each_iteration_and_marks_the_kept_one():
+    """`remcli inspect`'s REM table: one row per outer iteration, the kept iterate starred, the
+    per-iteration seconds among the columns; other methods' logs get no table."""
+    from rich.console import Console
+
+    from remcli.cli.commands.inspect import DIAGNOSTIC_COLUMNS, rem_diagnostics_table
+
+    def iteration(i: int) -> dict:
+        it = {key: round(0.1 * i + 0.01 * n, 3) for n, (key, _) in enumerate(DIAGNOSTIC_COLUMNS)}
+        return it | {"iteration": i, "redirecting": i == 2, "flush_steps": i, "repair_s": 3.25 + i}
+
+    table = rem_diagnostics_table({"best_iteration": 1, "iterations": [iteration(i) for i in range(3)]})
+    console = Console(width=400, record=True)
+    console.print(table)
+    text = console.export_text()
+    rows = [line for line in text.splitlines() if line.startswith("│")]
+    assert [r.split("│")[1].strip() for r in rows] == ["0", "1*", "2"]
+    assert "repair s" in text and "5.25" in rows[2] and rows[2].count("yes") == 1 and "yes" not in rows[1]
+    assert rem_diagnostics_table({"iterations": [{"iteration": 0, "forget_acc": 0.5}]}) is None
