@@ -328,8 +328,14 @@ def test_same_seed_gives_bitwise_identical_output(capped_runs):
     assert first.state_dict.keys() == second.state_dict.keys()
     for key in first.state_dict:
         assert torch.equal(first.state_dict[key], second.state_dict[key]), key
-    assert first.summary["log"] == second.summary["log"]
+    assert without_seconds(first.summary["log"]) == without_seconds(second.summary["log"])
     assert first.summary["steps"] == second.summary["steps"]
+
+
+def without_seconds(log: dict) -> dict:
+    """The log minus each iteration's wall-clock seconds (flush_s, repair_s, measure_s): measurements
+    of the machine, not results of the run."""
+    return {**log, "iterations": [{k: v for k, v in it.items() if not k.endswith("_s")} for it in log["iterations"]]}
 
 
 def test_another_seed_gives_another_output(capped_runs):
