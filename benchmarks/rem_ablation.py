@@ -69,8 +69,8 @@ def destinations(rows: list[dict]) -> str:
     rows = [r for r in rows if r.get("healed") is not None and r.get("corrupted_label_acc") is not None]
     if not rows:
         return "–"
-    healed = sum(r["healed"] for r in rows) / len(rows)
-    swapped = sum(r["corrupted_label_acc"] for r in rows) / len(rows)
+    healed, _ = mean_sem([r["healed"] for r in rows])
+    swapped, _ = mean_sem([r["corrupted_label_acc"] for r in rows])
     return f"{100 * healed:.0f} / {100 * swapped:.0f} / {100 * (1 - healed - swapped):.0f}"
 
 
@@ -132,12 +132,11 @@ def main() -> None:
             print(f"| {variant} | " + " | ".join(vals) + " |")
         print("\nWhere the swapped images go (mean over seeds, %): their true class / the swapped label / any other class\n")
         print("| variant | " + " | ".join(str(r) for r in rates) + " |\n|---|" + "---:|" * len(rates))
-        for variant in ["original", *variants]:
+        untouched = destinations([rec["row"] for k, rec in cells.items() if k[0] == "original" and k[1] == "interclass"])
+        print("| untouched | " + " | ".join([untouched] * len(rates)) + " |")  # one cell per seed, whatever the rate
+        for variant in variants:
             vals = [destinations([cells[c]["row"] for c in cells if c[0] == variant and c[1] == "interclass" and c[2] == r]) for r in rates]
-            if variant == "original":  # the untouched model: one cell per seed, whatever the rate
-                rows = [rec["row"] for k, rec in cells.items() if k[0] == "original" and k[1] == "interclass"]
-                vals = [destinations(rows)] * len(rates)
-            print(f"| {'untouched' if variant == 'original' else variant} | " + " | ".join(vals) + " |")
+            print(f"| {variant} | " + " | ".join(vals) + " |")
 
     detecting = [v for v in variants if any("detect" in cells[c] for c in cells if c[0] == v)]
     if detecting:
