@@ -40,16 +40,18 @@ PHASES=${PHASES:-1,2,3,4,5,6,7}
 # REM variants: `rem` (the default: the research code's mechanism) and `rem-redirect` (the five
 # changes that make the redirect real, remcli/unlearning/methods/rem/config.py). Ablations: rem@conv10
 # and rem@fresh add one change to rem (conv units at 10x lr; fresh optimiser state at each phase
-# switch), the rem-redirect@... ones revert one of rem-redirect's. (The flush's stopping check is not
+# switch), rem@preferred and rem@conv10-preferred add continued removal only while the drop view still
+# predicts the corrupted label, the rem-redirect@... ones revert one of rem-redirect's. (The flush's stopping check is not
 # ablated on top of rem: here the identified set is at most 30 samples, one batch, so checking gamma
 # per step or per epoch is the same run.)
-ABLATIONS=(rem@conv10.units=conv rem@conv10.new_units_lr_scale=10 rem@fresh.fresh_optimizer=true
+ABLATIONS=(rem@conv10.units=conv rem@conv10.new_units_lr_scale=10 rem@fresh.fresh_optimizer=true rem@preferred.removal=while-preferred
+           rem@conv10-preferred.units=conv rem@conv10-preferred.new_units_lr_scale=10 rem@conv10-preferred.removal=while-preferred
            rem-redirect@bn-batch.bn=batch rem-redirect@momentum.fresh_optimizer=false rem-redirect@epoch-flush.flush_stop=epoch
            rem-redirect@bottleneck.units=bottleneck rem-redirect@units-lr1.new_units_lr_scale=1)
 PHASE1=${PHASE1_METHODS:-npo,ga}
 PHASE2=${PHASE2_METHODS:-rem,rem-redirect}
 PHASE3=${PHASE3_METHODS:-retrain,finetune,scrub,potion,neggrad+,salun}
-PHASE4=${PHASE4_METHODS:-rem@conv10,rem@fresh,rem-redirect@bn-batch,rem-redirect@momentum,rem-redirect@epoch-flush,rem-redirect@bottleneck,rem-redirect@units-lr1}
+PHASE4=${PHASE4_METHODS:-rem@conv10,rem@fresh,rem@conv10-preferred,rem@preferred,rem-redirect@bn-batch,rem-redirect@momentum,rem-redirect@epoch-flush,rem-redirect@bottleneck,rem-redirect@units-lr1}
 PHASE6=${PHASE6_METHODS:-ssd,badteacher,cf-k,eu-k}
 PHASE7=${PHASE7_METHODS:-detect+rem,detect+rem-redirect}
 
@@ -67,7 +69,7 @@ else
   SIZE=(--width 0.5 --count 30 --train-epochs 60 --train-batch-size 128)
   FIRST_RATES=0.1,0.5,1.0; MORE_RATES=0.3,0.7; LOW_RATES=0.1,0.3
   BUDGETS=('*.batch_size=128' rem.epochs=15 finetune.epochs=15 salun.epochs=15 cf-k.epochs=15 eu-k.epochs=15 neggrad+.epochs=7 scrub.epochs=4)
-  for v in rem-redirect rem@conv10 rem@fresh rem-redirect@bn-batch rem-redirect@momentum rem-redirect@epoch-flush rem-redirect@bottleneck rem-redirect@units-lr1 detect+rem detect+rem-redirect; do
+  for v in rem-redirect rem@conv10 rem@fresh rem@conv10-preferred rem@preferred rem-redirect@bn-batch rem-redirect@momentum rem-redirect@epoch-flush rem-redirect@bottleneck rem-redirect@units-lr1 detect+rem detect+rem-redirect; do
     BUDGETS+=("$v.epochs=15")
   done
 fi

@@ -37,19 +37,23 @@ def rem_repair_loss(
     identified: torch.Tensor,
     beta: float = 1.0,
     fit_identified: bool = True,
+    removing: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """REM step 3 (code form): mean over the batch of l_fit(s) - 1[s identified] l_drop(s).
+    """REM step 3 (code form): mean over the batch of l_fit(s) - 1[s removing] l_drop(s).
 
     `ce_fit` is the redirect view's CE (old + masked new units). The removal term is averaged
     over the whole mixed batch, as in the paper's code (§8.4). `ce_drop=None` switches continued
     removal off (`--no-continued-removal`); `fit_identified=False` zeroes the identified samples'
-    fit term (the `--no-redirect` ablation, where the fit runs in the drop view).
+    fit term (the `--no-redirect` ablation, where the fit runs in the drop view). `removing` (default:
+    `identified`) are the rows whose removal term counts; `removal="while-preferred"` passes the
+    identified rows the drop view still predicts with their corrupted label.
     """
+    removing = identified if removing is None else removing
     loss = npo_term(ce_fit, ce_ref, beta)
     if not fit_identified:
         loss = loss * (~identified).to(loss.dtype)
     if ce_drop is not None:
-        loss = loss - identified.to(loss.dtype) * npo_term(ce_drop, ce_ref, beta)
+        loss = loss - removing.to(loss.dtype) * npo_term(ce_drop, ce_ref, beta)
     return loss.mean()
 
 

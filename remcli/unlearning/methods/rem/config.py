@@ -24,6 +24,7 @@ from remcli.unlearning.selection import SELECT_ON
 
 BN_POLICIES = ("frozen", "batch")
 FLUSH_STOPS = ("step", "epoch")
+REMOVALS = ("npo", "while-preferred")
 REDIRECTING_FIT = 0.8  # the redirect view must still fit this much of the identified set
 REDIRECTING = {"bn": "frozen", "fresh_optimizer": True, "flush_stop": "step", "units": "conv", "new_units_lr_scale": 10.0}
 
@@ -33,6 +34,7 @@ class REMConfig(Settings):
     CHOICES = {
         "optimizer": OPTIMIZERS,
         "flush_stop": FLUSH_STOPS,
+        "removal": REMOVALS,
         "bn": BN_POLICIES,
         "units": UNIT_KINDS,
         "flush": ("npo", "ga"),
@@ -62,6 +64,7 @@ class REMConfig(Settings):
     targets: tuple[str, ...] | None = None  # module names; None = the arch's defaults
     redirect: bool = True  # False: --no-redirect ablation (fit in the drop view, no new units used)
     continued_removal: bool = True  # False: --no-continued-removal ablation
+    removal: str = "npo"  # npo: every identified row (research code); while-preferred: rows the drop view still predicts as labelled
     flush: str = "npo"  # "ga": gradient-ascent flush (the rem-ga ablation)
     select_on: str = "auto"  # auto (validation if recorded, else retain), validation, retain
     keep: str = "best"  # best: the best-proxy iterate (the input model included, as in the paper); last: the final iterate

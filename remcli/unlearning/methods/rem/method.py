@@ -22,6 +22,12 @@ none, and each is a setting of either:
 * `units="conv"`: chained k x k new channels with their own BatchNorm, large enough to hold the
   corruption (`expansion.py`); `units="bottleneck"` is the earlier 1x1 side branch.
 
+One more setting is not among the five: `removal="while-preferred"` applies the repair's continued
+removal only to identified samples whose drop view still predicts their corrupted label. NPO's
+weight decays slowly (0.1-0.3 at 3-4 nats), so once the flush is no longer needed the removal keeps
+raising the identified CE and pushes swapped images into third classes; this stops it at the
+decision boundary.
+
 Diagnostics, per outer iteration: CE, mean NPO weight
 and accuracy on the training labels in the drop and the redirect view, for the identified set
 and a fixed retain sample, before the new units are dropped; `redirecting` says whether the
@@ -123,27 +129,37 @@ def rem(task: UnlearnTask, cfg: REMConfig) -> MethodResult:
         identified = task.identified_mask[batch.indices]
         with torch.no_grad():
             ce_ref = ce_of(reference, batch)
+        ce_drop, preferred = None, identified
         if cfg.redirect:
             masks = unit_masks(batch.indices, identified, expansion.num_units, cfg.mask_density, seed)
             with expansion.redirect(masks), contextlib.nullcontext() if frozen else frozen_bn_stats(model):
                 ce_fit = ce_of(model, batch)
-            ce_drop = removal_ce(batch, identified) if cfg.continued_removal else None
+            if cfg.continued_removal:
+                ce_drop, preferred = removal_ce(batch, identified)
         else:
-            ce_fit = ce_of(model, batch)  # the drop view over the whole batch
-            ce_drop = ce_fit if cfg.continued_removal else None
-        return rem_repair_loss(ce_fit, ce_drop, ce_ref, identified, cfg.beta, fit_identified=cfg.redirect)
+            logits = model(batch.inputs)  # the drop view over the whole batch
+            ce_fit = per_sample_ce(logits, batch.labels)
+            if cfg.continued_removal:
+                ce_drop, preferred = ce_fit, logits.argmax(1) == batch.labels
+        removing = identified & preferred if cfg.removal == "while-preferred" else identified
+        return rem_repair_loss(ce_fit, ce_drop, ce_ref, identified, cfg.beta, fit_identified=cfg.redirect, removing=removing)
 
-    def removal_ce(batch, identified: torch.Tensor) -> torch.Tensor:
-        """Drop-view CE, only where it counts: the identified rows. With frozen BatchNorm rows are
-        independent, so this equals the whole-batch pass's removal term exactly; with batch
-        statistics the whole batch must go through (and it updates the running statistics)."""
+    def removal_ce(batch, identified: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Drop-view CE and whether the drop view still predicts the (corrupted) label, only where
+        it counts: the identified rows. With frozen BatchNorm rows are independent, so this equals
+        the whole-batch pass's removal term exactly; with batch statistics the whole batch must go
+        through (and it updates the running statistics)."""
         if not frozen:
-            return ce_of(model, batch)
+            logits = model(batch.inputs)
+            return per_sample_ce(logits, batch.labels), logits.argmax(1) == batch.labels
         rows = torch.nonzero(identified).flatten()
-        full = torch.zeros(identified.shape[0], device=identified.device)
+        ce = torch.zeros(identified.shape[0], device=identified.device)
+        preferred = torch.zeros_like(identified)
         if len(rows):
-            full = full.index_put((rows,), per_sample_ce(model(batch.inputs[rows]), batch.labels[rows]))
-        return full
+            logits = model(batch.inputs[rows])
+            ce = ce.index_put((rows,), per_sample_ce(logits, batch.labels[rows]))
+            preferred = preferred.index_put((rows,), logits.argmax(1) == batch.labels[rows])
+        return ce, preferred
 
     def flush(iteration: int, acc: float) -> tuple[int, int, float]:
         """NPO (or GA) on the identified set, from accuracy `acc`, until its accuracy <= gamma;
