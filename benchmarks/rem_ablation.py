@@ -4,7 +4,10 @@ Reads DIR/cells/*.json (written by `remcli sweep`, e.g. benchmarks/sweep_cpu.sh)
 Markdown: per variant, utility x healed pooled over kinds x rates x seeds (mean ± SE), the paired
 difference to the baseline (same kind, rate and seed; mean ± SE of the differences, and whether it
 exceeds 2 SE), utility x healed per kind at each rate, interclass healed against the untouched
-model, and REM's own diagnostics averaged over cells (the kept iterate and the last one).
+model, and REM's own diagnostics averaged over cells (the kept iterate and the last one). With
+--headroom, also how far the best of every method in the folder, picked per cell after the fact,
+is above the baseline: an upper bound on what any one of them gains (the per-cell pick favours
+lucky noise), so a change that must beat the baseline by 2 SE needs that much room first.
 
     python benchmarks/rem_ablation.py runs/sweep-cpu --base rem --variants rem-redirect,rem-redirect@bn-batch,...
     python benchmarks/rem_ablation.py runs/sweep-cpu --base rem --variants detect+rem --rates 0.1,0.3
@@ -74,12 +77,41 @@ def destinations(rows: list[dict]) -> str:
     return f"{100 * healed:.0f} / {100 * swapped:.0f} / {100 * (1 - healed - swapped):.0f}"
 
 
+def headroom(cells: dict[tuple, dict], base: str, kinds: list[str], rates: list[float]) -> str:
+    """Per base cell, the best utility x healed of any method on the same model and rate, minus the
+    base's; pooled (mean ± SE over cells) and per kind and rate, with the methods that were best."""
+    margins: dict[tuple, float] = {}
+    winners: dict[tuple, list[str]] = {}
+    for key in (k for k in cells if k[0] == base):
+        rivals = {k[0]: rec["row"]["utility_x_healed"] for k, rec in cells.items() if k[1:] == key[1:]}
+        best = max(rivals, key=rivals.get)
+        margins[key] = rivals[best] - rivals[base]
+        winners.setdefault(key[1:3], []).append(best)
+    if not margins:
+        return ""
+    methods = len({k[0] for k in cells if k[0] != "original"})
+    lines = [
+        f"\n## Headroom: the best of {methods} methods, picked per cell, minus {base} (utility × healed, %)\n",
+        f"Pooled: {fmt(*mean_sem(list(margins.values())))} over {len(margins)} cells\n",
+        "| kind | " + " | ".join(str(r) for r in rates) + " |\n|---|" + "---:|" * len(rates),
+    ]
+    for kind in kinds:
+        vals = []
+        for rate in rates:
+            here = [m for k, m in margins.items() if k[1] == kind and k[2] == rate]
+            best = ", ".join(sorted(set(winners.get((kind, rate), []))))
+            vals.append(f"{fmt(*mean_sem(here))} ({best})" if here else "–")
+        lines.append(f"| {kind} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path)
     parser.add_argument("--base", default="rem")
     parser.add_argument("--variants", default="rem-redirect,rem@conv10,rem@fresh")
     parser.add_argument("--rates", help="comma-separated discovery rates to include (default: all)")
+    parser.add_argument("--headroom", action="store_true", help="also print the best-of-all-methods-per-cell margin over --base")
     args = parser.parse_args()
     cells = load(args.folder)
     if args.rates:
@@ -151,6 +183,9 @@ def main() -> None:
                         precision, recall = (mean_sem([d["ground_truth"][name] for d in found])[0] for name in ("precision", "recall"))
                         signals = ", ".join(sorted({d["signal"] for d in found}))
                         print(f"| {variant} | {kind} | {rate} | {len(found)} | {detected:.1f} | {precision:.2f} | {recall:.2f} | {signals} |")
+
+    if args.headroom:
+        print(headroom(cells, args.base, kinds, rates))
 
     print("\n## Diagnostics (mean over cells; accuracies on the identified set's corrupted labels and on retain training labels)\n")
     names = [

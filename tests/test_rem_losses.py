@@ -116,6 +116,19 @@ def test_rem_repair_loss_with_nothing_identified_is_the_mean_fit_term():
     assert float(with_drop) == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.parametrize("beta", [1.0, 0.5])
+def test_rem_repair_loss_removes_only_the_rows_given(beta):
+    """removal="while-preferred" passes the identified rows the drop view still predicts as
+    labelled: the others keep their fit term and lose their removal term."""
+    removing = torch.tensor([False, False, True, False])
+    got = rem_repair_loss(t(FIT), t(DROP), t(REF), torch.tensor(IDENT), beta, removing=removing)
+    per_sample = [npo_by_hand(f, r, beta) - (npo_by_hand(d, r, beta) if k else 0.0) for f, d, r, k in zip(FIT, DROP, REF, removing.tolist())]
+    assert float(got) == pytest.approx(sum(per_sample) / 4, rel=1e-12)
+    drop = t(DROP).requires_grad_(True)
+    rem_repair_loss(t(FIT), drop, t(REF), torch.tensor(IDENT), beta, removing=removing).backward()
+    assert drop.grad[0] == 0 and drop.grad[2] < 0  # identified row 0 is no longer pushed; row 2 still is
+
+
 def test_rem_repair_loss_gradients_push_the_right_way():
     """Fit CE is pulled down for every sample; drop CE is pushed up only for identified ones."""
     fit, drop = t(FIT).requires_grad_(True), t(DROP).requires_grad_(True)

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
@@ -15,8 +17,9 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from remcli.errors import InputError
 from remcli.inputs import read_identified
 from remcli.progress import NullReporter
-from remcli.unlearning import unlearn
+from remcli.unlearning import losses, unlearn
 from remcli.unlearning.methods.rem import REMConfig
+from remcli.unlearning.methods.rem import method as rem_method
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +46,31 @@ def test_rem_redirect_redirects_the_identified_samples_into_the_new_units(fully_
     # the retain sample is fitted about equally in both views: the new units did not take over the task
     assert abs(last["retain_redirect_acc"] - last["retain_drop_acc"]) < 0.15
     assert log["new_parameters"] > 0.9 * log["model_parameters"], "new capacity about as large as the trained network"
+
+
+@pytest.mark.parametrize("bn", ["frozen", "batch"])
+def test_removal_while_preferred_removes_only_rows_the_drop_view_still_predicts(poisoned_setup, monkeypatch, bn):
+    """`removal="while-preferred"`: the repair's continued removal reaches only identified rows
+    whose drop view still predicts the corrupted label. Checked on every repair step through the
+    real loss: a row with drop CE < log 2 is predicted as labelled (p > 1/2) and must be removed,
+    a row with CE > log K cannot be (p < 1/K) and must not."""
+    ckpt, inputs, identified = poisoned_setup
+    seen = []
+
+    def recording_loss(ce_fit, ce_drop, ce_ref, identified_rows, beta=1.0, fit_identified=True, removing=None):
+        seen.append((ce_drop.detach().clone(), identified_rows.clone(), removing.clone()))
+        return losses.rem_repair_loss(ce_fit, ce_drop, ce_ref, identified_rows, beta, fit_identified, removing)
+
+    monkeypatch.setattr(rem_method, "rem_repair_loss", recording_loss)
+    settings = {"epochs": 1, "batch_size": 64, "bn": bn, "removal": "while-preferred", "fresh_optimizer": True}
+    unlearn(ckpt, inputs, identified, "rem", settings, seed=0, device="cpu")
+    classes = len(inputs.dataset.classes)
+    assert seen
+    for ce, rows, removing in seen:
+        assert not (removing & ~rows).any(), "only identified rows are removed"
+        assert (removing[rows & (ce < math.log(2))]).all()
+        assert not (removing[rows & (ce > math.log(classes))]).any()
+    assert sum(int((rows & ~removing).sum()) for _, rows, removing in seen) > 0, "after the flush some identified rows are no longer predicted"
 
 
 class StepRecorder(NullReporter):
@@ -106,6 +134,7 @@ def test_batchnorm_running_statistics_follow_the_policy(poisoned_setup, bn, unch
         ("epochs", 0, "epochs"),
         ("diagnostic_samples", -1, "diagnostic_samples"),
         ("keep", "first", "keep"),
+        ("removal", "always", "removal"),
     ],
 )
 def test_config_rejects_values_no_run_could_use(setting, value, match):

@@ -288,6 +288,21 @@ def test_results_doc_refreshes_only_its_generated_blocks(grown, tmp_path):
     assert doc.read_text() == text
 
 
+def test_ablation_headroom_is_the_best_method_per_cell_minus_the_base(grown):
+    """rem_ablation.py --headroom: per base cell, the best utility x healed of any method on the same
+    model and rate minus the base's, pooled as mean ± SE (worked out here from the cell files)."""
+    script = [sys.executable, str(REPO / "benchmarks" / "rem_ablation.py"), str(grown.out), "--base", "ga", "--variants", "rem", "--headroom"]
+    text = subprocess.run(script, check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}).stdout
+    rows = [json.loads(p.read_text())["row"] for p in (grown.out / "cells").glob("*.json")]
+    score = {(r["method"], r["kind"], r["rate"]): r["utility_x_healed"] for r in rows if r["status"] == "ok" and r["method"] != "original"}
+    margins = [max(v for k, v in score.items() if k[1:] == key[1:]) - score[key] for key in score if key[0] == "ga"]
+    assert margins and all(m >= 0 for m in margins)
+    mean, se = mean_sem(margins)
+    section = text.split("## Headroom: the best of 2 methods, picked per cell, minus ga")[1]
+    assert f"Pooled: {100 * mean:.1f} ± {100 * se:.1f} over {len(margins)} cells" in section
+    assert "| poison | " in section
+
+
 def test_heatmaps_are_pngs(grown):
     pytest.importorskip("matplotlib")
     for name in ("all", "rem", "ga"):

@@ -9,8 +9,10 @@ holds the identified set (0.93 of it at the last iteration, against 0.44 for `re
 memorising CPU profile it healed less: utility x healed 4.8 +/- 1.4 points below `rem`, paired over
 27 cells of three seeds (docs/results-cpu.md). Added to `rem` one at a time, the conv units at 10x lr
 leave utility x healed where it was (-0.8 +/- 1.0, 27 pairs) and fresh optimiser state lowers it
-(-3.9 +/- 1.1, 27 pairs). So the default is the mechanism that heals better there; every change stays one
-setting away.
+(-3.9 +/- 1.1, 27 pairs). Continued removal only on rows the drop view still predicts as labelled
+(`removal="while-preferred"`), with the conv units, mends their interclass failure at full discovery
+but is level pooled (-0.1 +/- 0.8, 27 pairs). So the default is the mechanism that heals best there;
+every change stays one setting away.
 """
 
 from __future__ import annotations
