@@ -69,7 +69,7 @@ else
   SIZE=(--width 0.5 --count 30 --train-epochs 60 --train-batch-size 128)
   FIRST_RATES=0.1,0.5,1.0; MORE_RATES=0.3,0.7; LOW_RATES=0.1,0.3
   BUDGETS=('*.batch_size=128' rem.epochs=15 finetune.epochs=15 salun.epochs=15 cf-k.epochs=15 eu-k.epochs=15 neggrad+.epochs=7 scrub.epochs=4)
-  for v in rem-redirect rem@conv10 rem@fresh rem@conv10-preferred rem@preferred rem-redirect@bn-batch rem-redirect@momentum rem-redirect@epoch-flush rem-redirect@bottleneck rem-redirect@units-lr1 detect+rem detect+rem-redirect; do
+  for v in rem-redirect ${PHASE4//,/ } ${PHASE7//,/ }; do  # every REM variant gets rem's 15 outer iterations
     BUDGETS+=("$v.epochs=15")
   done
 fi

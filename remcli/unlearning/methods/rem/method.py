@@ -25,8 +25,10 @@ none, and each is a setting of either:
 One more setting is not among the five: `removal="while-preferred"` applies the repair's continued
 removal only to identified samples whose drop view still predicts their corrupted label. NPO's
 weight decays slowly (0.1-0.3 at 3-4 nats), so once the flush is no longer needed the removal keeps
-raising the identified CE and pushes swapped images into third classes; this stops it at the
-decision boundary.
+raising the identified CE; this stops it at the decision boundary. Measured with the conv units on
+the memorising CPU profile it does (identified CE 1.9-2.7 nats instead of 4.0-4.6 on interclass at
+full discovery), but the swapped images it lets go still land mostly in third classes, and
+utility x healed is level with `rem` (docs/results-cpu.md).
 
 Diagnostics, per outer iteration: CE, mean NPO weight
 and accuracy on the training labels in the drop and the redirect view, for the identified set
