@@ -143,15 +143,24 @@ def decode_metadata(raw: dict[str, str] | None) -> dict:
     return meta
 
 
+def non_finite_tensors(state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding NaN or inf, in state-dict order."""
+    return [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def tensor_names(names: list[str], shown: int = 3) -> str:
+    """`3 tensors (a, b, c)` or `40 tensors (a, b, c and 37 more)`: enough to find them, short enough for one line."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"{len(names)} tensor{'s' if len(names) != 1 else ''} ({', '.join(names[:shown])}{more})"
+
+
 def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], meta: dict, force: bool = False, inputs: tuple = ()) -> str:
     """Write atomically; returns the sha256 of the written file."""
     out = check_writable_output(path, force, inputs)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    bad = non_finite_tensors(tensors)
     if bad:
-        raise ResultError(
-            f"{len(bad)} tensors hold NaN or inf values (e.g. {bad[0]}): the run diverged, so {out} was not written; lower --lr and rerun"
-        )
+        raise ResultError(f"NaN or inf values in {tensor_names(bad)}: the run diverged, so {out} was not written; lower --lr and rerun")
     with atomic_path(out) as tmp:
         try:
             save_file(tensors, str(tmp), metadata=encode_metadata(meta))
@@ -170,7 +179,11 @@ def read_metadata(path: str | Path) -> dict:
         raise _not_safetensors(p, err) from None
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", check_finite: bool = True) -> Checkpoint:
+    """Read a checkpoint. Non-finite weights are refused here (exit 1), for every command at once:
+    such a model predicts one class everywhere, and its near-zero identified-set accuracy would
+    pass for perfect forgetting and its chance-level scores for results. `check_finite=False` is
+    for looking at the file only (`inspect`)."""
     p = _existing(path)
     try:
         with safe_open(str(p), framework="pt") as handle:
@@ -178,11 +191,17 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
         state = load_file(str(p), device=str(device))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise _not_safetensors(p, err) from None
+    bad = non_finite_tensors(state) if check_finite else []
+    if bad:
+        raise ResultError(
+            f"checkpoint {p} holds NaN or inf values in {tensor_names(bad)}, so its predictions mean nothing; "
+            "use the checkpoint it was made from, or retrain"
+        )
     return Checkpoint(state_dict=state, meta=decode_metadata(raw), path=p, sha256=sha256_file(p))
 
 
 def import_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a legacy `.pt/.pth` state dict safely (weights_only); unwraps common containers."""
+    """Read a legacy `.pt/.pth` state dict safely (weights_only); unwraps common containers; refuses non-finite weights."""
     p = _existing(path)
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
@@ -196,7 +215,14 @@ def import_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise InputError(f"{p} does not hold a state_dict of tensors; save model.state_dict() instead of the model")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    state = {k.removeprefix("module."): v for k, v in obj.items()}
+    bad = non_finite_tensors(state)
+    if bad:  # refused before any checkpoint is written; save_checkpoint's advice (lower --lr) fits a run, not an import
+        raise ResultError(
+            f"{p} holds NaN or inf values in {tensor_names(bad)}: the source weights are broken (nothing was trained here), so nothing was "
+            "written; export the weights of a model that predicts normally"
+        )
+    return state
 
 
 def _existing(path: str | Path) -> Path:

@@ -1,0 +1,107 @@
+"""Broken inputs that used to pass, or die with a traceback, now stop with one line (issue 23):
+non-finite checkpoints, unreadable images, imported models without class names, forget lists of
+clean samples, forget-dependent gates without --forget; and what a checkpoint records (the
+precision that ran, the dataset a candidates file names).
+
+Real tiny data (a 100-image copy of the CIFAR-10 fixture), real files, the real CLI; no mocks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+from typer.testing import CliRunner
+
+from remcli.checkpoints import encode_metadata, read_metadata
+from remcli.cli.main import app
+from remcli.models import build_model
+from tests.conftest import copy_imagefolder_subset
+
+runner = CliRunner()
+TINY_TRAIN = ["--width", "0.25", "--epochs", "1", "--batch-size", "256", "--val-fraction", "0", "--device", "cpu", "--quiet"]
+RESNET9 = ["--arch", "resnet9", "--arch-arg", "width=0.25", "--num-classes", "10"]
+
+
+def invoke(args: list) -> object:
+    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "100"})
+
+
+def error_line(result, code: int = 2) -> str:
+    """Exactly one stderr line, `error: ...`, the given exit code, no traceback."""
+    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def small_root(cifar_root, tmp_path_factory) -> Path:
+    """100 train / 40 test real CIFAR-10 JPEGs (10 / 4 per class)."""
+    return copy_imagefolder_subset(cifar_root, tmp_path_factory.mktemp("small") / "ds", {"train": 10, "test": 4})
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("weights") / "w.pth"
+    torch.manual_seed(0)
+    torch.save(build_model("resnet9", 10, 3, 32, width=0.25).state_dict(), path)
+    return path
+
+
+# --- non-finite checkpoints -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def nan_checkpoint(weights, small_root, tmp_path_factory) -> Path:
+    """An imported model whose weights were then overwritten with NaN in two tensors (written with
+    safetensors directly: remcli itself never writes one)."""
+    folder = tmp_path_factory.mktemp("nan")
+    good = folder / "good.safetensors"
+    assert invoke(["import", weights, *RESNET9, "--out", good]).exit_code == 0
+    state = safetensors.torch.load_file(str(good))
+    names = [k for k, v in state.items() if v.is_floating_point()][:2]
+    for name in names:
+        state[name] = torch.full_like(state[name], float("nan"))
+    path = folder / "nan.safetensors"
+    meta = read_metadata(good) | {"dataset": f"imagefolder:{small_root}"}
+    safetensors.torch.save_file(state, str(path), metadata=encode_metadata(meta))
+    (folder / "forget.txt").write_text("0\n1\n2\n")
+    return path
+
+
+def test_a_nan_checkpoint_fails_evaluate_gate_unlearn_and_detect_naming_the_tensors(nan_checkpoint, tmp_path):
+    forget = nan_checkpoint.parent / "forget.txt"
+    names = [k for k, v in safetensors.torch.load_file(str(nan_checkpoint)).items() if not bool(torch.isfinite(v).all())]
+    commands = {
+        "evaluate": ["evaluate", nan_checkpoint, "--forget", forget, "--gate", "test_acc>=0.0", "--json", tmp_path / "e.json"],
+        "unlearn": ["unlearn", nan_checkpoint, "--forget", forget, "--out", tmp_path / "u.safetensors"],
+        "detect": ["detect", nan_checkpoint, "--forget", forget, "--top", "5", "--out", tmp_path / "d.txt"],
+    }
+    for command, args in commands.items():
+        line = error_line(invoke([*args, "--device", "cpu"]), code=1)
+        assert str(nan_checkpoint) in line and "NaN or inf" in line and "2 tensors" in line, (command, line)
+        assert all(name in line for name in names), (command, line)
+        assert "--lr" not in line, (command, line)
+    assert not list(tmp_path.iterdir())  # nothing written, not even the JSON
+
+
+def test_import_refuses_non_finite_weights_without_blaming_the_learning_rate(tmp_path):
+    torch.manual_seed(0)
+    state = build_model("resnet9", 10, 3, 32, width=0.25).state_dict()
+    floats = [k for k, v in state.items() if v.is_floating_point()]
+    for name in floats[:5]:
+        state[name] = torch.full_like(state[name], float("inf"))
+    torch.save(state, tmp_path / "broken.pth")
+    line = error_line(invoke(["import", tmp_path / "broken.pth", *RESNET9, "--out", tmp_path / "m.safetensors"]), code=1)
+    assert "NaN or inf" in line and "5 tensors" in line and "and 2 more" in line and floats[0] in line
+    assert "nothing was trained" in line and "--lr" not in line
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_inspect_still_shows_a_non_finite_checkpoint(nan_checkpoint):
+    result = invoke(["inspect", nan_checkpoint, "--blocks", "--json", "-"])
+    assert result.exit_code == 0, result.output
