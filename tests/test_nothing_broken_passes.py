@@ -105,3 +105,50 @@ def test_import_refuses_non_finite_weights_without_blaming_the_learning_rate(tmp
 def test_inspect_still_shows_a_non_finite_checkpoint(nan_checkpoint):
     result = invoke(["inspect", nan_checkpoint, "--blocks", "--json", "-"])
     assert result.exit_code == 0, result.output
+
+
+# --- unreadable images ----------------------------------------------------------------------------
+
+
+def add_unreadable_images(root: Path) -> list[str]:
+    """A zero-byte file, a JPEG cut short in its pixel data (its header still reads), text saved as
+    .jpg, and one more empty file: the paths, relative to root."""
+    real = sorted((root / "train" / "cat").iterdir())[0].read_bytes()
+    bad = {
+        "train/cat/empty.jpg": b"",
+        "train/dog/truncated.jpg": real[: len(real) - 150],
+        "train/frog/notes.jpg": b"this is a text file, not an image\n",
+        "train/ship/empty2.jpg": b"",
+    }
+    for rel, data in bad.items():
+        (root / rel).write_bytes(data)
+    return list(bad)
+
+
+def test_unreadable_images_are_refused_by_index_and_train_naming_the_files(small_root, tmp_path):
+    root = copy_imagefolder_subset(small_root, tmp_path / "ds", {"train": 10, "test": 4})
+    add_unreadable_images(root)
+    spec = f"imagefolder:{root}"
+    for args in (["index", spec, "--out", tmp_path / "index.tsv"], ["train", "--data", spec, *TINY_TRAIN, "--out", tmp_path / "m.safetensors"]):
+        line = error_line(invoke(args))
+        assert "4 unreadable image files" in line and "and 1 more" in line and "remove or repair them" in line, line
+        assert "train/cat/empty.jpg (empty file), train/dog/truncated.jpg (truncated or damaged" in line, line
+        assert "train/frog/notes.jpg (not an image)" in line and "would shift the position" in line, line
+    assert not (tmp_path / "index.tsv").exists() and not (tmp_path / "m.safetensors").exists()
+
+
+def test_unreadable_images_in_a_streamed_folder_are_refused_before_or_when_decoded(small_root, tmp_path, monkeypatch):
+    """Streamed, headers are read up front (empty and non-image files); a JPEG cut short in its
+    pixels is found when its batch is decoded, in a DataLoader worker, and still ends in one line."""
+    monkeypatch.setenv("REMCLI_DECODE_WORKERS", "1")
+    root = copy_imagefolder_subset(small_root, tmp_path / "ds", {"train": 10, "test": 4})
+    bad = add_unreadable_images(root)
+    spec = f"imagefolder:{root}?stream"
+    line = error_line(invoke(["index", spec]))
+    assert "3 unreadable image files" in line and "train/cat/empty.jpg (empty file)" in line and "notes.jpg (not an image)" in line, line
+    for rel in bad:
+        if "truncated" not in rel:
+            (root / rel).unlink()
+    line = error_line(invoke(["train", "--data", spec, *TINY_TRAIN, "--out", tmp_path / "m.safetensors"]))
+    assert "1 unreadable image file in a streamed batch" in line and "dog/truncated.jpg (truncated or damaged" in line, line
+    assert "remove or repair it" in line and not (tmp_path / "m.safetensors").exists()

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from remcli.data.streaming import ImageFiles, decode_image, stream_threshold_bytes
+from remcli.data.streaming import UNREADABLE, ImageFiles, decode_image, stream_threshold_bytes, unreadable_images_error, unreadable_reason
 from remcli.errors import InputError
 
 # CIFAR statistics: the corrective-unlearning benches reuse them for CIFAR-100 and SVHN too.
@@ -229,7 +229,14 @@ def _decode_folder(
     labels = torch.as_tensor(listing.targets, dtype=torch.int64)
     if stream:
         return Split(ImageFiles(files, (3, *_common_size(folder, files, size)), size), labels, paths), listing.classes
-    arrays = [decode_image(path, size) for path in files]  # decoded once at load time, never in a training loop
+    arrays, unreadable = [], []
+    for path in files:  # decoded once at load time, never in a training loop
+        try:
+            arrays.append(decode_image(path, size))
+        except UNREADABLE as err:
+            unreadable.append((path, err))
+    if unreadable:
+        raise _unreadable_images(folder, unreadable)
     shapes = {a.shape[:2] for a in arrays}
     if len(shapes) > 1:
         raise _mixed_sizes(folder, shapes)
@@ -238,18 +245,30 @@ def _decode_folder(
 
 
 def _common_size(folder: Path, files: list[str], size: int | None) -> tuple[int, int]:
-    """(H, W) every image will decode to; without ?size=N every file's header is read to check they agree."""
-    if size is not None:
-        return size, size
+    """(H, W) every image will decode to. Every file's header is read: to check the sizes agree
+    (without ?size=N) and to refuse files that are not images before a run starts. A file whose
+    header reads but whose pixels are cut short is only found when its batch is decoded."""
     from PIL import Image
 
-    shapes = set()
+    shapes, unreadable = set(), []
     for path in files:
-        with Image.open(path) as img:  # the header only: nothing is decoded
-            shapes.add((img.height, img.width))
+        try:
+            with Image.open(path) as img:  # the header only: nothing is decoded
+                shapes.add((img.height, img.width))
+        except UNREADABLE as err:
+            unreadable.append((path, err))
+    if unreadable:
+        raise _unreadable_images(folder, unreadable)
+    if size is not None:
+        return size, size
     if len(shapes) > 1:
         raise _mixed_sizes(folder, shapes)
     return next(iter(shapes))
+
+
+def _unreadable_images(folder: Path, unreadable: list[tuple[str, Exception]]) -> InputError:
+    named = [(Path(path).relative_to(folder.parent).as_posix(), unreadable_reason(path, err)) for path, err in unreadable]
+    return unreadable_images_error(named, f"under {folder}")
 
 
 def _mixed_sizes(folder: Path, shapes: set[tuple[int, int]]) -> InputError:

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from remcli.errors import InputError
+
 STREAM_ABOVE_GIB = 8.0
 
 
@@ -41,6 +43,32 @@ def decode_image(path: str | Path, size: int | None) -> np.ndarray:
         return np.asarray(rgb)
 
 
+# What PIL raises for a file it cannot decode: UnidentifiedImageError (an OSError) for an empty or
+# non-image file, OSError for truncated data, SyntaxError / ValueError / EOFError from some decoders.
+UNREADABLE = (OSError, SyntaxError, ValueError, EOFError)
+
+
+def unreadable_reason(path: str | Path, err: Exception) -> str:
+    from PIL import UnidentifiedImageError
+
+    if os.path.getsize(path) == 0:
+        return "empty file"
+    return "not an image" if isinstance(err, UnidentifiedImageError) else f"truncated or damaged: {str(err)[:60]}"
+
+
+def unreadable_images_error(named: list[tuple[str, str]], where: str, shown: int = 3) -> InputError:
+    """One line naming the first few unreadable files (name, reason) and the fix. They are refused,
+    not skipped: a skipped file would shift the position of every later sample, and positions are
+    what index files, manifests and checkpoints refer to."""
+    listed = ", ".join(f"{name} ({reason})" for name, reason in named[:shown])
+    more = f" and {len(named) - shown} more" if len(named) > shown else ""
+    files, them = ("files", "them") if len(named) != 1 else ("file", "it")
+    return InputError(
+        f"{len(named)} unreadable image {files} {where}: {listed}{more}; remove or repair {them} "
+        "(they are not skipped: that would shift the position of every later sample)"
+    )
+
+
 def decode_workers() -> int:
     """DataLoader workers per streamed pass: the cores less one, at most 8 (env REMCLI_DECODE_WORKERS)."""
     if "REMCLI_DECODE_WORKERS" in os.environ:
@@ -57,9 +85,18 @@ class _RowBatches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.positions)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        arrays = np.stack([decode_image(self.files[p], self.size) for p in self.positions[i].tolist()])
-        return torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()
+    def __getitem__(self, i: int) -> torch.Tensor | list[tuple[str, str]]:
+        """The batch, or the (file, reason) of each file in it that would not decode: returned, not
+        raised, because an error raised in a worker reaches the main process as a traceback."""
+        arrays, unreadable = [], []
+        for p in self.positions[i].tolist():
+            try:
+                arrays.append(decode_image(self.files[p], self.size))
+            except UNREADABLE as err:
+                unreadable.append((self.files[p], unreadable_reason(self.files[p], err)))
+        if unreadable:
+            return unreadable
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
 class ImageFiles:
@@ -100,6 +137,8 @@ class ImageFiles:
             pin_memory=device.type == "cuda",
         )
         for images in loader:
+            if isinstance(images, list):
+                raise unreadable_images_error(images, "in a streamed batch")
             yield images.to(device, non_blocking=True)
 
     def decoded_bytes(self) -> int:
