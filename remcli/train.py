@@ -160,6 +160,7 @@ def train(
         "epoch_log": epochs_log,
     }
     params = {**asdict(cfg), "arch_kwargs": arch_kwargs, "optimizer": optim.name, "lr": optim.lr}
+    params["precision"] = precision  # what ran (bf16, fp32...), not the "auto" that chose it: this machine's choice, not every machine's
     history = [
         history_entry(
             "train",

@@ -8,6 +8,7 @@ Real tiny data (a 100-image copy of the CIFAR-10 fixture), real files, the real 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,36 @@ def test_unreadable_images_in_a_streamed_folder_are_refused_before_or_when_decod
     line = error_line(invoke(["train", "--data", spec, *TINY_TRAIN, "--out", tmp_path / "m.safetensors"]))
     assert "1 unreadable image file in a streamed batch" in line and "dog/truncated.jpg (truncated or damaged" in line, line
     assert "remove or repair it" in line and not (tmp_path / "m.safetensors").exists()
+
+
+# --- what a checkpoint records ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_run(small_root, tmp_path_factory) -> Path:
+    """corrupt (label noise, 10 of 100) + a tiny train with the default --precision auto."""
+    out = tmp_path_factory.mktemp("small-run")
+    spec = f"imagefolder:{small_root}"
+    result = invoke(["corrupt", spec, "--kind", "label-noise", "--count", "10", "--discovery", "0.5,1.0", "--out", out / "c"])
+    assert result.exit_code == 0, result.output
+    result = invoke(["train", "--data", spec, "--corruption", out / "c" / "corruption.json", *TINY_TRAIN, "--out", out / "model.safetensors"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_train_and_unlearn_history_record_the_precision_that_ran(small_run, tmp_path):
+    train_step = read_metadata(small_run / "model.safetensors")["history"][-1]
+    assert train_step["params"]["precision"] in ("bf16", "fp32")  # resolved on this machine, never "auto"
+    out = tmp_path / "u.safetensors"
+    result = invoke(
+        ["unlearn", small_run / "model.safetensors", "--forget", small_run / "c" / "forget-0.5.txt", "--method", "finetune", "--epochs", "1"]
+        + ["--device", "cpu", "--quiet", "--json", tmp_path / "u.json", "--out", out]
+    )
+    assert result.exit_code == 0, result.output
+    unlearn_step = read_metadata(out)["history"][-1]
+    summary = json.loads((tmp_path / "u.json").read_text())
+    assert unlearn_step["precision"] == summary["precision"] and unlearn_step["precision"] in ("bf16", "fp32")
+    fp32 = tmp_path / "fp32.safetensors"
+    result = invoke(["train", "--data", read_metadata(out)["dataset"], *TINY_TRAIN, "--precision", "fp32", "--out", fp32])
+    assert result.exit_code == 0, result.output
+    assert read_metadata(fp32)["history"][-1]["params"]["precision"] == "fp32"

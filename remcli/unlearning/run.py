@@ -102,6 +102,7 @@ def unlearn(
         method=method,
         identified=len(identified),
         changed=changed,
+        precision=task.precision,  # what ran (bf16, fp32...), never "auto"
         steps=result.steps,
         log=result.log,
         **({"data_parallel": {"world_size": group.world_size}} if group is not None else {}),
