@@ -68,10 +68,13 @@ def check_checkpoint_matches(checkpoint: Checkpoint, dataset: Dataset, spec: str
         )
     classes = checkpoint.meta.get("classes")
     if isinstance(classes, list) and classes and [str(c) for c in classes] != list(dataset.classes):
+        if _was_imported(checkpoint):
+            how, fix = "was imported with", "or re-run `remcli import` with the --classes the weights were trained on"
+        else:
+            how, fix = "was trained with", "or pass the --data it was trained on"
         raise InputError(
-            f"checkpoint {checkpoint.path} was trained with other class names than {spec} has: "
-            f"{first_difference([str(c) for c in classes], list(dataset.classes))}; rename the class folders to match or pass the --data it "
-            "was trained on"
+            f"checkpoint {checkpoint.path} {how} other class names than {spec} has: "
+            f"{first_difference([str(c) for c in classes], list(dataset.classes))}; rename the class folders to match {fix}"
         )
     recorded = checkpoint.meta.get("dataset_fingerprint")
     if recorded and recorded != dataset.fingerprint:

@@ -186,3 +186,30 @@ def test_train_and_unlearn_history_record_the_precision_that_ran(small_run, tmp_
     result = invoke(["train", "--data", read_metadata(out)["dataset"], *TINY_TRAIN, "--precision", "fp32", "--out", fp32])
     assert result.exit_code == 0, result.output
     assert read_metadata(fp32)["history"][-1]["params"]["precision"] == "fp32"
+
+
+# --- import --classes ------------------------------------------------------------------------------
+
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def test_import_records_classes_and_a_folder_with_other_classes_is_refused(weights, small_root, tmp_path):
+    out = tmp_path / "m.safetensors"
+    result = invoke(["import", weights, *RESNET9, "--classes", ",".join(CIFAR_CLASSES), "--out", out])
+    assert result.exit_code == 0, result.output
+    assert read_metadata(out)["classes"] == CIFAR_CLASSES
+    result = invoke(["evaluate", out, "--data", f"imagefolder:{small_root}", "--device", "cpu", "--json", "-"])
+    assert result.exit_code == 0, result.output
+
+    other = copy_imagefolder_subset(small_root, tmp_path / "other", {"train": 2, "test": 1})
+    for split in ("train", "test"):
+        (other / split / "cat").rename(other / split / "cheetah")  # same count, one other class name
+    line = error_line(invoke(["evaluate", out, "--data", f"imagefolder:{other}", "--device", "cpu", "--gate", "test_acc>=0.0"]))
+    assert "was imported with other class names" in line and "'cat' in the checkpoint but 'cheetah' in the data" in line and "--classes" in line, line
+
+
+@pytest.mark.parametrize("classes", ["cat,dog", ",".join(CIFAR_CLASSES[:9] + ["cat"]), ",".join(CIFAR_CLASSES[:9] + [""])])
+def test_import_classes_must_name_each_output_once(weights, tmp_path, classes):
+    line = error_line(invoke(["import", weights, *RESNET9, "--classes", classes, "--out", tmp_path / "m.safetensors"]))
+    assert "--classes" in line and "10 distinct comma-separated class names" in line, line
+    assert not (tmp_path / "m.safetensors").exists()

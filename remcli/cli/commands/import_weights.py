@@ -46,6 +46,17 @@ def parse_normalisation(mean: str | None, std: str | None, channels: int) -> dic
     return {"mean": _channel_values(mean, "--mean", channels, False), "std": _channel_values(std, "--std", channels, True)}
 
 
+def parse_classes(text: str, num_classes: int) -> list[str]:
+    """--classes cat,dog,...: one non-empty name per output, in label order, no repeats."""
+    names = [name.strip() for name in text.split(",")]
+    if len(names) != num_classes or not all(names) or len(set(names)) != len(names):
+        raise InputError(
+            f"--classes {text!r} must be {num_classes} distinct comma-separated class names (one per output, --num-classes {num_classes}), "
+            "in label order, e.g. the class folder names sorted as the data lists them"
+        )
+    return names
+
+
 def parse_input_shape(text: str) -> list[int]:
     try:
         shape = [int(v) for v in text.split(",")]
@@ -84,6 +95,15 @@ def import_command(
             "--std", metavar="R,G,B", help="Per-channel standard deviation, comma-separated (ImageNet: 0.229,0.224,0.225). Give --mean with it."
         ),
     ] = None,
+    classes: Annotated[
+        Optional[str],
+        typer.Option(
+            "--classes",
+            metavar="NAME,NAME,...",
+            help="The class names of the outputs, comma-separated in label order (one per --num-classes). Recorded in the checkpoint, "
+            "so data with other class names is refused instead of silently mis-scored.",
+        ),
+    ] = None,
     force: ForceOpt = False,
 ) -> None:
     """Import weights from a pickle-based file without executing code (torch weights_only).
@@ -104,8 +124,10 @@ def import_command(
         normalisation = parse_normalisation(mean, std, shape[0])
     state = import_state_dict(source)
     kwargs = resolve_arch_kwargs(arch, shape[-1], parse_arch_args(arch_arg, None))
-    meta = {"arch": arch, "arch_kwargs": kwargs, "num_classes": num_classes, "input_shape": shape, **normalisation}
+    names = {"classes": parse_classes(classes, num_classes)} if classes is not None else {}
+    meta = {"arch": arch, "arch_kwargs": kwargs, "num_classes": num_classes, "input_shape": shape, **normalisation, **names}
     Checkpoint(state, meta, source).build()  # checks names and shapes against the arch
-    meta["history"] = [history_entry("import", {"source": str(source), "arch": arch, **normalisation}, None, 0.0, "cpu", sha256_file(source))]
+    params = {"source": str(source), "arch": arch, **normalisation, **names}
+    meta["history"] = [history_entry("import", params, None, 0.0, "cpu", sha256_file(source))]
     save_checkpoint(out, state, meta, force=force, inputs=(source,))
     stderr.print(f"imported {len(state)} tensors from {source} into {out}")
