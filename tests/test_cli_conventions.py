@@ -8,21 +8,24 @@ import json
 import os
 import re
 import select
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from remcli import __version__
-from remcli.cli.app import reflow
+from remcli.cli.app import EXAMPLES, reflow
 from remcli.cli.main import app
 from remcli.cli.output import OneBarReporter, RichReporter, stderr
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = sorted(info.name for info in app.registered_commands)
+TORCHRUN_FLAGS = {"--nproc-per-node"}
 
 
 def invoke(args, columns: int = 200, **kwargs):
@@ -62,15 +65,59 @@ def test_flags_show_no_metavar_and_lists_show_name_value():
     assert re.search(r"--force\s+│?\s*Overwrite an existing output file", text), text
     assert re.search(r"--set\s+NAME=VALUE\s", text) and re.search(r"--arch-arg\s+NAME=VALUE\s", text)
     assert re.search(r"--set\s+METHOD\.NAME=VALUE\s", invoke(["sweep", "--help"]).stdout)
-    assert re.search(r"--help\s+-h\s+Show this message", text)
+    assert re.search(r"-h, --help\s+Show this message", text)
+
+
+def on_a_terminal(args, columns: int) -> str:
+    """Help as a terminal of `columns` columns shows it (rich panels), without its styles."""
+    result = runner.invoke(app, args, env={"COLUMNS": str(columns), "TTY_COMPATIBLE": "1", "NO_COLOR": "1"})
+    return re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)
 
 
 def test_help_paragraphs_reflow_instead_of_keeping_docstring_line_breaks():
-    text = invoke(["unlearn", "--help"], columns=250).stdout
+    text = on_a_terminal(["unlearn", "--help"], columns=250)
     # the docstring breaks this sentence after "has"; rendered, it is one paragraph line at this width
-    assert "The output has exactly the input's tensor names and shapes; its history records the method" in text
-    narrow = invoke(["unlearn", "--help"], columns=60).stdout
+    assert "╭" in text and "The output has exactly the input's tensor names and shapes; its history records the method" in text
+    narrow = on_a_terminal(["unlearn", "--help"], columns=60)
     assert all(len(line) <= 60 for line in narrow.splitlines())
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_help_in_a_pipe_at_80_columns_cuts_nothing_and_ends_with_examples(name):
+    text = invoke([name, "--help"], columns=80).stdout
+    assert "…" not in text and "╭" not in text, text
+    assert all(len(line) <= 80 for line in text.splitlines()), text
+    unwrapped = re.sub(r" \\\n +", " ", text)  # an example too long for the width continues with a shell's `\`
+    for example in EXAMPLES[name]:
+        assert example in unwrapped, (example, text)
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_help_examples_use_only_options_the_command_has(name):
+    command = typer.main.get_command(app).commands[name]
+    known = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+    for example in EXAMPLES[name]:
+        words = shlex.split(example.split("|")[0])
+        assert words[words.index("remcli") + 1] == name, example
+        assert {w for w in words if w.startswith("--") and w not in TORCHRUN_FLAGS} <= known, example
+
+
+def test_help_in_a_real_pipe_keeps_option_names_gates_and_defaults_whole():
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "COLUMNS": "80"}
+    text = subprocess.run([sys.executable, "-m", "remcli", "evaluate", "--help"], capture_output=True, text=True, env=env, timeout=120).stdout
+    assert "--gate, --require, --fail-under" in text and "'utility>=0.8,attack_success_rate<=0.05'" in text
+    assert "…" not in text and "Examples:" in text
+
+
+def test_help_text_matches_the_code():
+    assert "pip install 'remcli[timm]'" in " ".join(invoke(["archs", "--help"]).stdout.split())
+    # on a terminal (rich panels) the brackets are not eaten as markup either
+    terminal = on_a_terminal(["archs", "--help"], columns=200)
+    assert "╭" in terminal and "pip install 'remcli[timm]'" in terminal
+    detect = " ".join(invoke(["detect", "--help"]).stdout.split())
+    assert "Three signals" in detect and all(name in detect for name in ("similarity", "spectral", "label-quality"))
+    train = " ".join(invoke(["train", "--help"]).stdout.split())
+    assert "CPUs with native bf16" in train and "on CUDA. The summary" not in train
 
 
 def test_reflow_joins_lines_keeps_paragraphs_and_list_items():

@@ -172,8 +172,8 @@ def test_missed_gates_none_value_counts_as_missed_either_way():
 
 
 def test_missed_gates_unknown_metric_is_an_error_naming_available_ones():
-    with pytest.raises(InputError, match=r"unknown metric 'healed'.*utility"):
-        missed_gates(result_with(utility=0.5), parse_gates("healed>=0.1"))
+    with pytest.raises(InputError, match=r"unknown metric 'heald'.*utility"):
+        missed_gates(result_with(utility=0.5), parse_gates("heald>=0.1"))
 
 
 def test_gates_summary_keeps_floors_under_required():
@@ -196,5 +196,5 @@ def test_compare_adds_the_change_of_every_metric_measured_in_both():
 
 
 def test_a_delta_gate_without_a_baseline_says_what_it_needs():
-    with pytest.raises(InputError, match="delta_ metrics need --against BASELINE"):
+    with pytest.raises(InputError, match="delta_utility needs --against BASELINE"):
         missed_gates(result_with(utility=0.7), parse_gates("delta_utility>=-0.02"))

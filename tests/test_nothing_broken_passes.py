@@ -213,3 +213,19 @@ def test_import_classes_must_name_each_output_once(weights, tmp_path, classes):
     line = error_line(invoke(["import", weights, *RESNET9, "--classes", classes, "--out", tmp_path / "m.safetensors"]))
     assert "--classes" in line and "10 distinct comma-separated class names" in line, line
     assert not (tmp_path / "m.safetensors").exists()
+
+
+# --- gates that need --forget ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", ["identified_corrupted_acc", "forget_recall"])
+def test_a_forget_dependent_gate_without_forget_names_forget(small_run, metric):
+    line = error_line(invoke(["evaluate", small_run / "model.safetensors", "--device", "cpu", "--gate", f"test_acc>=0.0,{metric}<=0.5"]))
+    assert f" on {metric} needs --forget FILE" in line and "unknown metric" not in line, line
+
+
+def test_a_corruption_dependent_gate_on_an_uncorrupted_model_names_the_manifest(weights, small_root, tmp_path):
+    model = tmp_path / "m.safetensors"
+    assert invoke(["import", weights, *RESNET9, "--out", model]).exit_code == 0
+    line = error_line(invoke(["evaluate", model, "--data", f"imagefolder:{small_root}", "--device", "cpu", "--gate", "healed>=0.5"]))
+    assert " on healed needs a corruption manifest (--corruption" in line, line

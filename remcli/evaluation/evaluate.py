@@ -199,6 +199,24 @@ def parse_gates(text: str, option: str = "--gate") -> list[Gate]:
     return gates
 
 
+# Metrics measured only with a forget list, or only with a corruption manifest (see `evaluate`).
+FORGET_METRICS = ("identified_corrupted_acc", "healed_identified", "healed_undiscovered", "forget_precision", "forget_recall")
+CORRUPTION_METRICS = ("healed", "corrupted_label_acc", "utility_x_healed", *FORGET_METRICS[1:])
+
+
+def _missing_inputs(metric: str, result: dict) -> list[str]:
+    """What the evaluation lacked to measure `metric` (a known name it did not report), e.g. ['--forget FILE']."""
+    base = metric.removeprefix("delta_")
+    needs = []
+    if base in FORGET_METRICS and "identified" not in result.get("counts", {}):
+        needs.append("--forget FILE (the identified samples)")
+    if base in CORRUPTION_METRICS and result.get("corruption") is None:
+        needs.append("a corruption manifest (--corruption, or a checkpoint trained with one)")
+    if metric != base and "against" not in result:
+        needs.append("--against BASELINE")
+    return needs
+
+
 def missed_gates(result: dict, gates: list[Gate], option: str = "--gate") -> list[str]:
     """One `name=value < limit` (floor) or `name=value > limit` (ceiling) per missed gate.
 
@@ -207,8 +225,10 @@ def missed_gates(result: dict, gates: list[Gate], option: str = "--gate") -> lis
     missed = []
     for gate in gates:
         if gate.metric not in result["metrics"]:
-            hint = "; delta_ metrics need --against BASELINE" if gate.metric.startswith("delta_") and "against" not in result else ""
-            raise InputError(f"{option} names unknown metric {gate.metric!r}; available: {', '.join(result['metrics'])}{hint}")
+            needs = _missing_inputs(gate.metric, result)
+            if needs:
+                raise InputError(f"{option} on {gate.metric} needs {' and '.join(needs)}, which this evaluation lacks; pass it or drop the gate")
+            raise InputError(f"{option} names unknown metric {gate.metric!r}; available: {', '.join(result['metrics'])}")
         value = result["metrics"][gate.metric]
         if not gate.passes(value):
             missed.append(f"{gate.metric}={value} {'<' if gate.op == '>=' else '>'} {gate.limit}")

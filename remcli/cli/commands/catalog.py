@@ -43,7 +43,7 @@ def methods_command(json_out: JsonOpt = None) -> None:
 
 def archs_command(json_out: JsonOpt = None) -> None:
     """List the architectures `--arch` accepts: remcli's own, torchvision's classifiers, and
-    timm:NAME for any model of timm (the optional extra: pip install 'remcli[timm]')."""
+    timm:NAME for any model of timm (the optional extra: pip install 'remcli\\[timm]')."""
     names = list_archs()
     timm_installed = importlib.util.find_spec("timm") is not None
     if json_out:

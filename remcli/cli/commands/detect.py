@@ -49,13 +49,14 @@ def detect_command(
     """Rank every training sample by how much it looks like the identified ones, and write the
     identified plus the best-ranked as an index file that `remcli unlearn --forget` reads.
 
-    Two signals on the classifier's input features (triggers on, labels as trained):
-    representation similarity to the identified samples of the same label (a shared trigger or
-    swapped concept clusters there), and label quality from an out-of-fold linear probe (a random
-    wrong label is one a model not trained on the sample would not predict). By default the
-    identified samples choose: the signal under which held-out identified samples rank higher is
-    used, and the summary says which and why. With a recorded corruption the summary reports
-    precision and recall against it. Validation samples are never candidates.
+    Three signals on the classifier's input features (triggers on, labels as trained):
+    similarity to the identified samples of the same label (a shared trigger or swapped concept
+    clusters there), spectral signatures (a backdoor trigger as its label's strongest direction of
+    variance), and label quality from an out-of-fold linear probe (a random wrong label is one a
+    model not trained on the sample would not predict). By default the identified samples choose:
+    the signal under which held-out identified samples rank highest is used, and the summary says
+    which and why (signal_checks). With a recorded corruption the summary reports precision and
+    recall against it. Validation samples are never candidates.
     """
     check_writable_output(out, force, (checkpoint, forget))
     ckpt = load_checkpoint(checkpoint)

@@ -10,7 +10,6 @@ import typer
 from remcli.checkpoints import save_checkpoint
 from remcli.cli.options import (
     DATA_HELP,
-    CorruptionOpt,
     DeviceOpt,
     DownloadOpt,
     ForceOpt,
@@ -42,7 +41,10 @@ def parse_arch_args(pairs: list[str], width: float | None) -> dict:
 def train_command(
     data: Annotated[str, typer.Option("--data", help=DATA_HELP)],
     out: Annotated[Path, typer.Option("--out", help="Output checkpoint (.safetensors).")],
-    corruption: CorruptionOpt = None,
+    corruption: Annotated[
+        Optional[Path],
+        typer.Option("--corruption", help="corruption.json written by `remcli corrupt`, applied to the training labels (and pixels, for poison)."),
+    ] = None,
     arch: Annotated[str, typer.Option("--arch", help="resnet9, vit_cifar, or any torchvision classifier (see `remcli archs`).")] = "resnet9",
     width: Annotated[Optional[float], typer.Option("--width", help="Channel multiplier for resnet9 / vit_cifar (1.0 = paper size).")] = None,
     arch_arg: Annotated[list[str], typer.Option("--arch-arg", help="Extra constructor argument name=value (repeatable).")] = [],
@@ -66,7 +68,8 @@ def train_command(
     """Train ARCH on DATA (with the corruption applied, if given) and save a checkpoint.
 
     Recipe (paper defaults): SGD momentum 0.9, weight decay 5e-4, batch 512, 1% warm-up then
-    linear decay; random crop + flip; AMP (bf16) on CUDA. The summary reports images/s.
+    linear decay; random crop + flip; bf16 autocast where --precision auto picks it (CUDA, and CPUs
+    with native bf16). The summary reports images/s and the precision that ran.
 
     Data parallel: `torchrun --nproc-per-node N -m remcli train ...` splits every batch across N
     processes (gloo on CPUs, NCCL on GPUs, one GPU per process); rank 0 alone writes and prints.
