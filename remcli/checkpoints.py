@@ -41,6 +41,7 @@ from remcli import __version__
 from remcli.errors import InputError, ResultError
 from remcli.fileio import atomic_path, check_writable_output, sha256_file, write_failure
 from remcli.models import build_model, model_channels
+from remcli.models.blocks import list_blocks
 
 _JSON_KEYS = ("arch_kwargs", "input_shape", "mean", "std", "classes", "validation", "history")
 
@@ -65,6 +66,12 @@ class Checkpoint:
     @property
     def history(self) -> list[dict]:
         return list(self.meta.get("history", []))
+
+    @property
+    def init(self) -> dict | None:
+        """The checkpoint the last `train` started from (`train --init`: path, sha256...), or None for a fresh initialisation."""
+        entries = [e for e in self.history if e.get("command") == "train"]
+        return entries[-1].get("init") if entries else None
 
     @property
     def validation_indices(self) -> torch.Tensor:
@@ -105,6 +112,60 @@ def check_state_dict_matches(model: nn.Module, state: dict[str, torch.Tensor], w
                 f"{what} does not fit arch {arch}: {key} has shape {list(got[key])}, expected {list(shape)}; check --arch, --num-classes "
                 "and --arch-arg"
             )
+
+
+def classifier_keys(model: nn.Module) -> list[str]:
+    """The state-dict keys of the model's last block, its classifier (resnet9's fc, a torchvision ViT's heads.head)."""
+    last = list_blocks(model)[-1]
+    return [key for key in model.state_dict() if key.startswith(last + ".")]
+
+
+def check_init_arch(path: str | Path, init_arch: str | None, arch: str) -> None:
+    """Fine-tuning keeps the architecture: the init must be a checkpoint of `arch`."""
+    if not init_arch:
+        raise InputError(f"--init {path} records no arch (not a remcli checkpoint); bring its weights in with `remcli import` first")
+    if init_arch != arch:
+        raise InputError(f"--init {path} is a {init_arch} checkpoint, not {arch}; fine-tuning keeps the architecture: pass --arch {init_arch}")
+
+
+def load_init_weights(model: nn.Module, init: Checkpoint, arch: str) -> list[str]:
+    """Copy `init`'s weights into `model`, freshly built for the data it will be trained on.
+
+    Fine-tuning keeps everything the init learned; only a classifier whose class count differs
+    from the init's cannot carry over, so it keeps its fresh initialisation, as fine-tuning a
+    pretrained backbone does. Returns the keys so re-initialised ([] when the class counts agree).
+    Any other mismatch (arch, width) is an InputError naming the init."""
+    check_init_arch(init.path, init.arch, arch)
+    state, given = model.state_dict(), init.state_dict
+    differ = [key for key in state if key in given and given[key].shape != state[key].shape]
+    head = classifier_keys(model)
+    fresh = head if any(key in differ for key in head) else []
+    wrong = [key for key in differ if key not in fresh]
+    missing, extra = sorted(set(state) - set(given)), sorted(set(given) - set(state))
+    if missing or extra or wrong:
+        found = f"missing {missing[:3]}, unexpected {extra[:3]}"
+        if wrong:
+            found = f"{wrong[0]} has shape {list(given[wrong[0]].shape)}, expected {list(state[wrong[0]].shape)}"
+        raise InputError(
+            f"--init {init.path} ({arch} {init.meta.get('arch_kwargs') or {}}) does not fit this {arch}: {found}; pass the init's --width / "
+            "--arch-arg values"
+        )
+    model.load_state_dict({key: state[key] if key in fresh else given[key] for key in state})
+    return fresh
+
+
+def load_recorded_init(record: dict) -> Checkpoint:
+    """The init a checkpoint's history says it was fine-tuned from, refused unless its sha256 still matches."""
+    path, sha = Path(record["path"]), record["sha256"]
+    if not path.is_file():
+        raise InputError(f"the init this model was fine-tuned from, {path} (sha256 {sha[:12]}), is missing; put that file back to retrain from it")
+    init = load_checkpoint(path)
+    if init.sha256 != sha:
+        raise InputError(
+            f"the init {path} has sha256 {init.sha256[:12]}, not the {sha[:12]} this model was fine-tuned from; put the original init back at {path} "
+            "to retrain from it"
+        )
+    return init
 
 
 def history_entry(command: str, params: dict, seed: int | None, wall_time_s: float, device: str, parent_sha256: str | None = None, **extra) -> dict:

@@ -1,20 +1,25 @@
-"""`remcli train`: train a classifier on a (possibly corrupted) dataset, from scratch.
+"""`remcli train`: train a classifier on a (possibly corrupted) dataset, from scratch or from an init.
 
 Defaults follow the paper's recipe (rem-method.md §2.3-2.4): SGD momentum 0.9, weight decay
 5e-4, batch 512, lr 0.025 with 1% warm-up then linear decay (Adam 1e-4, constant, for ViTs);
 random crop + flip. A validation split is held out and recorded; nothing looks at the test set.
+
+`init` fine-tunes instead: training starts from another checkpoint's weights (the way practitioners
+start from a pretrained backbone). Its path and sha256 are recorded in the history, so `unlearn
+--method retrain` can restart from the same init and refuse one that changed.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from remcli.checkpoints import history_entry
+from remcli.checkpoints import check_init_arch, history_entry, load_checkpoint, load_init_weights, read_metadata
 from remcli.config import Settings
 from remcli.data.datasets import Dataset
 from remcli.data.manifest import Manifest
@@ -55,6 +60,12 @@ class TrainConfig(Settings):
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
+    init: str | None = None  # a checkpoint of the same arch to fine-tune from; None: a fresh initialisation
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.init is not None:
+            check_init_arch(self.init, read_metadata(self.init).get("arch"), self.arch)  # header only: the weights load in train()
 
     def optim(self) -> OptimConfig:
         name = self.optimizer or default_optimizer(self.arch)
@@ -109,6 +120,17 @@ def train(
     arch_kwargs = resolve_arch_kwargs(cfg.arch, dataset.input_shape[-1], cfg.arch_kwargs)
     with seeded_global_rng(cfg.seed, "train/init"):
         model = build_model(cfg.arch, dataset.num_classes, model_channels(cfg.arch, dataset.input_shape[0]), dataset.input_shape[-1], **arch_kwargs)
+    init = None
+    if cfg.init is not None:
+        source = load_checkpoint(cfg.init)
+        fresh = load_init_weights(model, source, cfg.arch)
+        init = {"path": str(Path(cfg.init).resolve()), "sha256": source.sha256, "num_classes": source.num_classes, "reinitialised": fresh}
+        if fresh:
+            reporter.note(
+                f"--init {cfg.init} has {source.num_classes} classes, the data {dataset.num_classes}: the classifier ({', '.join(fresh)}) starts "
+                "freshly initialised, every other layer from the init"
+            )
+        del source
     model = model.to(device).to(memory_format=torch.channels_last)
     if group is not None:
         group.broadcast_model(model)  # built from the same seed on every rank; rank 0's weights make sure
@@ -158,8 +180,9 @@ def train(
         "device": str(device),
         "precision": precision,
         "epoch_log": epochs_log,
+        **({"init": init} if init else {}),
     }
-    params = {**asdict(cfg), "arch_kwargs": arch_kwargs, "optimizer": optim.name, "lr": optim.lr}
+    params = {**asdict(cfg), "arch_kwargs": arch_kwargs, "optimizer": optim.name, "lr": optim.lr, "init": init["path"] if init else None}
     params["precision"] = precision  # what ran (bf16, fp32...), not the "auto" that chose it: this machine's choice, not every machine's
     history = [
         history_entry(
@@ -168,9 +191,11 @@ def train(
             cfg.seed,
             wall,
             str(device),
+            init["sha256"] if init else None,
             steps=engine.steps,
             images_per_s=summary["images_per_s"],
             corruption_sha256=corruption_sha256,
+            **({"init": init} if init else {}),
             **({"data_parallel": {"world_size": group.world_size, "sync_bn": sync_bn}} if group is not None else {}),
         )
     ]

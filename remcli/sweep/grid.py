@@ -9,9 +9,10 @@ without unlearning (the paper's discovery-rate-0 column).
 Cell ids are file names: `poison-s0-rem-r0.5`, `poison-s0-original`.
 
 A folder's `sweep.json` records the configuration. Settings that define the trained models
-(data, arch, count, training recipe) must stay the same for the folder's life, and so must a
-method's `--set` settings once it has a finished cell; kinds, rates, methods and seeds may grow
-(new cells are added, finished ones are reused). Device and precision may change.
+(data, arch, count, training recipe, the init they are fine-tuned from, by sha256) must stay the
+same for the folder's life, and so must a method's `--set` settings once it has a finished cell;
+kinds, rates, methods and seeds may grow (new cells are added, finished ones are reused). Device
+and precision may change.
 
 A method may appear more than once under labels, `METHOD@LABEL` (e.g. `rem-redirect@bottleneck`), each
 with its own `--set rem-redirect@bottleneck.NAME=VALUE` settings: that is how ablations and tuned variants of one
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 from remcli.data.corruption import (
     kind_names,
@@ -32,6 +34,7 @@ from remcli.data.corruption import (
 )
 from remcli.detection import SIGNALS
 from remcli.errors import InputError
+from remcli.fileio import sha256_file
 from remcli.settings import parse_setting
 from remcli.unlearning import get_method
 from remcli.unlearning.base import build_config
@@ -50,6 +53,7 @@ MODEL_KEYS = {
     "train_epochs": "--train-epochs",
     "train_batch_size": "--train-batch-size",
     "train_lr": "--train-lr",
+    "init_sha256": "--init",  # the init's content, not its path: a moved init trains the same models
 }
 
 
@@ -151,9 +155,19 @@ class SweepConfig:
     train_epochs: int = 40
     train_batch_size: int = 512
     train_lr: float | None = None  # None: the training recipe's default
+    init: str | None = None  # a checkpoint every model is fine-tuned from (`train --init`); None: fresh initialisations
+    init_sha256: str | None = None  # the init's sha256, taken when the config is made
     overrides: dict[str, dict] = field(default_factory=dict)  # method -> {setting: value}
     device: str = "auto"  # not part of the folder's identity: a sweep may continue elsewhere
     precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        """Pin `init` by its sha256 as the config is made, so every cell records which weights its model started from."""
+        if self.init is not None and self.init_sha256 is None:
+            path = Path(self.init)
+            if not path.is_file():
+                raise InputError(f"--init {path} not found; check the path")
+            self.init, self.init_sha256 = str(path.resolve()), sha256_file(path)
 
     # --- validation ---------------------------------------------------------------------------
     def validate(self) -> "SweepConfig":
@@ -199,8 +213,10 @@ class SweepConfig:
 
     # --- identities ---------------------------------------------------------------------------
     def model_config(self, kind: str, seed: int) -> dict:
-        """What determines a trained model (and so every cell built on it)."""
-        return normalised({**{key: getattr(self, key) for key in MODEL_KEYS}, "kind": kind, "seed": seed})
+        """What determines a trained model (and so every cell built on it). Without an init the key is left
+        out, so folders made before `--init` existed keep their models and cells."""
+        keys = [key for key in MODEL_KEYS if key != "init_sha256" or self.init_sha256 is not None]
+        return normalised({**{key: getattr(self, key) for key in keys}, "kind": kind, "seed": seed})
 
     def cell_config(self, cell: Cell) -> dict:
         """What determines a cell's result; a finished cell is reused only if this matches.
@@ -266,6 +282,8 @@ def merge_configs(stored: SweepConfig, new: SweepConfig, where: str, finished_me
         train_epochs=new.train_epochs,
         train_batch_size=new.train_batch_size,
         train_lr=new.train_lr,
+        init=new.init,
+        init_sha256=new.init_sha256,
         overrides={**{m: v for m, v in stored.overrides.items() if m not in new.methods}, **new.overrides},
         device=new.device,
         precision=new.precision,

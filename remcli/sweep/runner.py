@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
-from remcli.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
+from remcli.checkpoints import Checkpoint, load_checkpoint, load_init_weights, save_checkpoint
 from remcli.data.corruption import (
     corrupt,
     rate_label,
@@ -124,7 +124,12 @@ def prepare(cfg: SweepConfig, out: Path) -> Prepared:
     resolve_count(len(dataset.train), cfg.count, None)
     arch_kwargs = resolve_arch_kwargs(cfg.arch, dataset.input_shape[-1], cfg.arch_kwargs)
     with seeded_global_rng(0, "sweep/check-arch"):
-        build_model(cfg.arch, dataset.num_classes, model_channels(cfg.arch, dataset.input_shape[0]), dataset.input_shape[-1], **arch_kwargs)
+        model = build_model(cfg.arch, dataset.num_classes, model_channels(cfg.arch, dataset.input_shape[0]), dataset.input_shape[-1], **arch_kwargs)
+    if cfg.init is not None:
+        init = load_checkpoint(cfg.init)
+        if init.sha256 != cfg.init_sha256:
+            raise InputError(f"--init {cfg.init} has sha256 {init.sha256[:12]}, not the {cfg.init_sha256[:12]} this sweep records; restore that init")
+        load_init_weights(model, init, cfg.arch)  # an init of another arch or width fails here, before anything is written
     manifests = {
         (kind, seed): corrupt(
             dataset.train.labels,
@@ -171,6 +176,7 @@ def ensure_model(cfg: SweepConfig, out: Path, dataset: Dataset, manifest: Manife
             seed=seed,
             device=cfg.device,
             precision=cfg.precision,
+            init=cfg.init,
         )
         result = train(dataset, tcfg, manifest, digest, str(manifest_path.resolve()), reporter)
         # the summary first: a checkpoint never exists without the record of how it was made

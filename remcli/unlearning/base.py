@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from remcli.checkpoints import load_init_weights, load_recorded_init
 from remcli.data.datasets import Dataset
 from remcli.data.manifest import Manifest
 from remcli.data.pipeline import InputSpec, SampleView
@@ -63,6 +64,7 @@ class UnlearnTask:
     reporter: NullReporter = field(default_factory=NullReporter)
     build_untrained: Callable[[], nn.Module] | None = None  # the arch, freshly initialised (global RNG)
     train_params: dict = field(default_factory=dict)  # the recorded `train` settings (epochs, lr...)
+    init: dict | None = None  # the checkpoint training started from (`train --init`: path, sha256), None for a fresh initialisation
     group: DataParallel | None = None  # under torchrun: this rank's place in the data-parallel group
 
     def __post_init__(self) -> None:
@@ -96,6 +98,15 @@ class UnlearnTask:
         with seeded_global_rng(self.seed, purpose):
             model = self.build_untrained()
         return model.to(self.device).to(memory_format=torch.channels_last)
+
+    def initial_model(self, purpose: str) -> nn.Module:
+        """The model as its training began: a fresh one (`fresh_model`) with, for a fine-tuned checkpoint,
+        the recorded init's weights loaded (refused unless the file's sha256 still matches); a classifier
+        the init could not supply stays freshly initialised, as in `train --init`."""
+        model = self.fresh_model(purpose)
+        if self.init is not None:
+            load_init_weights(model, load_recorded_init(self.init), self.arch)
+        return model
 
     def frozen_copy(self, model: nn.Module | None = None) -> nn.Module:
         """A frozen, eval-mode copy (reference model / teacher)."""

@@ -58,6 +58,7 @@ def build_task(
         reporter=reporter or NullReporter(),
         build_untrained=checkpoint.build_untrained,
         train_params=checkpoint.train_params,
+        init=checkpoint.init,
         group=group,
     )
 

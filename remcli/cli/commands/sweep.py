@@ -150,6 +150,14 @@ def sweep_command(
     train_epochs: Annotated[int, typer.Option("--train-epochs", help="Training epochs per (kind, seed) model.")] = 40,
     train_batch_size: Annotated[int, typer.Option("--train-batch-size", help="Training batch size.")] = 512,
     train_lr: Annotated[Optional[float], typer.Option("--train-lr", help="Training peak learning rate. " + describe_train_lr() + ".")] = None,
+    init: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--init",
+            metavar="CKPT",
+            help="Fine-tune every model from this checkpoint (`train --init`); its path and sha256 are recorded in sweep.json and every cell.",
+        ),
+    ] = None,
     settings: Annotated[
         list[str],
         typer.Option(
@@ -216,6 +224,7 @@ def sweep_command(
             train_epochs=train_epochs,
             train_batch_size=train_batch_size,
             train_lr=train_lr,
+            init=str(init) if init else None,
             overrides=parse_method_settings(settings),
             device=device,
             precision=precision,

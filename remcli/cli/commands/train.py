@@ -1,4 +1,4 @@
-"""`remcli train`: train a classifier from scratch and save a safetensors checkpoint."""
+"""`remcli train`: train a classifier from scratch (or fine-tune one from --init) and save a safetensors checkpoint."""
 
 from __future__ import annotations
 
@@ -48,6 +48,15 @@ def train_command(
     arch: Annotated[str, typer.Option("--arch", help="resnet9, vit_cifar, or any torchvision classifier (see `remcli archs`).")] = "resnet9",
     width: Annotated[Optional[float], typer.Option("--width", help="Channel multiplier for resnet9 / vit_cifar (1.0 = paper size).")] = None,
     arch_arg: Annotated[list[str], typer.Option("--arch-arg", help="Extra constructor argument name=value (repeatable).")] = [],
+    init: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--init",
+            metavar="CKPT",
+            help="Fine-tune from this checkpoint's weights instead of a fresh initialisation (same --arch and --width). A different "
+            "class count re-initialises only the classifier. Recorded (path, sha256) for `unlearn --method retrain`.",
+        ),
+    ] = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training split (paper: ~41 = 4000 steps at batch 512).")] = 40,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate. " + describe_train_lr() + ".")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per step.")] = 512,
@@ -74,7 +83,7 @@ def train_command(
     Data parallel: `torchrun --nproc-per-node N -m remcli train ...` splits every batch across N
     processes (gloo on CPUs, NCCL on GPUs, one GPU per process); rank 0 alone writes and prints.
     """
-    check_writable_output(out, force, (corruption,) if corruption else ())
+    check_writable_output(out, force, tuple(p for p in (corruption, init) if p))
     cfg = TrainConfig(
         arch=arch,
         arch_kwargs=parse_arch_args(arch_arg, width),
@@ -87,6 +96,7 @@ def train_command(
         seed=seed,
         device=device,
         precision=precision,
+        init=str(init) if init else None,
     )
     dataset = load_dataset(data, download=download)
     manifest, digest = load_corruption(corruption, dataset)

@@ -1,4 +1,7 @@
-"""Retrain: a fresh initialisation trained on the retain set with the checkpoint's own recipe.
+"""Retrain: the checkpoint's starting point trained on the retain set with the checkpoint's own recipe.
+
+The starting point is a fresh initialisation, or, for a checkpoint fine-tuned with `train --init`, the
+same init (checked by sha256): the retraining a practitioner who fine-tunes would do.
 
 The retain set still holds the undiscovered corrupted samples, which is why retraining fails at
 low discovery rates (baselines.md §1.1). Budget, lr, batch size and optimiser default to what the
@@ -48,7 +51,7 @@ def resolve_budget(cfg: RetrainConfig, recorded: dict) -> FitConfig:
 @register_method(
     "retrain",
     RetrainConfig,
-    "Re-initialise and train from scratch on the retain set (the checkpoint's recipe)",
+    "Re-initialise (or restart from the recorded --init) and train on the retain set (the checkpoint's recipe)",
     data="retain set",
     budget="the checkpoint's training run (epochs, lr, batch)",
     cost="100%",
@@ -56,12 +59,13 @@ def resolve_budget(cfg: RetrainConfig, recorded: dict) -> FitConfig:
 )
 def retrain(task: UnlearnTask, cfg: RetrainConfig) -> MethodResult:
     budget = resolve_budget(cfg, task.train_params)
-    model = task.fresh_model("unlearn/retrain/init")
+    model = task.initial_model("unlearn/retrain/init")
     result = fit(task, model, task.retain_view, lambda b: F.cross_entropy(model(b.inputs), b.labels), budget, "retrain")
     log = {
         "budget": vars(budget),
         "from_recorded_training": bool(task.train_params),
         "trained_samples": len(task.retain_view),
         "epochs": result.epochs,
+        "init": {"path": task.init["path"], "sha256": task.init["sha256"]} if task.init else None,
     }
     return MethodResult(model=model, steps=result.steps, log=log)
