@@ -18,7 +18,7 @@ import torch
 
 from remcli.checkpoints import Checkpoint
 from remcli.data.datasets import Dataset, load_dataset, parse_spec
-from remcli.data.index_files import read_index_file
+from remcli.data.index_files import read_index_file, recorded_dataset
 from remcli.data.manifest import Manifest, check_manifest_matches, load_manifest
 from remcli.errors import InputError
 from remcli.fileio import sha256_file
@@ -108,8 +108,12 @@ def fit_dataset_to(checkpoint: Checkpoint, dataset: Dataset, spec: str) -> Datas
     return _normalisation(checkpoint, dataset)
 
 
-def resolve_inputs(checkpoint: Checkpoint, data: str | None, corruption: str | Path | None, download: bool = False) -> RunInputs:
-    spec = data or checkpoint.meta.get("dataset")
+def resolve_inputs(
+    checkpoint: Checkpoint, data: str | None, corruption: str | Path | None, download: bool = False, forget: str | Path | None = None
+) -> RunInputs:
+    """The data is `data`, else the checkpoint's recorded dataset, else (an imported checkpoint
+    records none) the `# dataset:` line of the `forget` index file, as `detect` and `corrupt` write it."""
+    spec = data or checkpoint.meta.get("dataset") or (recorded_dataset(forget) if forget else None)
     if not spec:
         raise InputError(f"checkpoint {checkpoint.path} records no dataset; pass --data")
     dataset = fit_dataset_to(checkpoint, load_dataset(spec, download=download), spec)
@@ -133,6 +137,20 @@ def resolve_inputs(checkpoint: Checkpoint, data: str | None, corruption: str | P
             raise InputError(f"the corruption manifest this checkpoint was trained on ({recorded_path}) is missing or changed; pass --corruption")
     manifest, digest = load_corruption(path, dataset)
     return RunInputs(dataset, manifest, digest, path)
+
+
+def forget_outside_corruption(identified: torch.Tensor, manifest: Manifest | None, forget: str | Path) -> str | None:
+    """A warning when the manifest records the corruption and some listed samples are not in it:
+    unlearning clean samples removes what the model learnt from good data, and nothing else says so."""
+    if manifest is None:
+        return None
+    outside = int((~torch.isin(identified, manifest.index_tensor)).sum())
+    if not outside:
+        return None
+    return (
+        f"{outside} of {len(identified)} listed samples are not in the recorded corruption, so they are clean as far as it knows; "
+        f"check the --forget file {forget}"
+    )
 
 
 def read_identified(path: str | Path, dataset: Dataset) -> torch.Tensor:

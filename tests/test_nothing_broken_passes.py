@@ -229,3 +229,43 @@ def test_a_corruption_dependent_gate_on_an_uncorrupted_model_names_the_manifest(
     assert invoke(["import", weights, *RESNET9, "--out", model]).exit_code == 0
     line = error_line(invoke(["evaluate", model, "--data", f"imagefolder:{small_root}", "--device", "cpu", "--gate", "healed>=0.5"]))
     assert " on healed needs a corruption manifest (--corruption" in line, line
+
+
+# --- forget lists: clean samples warned about, the recorded dataset used ----------------------------
+
+
+def test_a_forget_list_of_clean_samples_is_warned_about_by_evaluate_and_unlearn(small_run, tmp_path):
+    corrupted = [int(i) for i in json.loads((small_run / "c" / "corruption.json").read_text())["indices"]]
+    clean = [i for i in range(100) if i not in corrupted][:5]
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_text("".join(f"{i}\n" for i in corrupted[:3] + clean))
+    model = small_run / "model.safetensors"
+    expected = "warning: 5 of 8 listed samples are not in the recorded corruption, so they are clean as far as it knows; "
+    expected += f"check the --forget file {mixed}"
+    for args in (["evaluate", model, "--json", tmp_path / "e.json"], ["unlearn", model, "--method", "finetune", "--epochs", "1", "--quiet"]):
+        args += ["--forget", mixed, "--device", "cpu"] + (["--out", tmp_path / "u.safetensors"] if args[0] == "unlearn" else [])
+        result = invoke(args)
+        assert result.exit_code == 0, result.output
+        assert [line for line in result.stderr.splitlines() if line.startswith("warning:")] == [expected], result.stderr
+    result = invoke(["evaluate", model, "--forget", small_run / "c" / "forget-0.5.txt", "--device", "cpu", "--json", "-"])
+    assert result.exit_code == 0 and "warning" not in result.stderr, result.output
+
+
+def test_unlearn_of_an_imported_model_takes_the_dataset_a_candidates_file_records(weights, small_root, tmp_path):
+    model, spec = tmp_path / "m.safetensors", f"imagefolder:{small_root}"
+    assert invoke(["import", weights, *RESNET9, "--out", model]).exit_code == 0
+    (tmp_path / "found.txt").write_text("train/cat/" + sorted(p.name for p in (small_root / "train" / "cat").iterdir())[0] + "\n")
+    found = tmp_path / "found.txt"
+    result = invoke(["detect", model, "--data", spec, "--forget", found, "--top", "3", "--device", "cpu", "--out", tmp_path / "c.txt"])
+    assert result.exit_code == 0, result.output
+    assert f"# dataset: {spec}" in (tmp_path / "c.txt").read_text()
+    out = tmp_path / "h.safetensors"
+    finetune = ["--method", "finetune", "--epochs", "1", "--device", "cpu", "--quiet"]
+    result = invoke(["unlearn", model, "--forget", tmp_path / "c.txt", *finetune, "--out", out])
+    assert result.exit_code == 0, result.output
+    assert read_metadata(out)["dataset"] == spec
+    result = invoke(["evaluate", model, "--forget", tmp_path / "c.txt", "--device", "cpu", "--json", "-"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["dataset"] == spec, result.output
+    # without a recorded dataset anywhere, --data is still asked for
+    line = error_line(invoke(["unlearn", model, "--forget", tmp_path / "found.txt", "--out", tmp_path / "x.safetensors"]))
+    assert "records no dataset; pass --data" in line

@@ -24,6 +24,7 @@ from remcli.fileio import atomic_write_text
 STDIN = "-"
 TITLE = "remcli identified samples: one training-split position per line"
 
+_DATASET_LINE = re.compile(r"^#\s*dataset:\s*(\S.*?)\s*$")
 _FINGERPRINT_LINE = re.compile(r"^#\s*fingerprint:\s*(\S+)")
 _CONTENT_LINE = re.compile(r"^#\s*content-sha256:\s*(\S+)")
 _INLINE_COMMENT = re.compile(r"\s+#")
@@ -69,6 +70,22 @@ def write_index_file(
     text = index_file_text(ids, dataset=dataset, fingerprint=fingerprint, content_sha256=content_sha256, comments=comments, notes=notes)
     atomic_write_text(target, text)
     return target
+
+
+def recorded_dataset(path: str | Path) -> str | None:
+    """The dataset spec a file's `# dataset:` header names (written by `corrupt` and `detect`), or
+    None: for stdin (reading it would consume the list), a missing file, or a file without one."""
+    if str(path) == STDIN or not Path(path).is_file():
+        return None
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for raw in handle:
+            line = raw.strip()
+            if line and not line.startswith("#"):
+                return None  # the header is over
+            match = _DATASET_LINE.match(line)
+            if match:
+                return match.group(1)
+    return None
 
 
 def read_index_file(

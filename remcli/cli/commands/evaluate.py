@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from remcli.checkpoints import Checkpoint, load_checkpoint
@@ -24,7 +25,7 @@ from remcli.data.datasets import Dataset, load_labelled_folder
 from remcli.errors import InputError, ThresholdError
 from remcli.evaluation import compare, evaluate, gates_summary, missed_gates, parse_gates
 from remcli.evaluation.evaluate import GATE_EXAMPLE
-from remcli.inputs import fit_dataset_to, read_identified, resolve_inputs
+from remcli.inputs import fit_dataset_to, forget_outside_corruption, read_identified, resolve_inputs
 
 GATE_OPTION = "--gate/--fail-under"
 
@@ -130,8 +131,11 @@ def evaluate_command(
     gates = parse_gates(",".join(gate), GATE_OPTION)
     eval_folders = parse_eval_sets(eval_set)
     ckpt = load_checkpoint(checkpoint)
-    inputs = resolve_inputs(ckpt, data, corruption, download)
+    inputs = resolve_inputs(ckpt, data, corruption, download, forget)
     identified = read_identified(forget, inputs.dataset) if forget else None
+    outside = forget_outside_corruption(identified, inputs.manifest, forget) if forget else None
+    if outside:
+        stderr.print(f"[bold yellow]warning:[/] {escape(outside)}", soft_wrap=True)
     if inputs.dataset.test_split != "test":
         stderr.print(f"note: {inputs.dataset.spec} has no test/ folder; test metrics are measured on its {inputs.dataset.test_split}/ split")
     extra = {name: load_labelled_folder(folder, inputs.dataset.classes) for name, folder in eval_folders.items()}

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from remcli.checkpoints import load_checkpoint, save_checkpoint
 from remcli.cli.commands.train import parse_arch_args
@@ -23,10 +24,10 @@ from remcli.cli.options import (
     SeedOpt,
 )
 from remcli.cli.output import RichReporter, emit_json, errors_to_exit, stderr
-from remcli.distributed import data_parallel_from_environment
+from remcli.distributed import data_parallel_from_environment, is_main_process
 from remcli.errors import UnchangedError
 from remcli.fileio import check_writable_output
-from remcli.inputs import read_identified, resolve_inputs
+from remcli.inputs import forget_outside_corruption, read_identified, resolve_inputs
 from remcli.models.recipes import unlearn_lr
 from remcli.settings import parse_settings
 from remcli.unlearning import get_method, unlearn
@@ -168,8 +169,11 @@ def unlearn_command(
         ckpt.meta["num_classes"] = num_classes
     if arch_arg:
         ckpt.meta["arch_kwargs"] = parse_arch_args(arch_arg, None)
-    inputs = resolve_inputs(ckpt, data, corruption, download)
+    inputs = resolve_inputs(ckpt, data, corruption, download, forget)
     identified = read_identified(forget, inputs.dataset)
+    outside = forget_outside_corruption(identified, inputs.manifest, forget)
+    if outside and is_main_process():
+        stderr.print(f"[bold yellow]warning:[/] {escape(outside)}", soft_wrap=True)
     with data_parallel_from_environment(device) as group, RichReporter(quiet or (group is not None and not group.is_main)) as reporter:
         outcome = unlearn(ckpt, inputs, identified, method, overrides, seed=seed, device=device, precision=precision, reporter=reporter, group=group)
     if group is not None and not group.is_main:
