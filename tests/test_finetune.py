@@ -89,6 +89,8 @@ def test_train_init_records_the_init_and_starts_from_its_weights(pretrained, cif
     assert ckpt.init == record and ckpt.history[-1]["parent_sha256"] == sha
     assert ckpt.train_params["init"] == str(pretrained.resolve())
     assert "classifier" not in result.stderr  # same classes: nothing re-initialised, nothing to say
+    shown = invoke("inspect", out)
+    assert f"fine-tuned from {pretrained.resolve()} (sha256 {sha[:12]})" in shown.stdout, shown.output
     init, tuned = parameters(pretrained), parameters(out)
     for name, tensor in init.items():
         assert torch.allclose(tuned[name], tensor, atol=1e-6), name
@@ -192,4 +194,5 @@ def test_sweep_trains_its_models_from_the_init_and_records_it(pretrained, three_
     cell = json.loads((out / "cells" / "poison-s0-retrain-r0.5.json").read_text())
     assert cell["config"]["model"]["init_sha256"] == sha
     assert cell["unlearn"]["log"]["init"]["sha256"] == sha  # retrain cells restart from the init too
+    assert f"Every model fine-tuned from `{pretrained.resolve()}` (sha256 {sha[:12]})." in (out / "summary.md").read_text()
     one_line_error(invoke(*args, "--out", out), "--init")  # the folder's models came from the init: resuming without it is refused

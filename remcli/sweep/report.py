@@ -176,6 +176,8 @@ def summary_markdown(rows: list[dict], cfg: SweepConfig) -> str:
         f"trained {cfg.train_epochs} epochs (batch {cfg.train_batch_size}); kinds {', '.join(kinds)}; "
         f"discovery rates {', '.join(str(r) for r in rates)}; seeds {', '.join(str(s) for s in seeds)}. remcli {__version__}.",
     ]
+    if cfg.init:
+        lines.append(f"Every model fine-tuned from `{cfg.init}` (sha256 {cfg.init_sha256[:12]}).")
     if cfg.overrides:
         lines.append(
             "Method settings: "

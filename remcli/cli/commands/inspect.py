@@ -114,6 +114,10 @@ def inspect_command(
             f"wall={step.get('wall_time_s')}s  device={step.get('device')}"
         )
         console.print(f"   params: {step.get('params')}", soft_wrap=True)
+        if step.get("init"):
+            init = step["init"]
+            fresh = f"; re-initialised {', '.join(init['reinitialised'])}" if init.get("reinitialised") else ""
+            console.print(f"   fine-tuned from {init['path']} (sha256 {init['sha256'][:12]}){fresh}", soft_wrap=True)
         table = rem_diagnostics_table(step.get("log") or {})
         if table is not None:
             console.print(table)
