@@ -19,12 +19,13 @@
 #
 # Phases, most informative first; each resumes the same folder (finished cells are kept):
 #   1. the nine models, with the two cheapest methods (npo, ga: seconds per cell), rates 0.1,0.5,1.0
-#   2. REM (rem, the research code's mechanism) and rem-redirect (the redirect made real), rates 0.1,0.5,1.0
+#   2. REM: rem (the default), rem-full (the research code's repair) and rem-redirect (the redirect
+#      made real), rates 0.1,0.5,1.0
 #   3. retrain, finetune, scrub, potion, neggrad+, salun, rates 0.1,0.5,1.0
-#   4. REM ablations: one change added to rem, or one of rem-redirect's reverted, rates 0.1,0.5,1.0
+#   4. REM ablations: one change added to rem-full, or one of rem-redirect's reverted, rates 0.1,0.5,1.0
 #   5. rates 0.3,0.7 for phases 1-3
 #   6. the remaining baselines (ssd, badteacher, cf-k, eu-k), all five rates
-#   7. detect+rem and detect+rem-redirect (remcli detect adds candidates to the identified set,
+#   7. detect+rem-full and detect+rem-redirect (remcli detect adds candidates to the identified set,
 #      then REM), rates 0.1,0.3, against REM on the identified set alone (phases 2 and 5)
 # PHASES=1,2 runs only those; PHASE<N>_METHODS=a,b replaces phase N's methods (e.g. one ablation). BUDGET_MINUTES=N stops the running phase when time is up (finished
 # cells are kept) and rebuilds the report. Environment (optional): SOURCE, CACHE_DIR, SEEDS,
@@ -37,23 +38,25 @@ SEEDS=${SEEDS:-0,1,2}
 DEVICE=${DEVICE:-cpu}
 PHASES=${PHASES:-1,2,3,4,5,6,7}
 
-# REM variants: `rem` (the default: the research code's mechanism) and `rem-redirect` (the five
-# changes that make the redirect real, remcli/unlearning/methods/rem/config.py). Ablations: rem@conv10
-# and rem@fresh add one change to rem (conv units at 10x lr; fresh optimiser state at each phase
-# switch), rem@preferred and rem@conv10-preferred add continued removal only while the drop view still
-# predicts the corrupted label, the rem-redirect@... ones revert one of rem-redirect's. (The flush's stopping check is not
-# ablated on top of rem: here the identified set is at most 30 samples, one batch, so checking gamma
-# per step or per epoch is the same run.)
-ABLATIONS=(rem@conv10.units=conv rem@conv10.new_units_lr_scale=10 rem@fresh.fresh_optimizer=true rem@preferred.removal=while-preferred
-           rem@conv10-preferred.units=conv rem@conv10-preferred.new_units_lr_scale=10 rem@conv10-preferred.removal=while-preferred
+# REM variants (remcli/unlearning/methods/rem/config.py): `rem` (the default: the research code's
+# mechanism with a repair that does only the work its loss reads, on a fraction of the retain set),
+# `rem-full` (the research code's repair as written; cells named `rem` before the cost change ran
+# this) and `rem-redirect` (rem-full with the five changes that make the redirect real). Ablations:
+# rem-full@conv10 and rem-full@fresh add one change to rem-full (conv units at 10x lr; fresh optimiser
+# state at each phase switch), rem-full@preferred and rem-full@conv10-preferred add continued removal
+# only while the drop view still predicts the corrupted label, the rem-redirect@... ones revert one of
+# rem-redirect's. (The flush's stopping check is not ablated: here the identified set is at most 30
+# samples, one batch, so checking gamma per step or per epoch is the same run.)
+ABLATIONS=(rem-full@conv10.units=conv rem-full@conv10.new_units_lr_scale=10 rem-full@fresh.fresh_optimizer=true rem-full@preferred.removal=while-preferred
+           rem-full@conv10-preferred.units=conv rem-full@conv10-preferred.new_units_lr_scale=10 rem-full@conv10-preferred.removal=while-preferred
            rem-redirect@bn-batch.bn=batch rem-redirect@momentum.fresh_optimizer=false rem-redirect@epoch-flush.flush_stop=epoch
            rem-redirect@bottleneck.units=bottleneck rem-redirect@units-lr1.new_units_lr_scale=1)
 PHASE1=${PHASE1_METHODS:-npo,ga}
-PHASE2=${PHASE2_METHODS:-rem,rem-redirect}
+PHASE2=${PHASE2_METHODS:-rem,rem-full,rem-redirect}
 PHASE3=${PHASE3_METHODS:-retrain,finetune,scrub,potion,neggrad+,salun}
-PHASE4=${PHASE4_METHODS:-rem@conv10,rem@fresh,rem@conv10-preferred,rem@preferred,rem-redirect@bn-batch,rem-redirect@momentum,rem-redirect@epoch-flush,rem-redirect@bottleneck,rem-redirect@units-lr1}
+PHASE4=${PHASE4_METHODS:-rem-full@conv10,rem-full@fresh,rem-full@conv10-preferred,rem-full@preferred,rem-redirect@bn-batch,rem-redirect@momentum,rem-redirect@epoch-flush,rem-redirect@bottleneck,rem-redirect@units-lr1}
 PHASE6=${PHASE6_METHODS:-ssd,badteacher,cf-k,eu-k}
-PHASE7=${PHASE7_METHODS:-detect+rem,detect+rem-redirect}
+PHASE7=${PHASE7_METHODS:-detect+rem-full,detect+rem-redirect}
 
 if [ "${TINY:-0}" = 1 ]; then
   CACHE_DIR=${CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/remcli/cifar10-tiny}
@@ -69,7 +72,7 @@ else
   SIZE=(--width 0.5 --count 30 --train-epochs 60 --train-batch-size 128)
   FIRST_RATES=0.1,0.5,1.0; MORE_RATES=0.3,0.7; LOW_RATES=0.1,0.3
   BUDGETS=('*.batch_size=128' rem.epochs=15 finetune.epochs=15 salun.epochs=15 cf-k.epochs=15 eu-k.epochs=15 neggrad+.epochs=7 scrub.epochs=4)
-  for v in rem-redirect ${PHASE4//,/ } ${PHASE7//,/ }; do  # every REM variant gets rem's 15 outer iterations
+  for v in rem-full rem-redirect ${PHASE4//,/ } ${PHASE7//,/ }; do  # every REM variant gets rem's 15 outer iterations
     BUDGETS+=("$v.epochs=15")
   done
 fi

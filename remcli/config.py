@@ -46,6 +46,9 @@ RANGES: dict[str, Rule] = {
     "max_steps": _at_least(0),
     "max_tries": _at_least(1),
     "diagnostic_samples": _at_least(0),
+    "patience": _at_least(0),
+    "bn_recalibration": _at_least(0),
+    "budget": _above(0),
     # optimisation
     "lr": _above(0),
     "momentum": _between(0, 1, open_high=True),
@@ -65,6 +68,7 @@ RANGES: dict[str, Rule] = {
     "mask_density": _between(0, 1, open_low=True),
     "mask_fraction": _between(0, 1, open_low=True),
     "retain_fraction": _between(0, 1),
+    "repair_fraction": _between(0, 1, open_low=True),
     "val_fraction": _between(0, 1, open_high=True),
     "capacity": _above(0),
     "step_mult": _above(1),

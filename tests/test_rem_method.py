@@ -28,6 +28,7 @@ from remcli.models.resnet9 import ResNet9
 from remcli.progress import NullReporter
 from remcli.seeding import seeded_global_rng
 from remcli.unlearning import build_task, unlearn
+from remcli.unlearning.methods.rem import REMConfig
 from remcli.unlearning.methods.rem.method import frozen_bn_stats
 
 runner = CliRunner()
@@ -98,6 +99,12 @@ def batches(n: int, size: int) -> int:
     return math.ceil(n / size)
 
 
+def repair_batches(ckpt, inputs, identified, size: int = 64) -> int:
+    """Batches of one repair epoch: every identified row and `repair_fraction` of the retain rows."""
+    train = len(inputs.dataset.train) - len(ckpt.validation_indices)
+    return batches(len(identified) + round(REMConfig().repair_fraction * (train - len(identified))), size)
+
+
 # --- (a) the flush ---------------------------------------------------------------------------
 
 
@@ -142,12 +149,11 @@ def test_flush_stops_at_the_cap(capped_runs):
 
 
 def test_no_flush_when_already_below_gamma(poisoned_setup):
-    ckpt, inputs, _ = poisoned_setup
+    ckpt, inputs, identified = poisoned_setup
     outcome, reporter = run_rem(poisoned_setup, gamma=1.0)
     assert outcome.summary["log"]["iterations"][1]["flush_epochs"] == 0
     assert reporter.flush_accuracies(1) == []
-    train = len(inputs.dataset.train) - len(ckpt.validation_indices)
-    assert outcome.summary["steps"] == batches(train, 64)
+    assert outcome.summary["steps"] == repair_batches(ckpt, inputs, identified)
 
 
 def test_steps_count_flush_and_repair_batches(poisoned_setup, main_run):
@@ -156,11 +162,10 @@ def test_steps_count_flush_and_repair_batches(poisoned_setup, main_run):
     flush_steps = outcome.summary["log"]["iterations"][1]["flush_steps"]
     flush_epochs = outcome.summary["log"]["iterations"][1]["flush_epochs"]
     assert (flush_epochs - 1) * batches(len(identified), 64) < flush_steps <= flush_epochs * batches(len(identified), 64)
-    train = len(inputs.dataset.train) - len(ckpt.validation_indices)
-    assert outcome.summary["steps"] == flush_steps + batches(train, 64)
+    assert outcome.summary["steps"] == flush_steps + repair_batches(ckpt, inputs, identified)
     by_phase = reporter.steps_by_phase()
     assert by_phase["flush 1/1"] == flush_steps
-    assert by_phase["repair 1/1"] == batches(train, 64)
+    assert by_phase["repair 1/1"] == repair_batches(ckpt, inputs, identified)
 
 
 # --- (b) the output checkpoint -------------------------------------------------------------

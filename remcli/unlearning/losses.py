@@ -30,31 +30,69 @@ def npo_loss(ce: torch.Tensor, ce_ref: torch.Tensor, beta: float = 1.0) -> torch
     return -npo_term(ce, ce_ref, beta).mean()
 
 
-def rem_repair_loss(
-    ce_fit: torch.Tensor,
-    ce_drop: torch.Tensor | None,
-    ce_ref: torch.Tensor,
-    identified: torch.Tensor,
-    beta: float = 1.0,
-    fit_identified: bool = True,
-    removing: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """REM step 3 (code form): mean over the batch of l_fit(s) - 1[s removing] l_drop(s).
+def per_sample_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy per row, in fp32 whatever precision produced the logits."""
+    return F.cross_entropy(logits.float(), labels, reduction="none")
 
-    `ce_fit` is the redirect view's CE (old + masked new units). The removal term is averaged
-    over the whole mixed batch, as in the paper's code (§8.4). `ce_drop=None` switches continued
-    removal off (`--no-continued-removal`); `fit_identified=False` zeroes the identified samples'
-    fit term (the `--no-redirect` ablation, where the fit runs in the drop view). `removing` (default:
-    `identified`) are the rows whose removal term counts; `removal="while-preferred"` passes the
-    identified rows the drop view still predicts with their corrupted label.
+
+RETAIN_LOSSES = ("npo", "ce")
+REMOVALS = ("npo", "while-preferred")
+
+
+def rem_repair_loss(
+    fit_logits: torch.Tensor,
+    labels: torch.Tensor,
+    identified: torch.Tensor,
+    ref_ce: torch.Tensor,
+    drop_logits: torch.Tensor | None = None,
+    beta: float = 1.0,
+    retain_loss: str = "npo",
+    fit_identified: bool = True,
+    removal: str = "npo",
+) -> torch.Tensor:
+    """REM's repair loss for one batch, from the views' logits: the mean over the batch of
+    fit(s) - 1[s removed] l_drop(s).
+
+    * `fit_logits` (B, K): the redirect view (old + masked new units) on every row; with the
+      `--no-redirect` ablation, the drop view.
+    * fit(s): NPO's l(s) = (2/beta) log sigmoid(beta (CE - CE_ref)) pulls CE down relative to the
+      reference. Identified rows always fit this way (they are fitted *into the new units*), unless
+      `fit_identified=False` (the no-redirect ablation), which zeroes their fit term. Retain rows
+      use the same NPO term (`retain_loss="npo"`, the research code) or plain cross-entropy
+      (`"ce"`), which needs no reference CE for them.
+    * `drop_logits` (n_identified, K): the drop view (the model that is kept) on the identified rows
+      alone, in batch order; `None` switches continued removal off. Only these rows carry a removal
+      term, so nothing else of the drop view is needed.
+    * `removal="while-preferred"`: the removal term counts only for identified rows the drop view
+      still predicts with their (corrupted) label; `"npo"` (research code): every identified row.
+    * `ref_ce` (B,): the frozen input model's CE. Rows read: all with `retain_loss="npo"`, only the
+      identified ones with `"ce"` (the others may hold anything).
+
+    The removal term is averaged over the whole mixed batch, as in the research code.
     """
-    removing = identified if removing is None else removing
-    loss = npo_term(ce_fit, ce_ref, beta)
-    if not fit_identified:
-        loss = loss * (~identified).to(loss.dtype)
-    if ce_drop is not None:
-        loss = loss - removing.to(loss.dtype) * npo_term(ce_drop, ce_ref, beta)
-    return loss.mean()
+    if retain_loss not in RETAIN_LOSSES:
+        raise ValueError(f"retain_loss {retain_loss!r}; use {' or '.join(RETAIN_LOSSES)}")
+    if removal not in REMOVALS:
+        raise ValueError(f"removal {removal!r}; use {' or '.join(REMOVALS)}")
+    ce_fit = per_sample_ce(fit_logits, labels)
+    rows = torch.nonzero(identified).flatten()
+    retain = ~identified
+    if retain_loss == "npo":
+        fit_retain = npo_term(ce_fit[retain], ref_ce[retain], beta).sum()
+    else:
+        fit_retain = ce_fit[retain].sum()
+    total = fit_retain
+    if fit_identified and len(rows):
+        total = total + npo_term(ce_fit[rows], ref_ce[rows], beta).sum()
+    if drop_logits is not None and len(rows):
+        if drop_logits.shape[0] != len(rows):
+            raise ValueError(f"drop_logits has {drop_logits.shape[0]} rows for {len(rows)} identified rows")
+        labels_id = labels[rows]
+        removed = npo_term(per_sample_ce(drop_logits, labels_id), ref_ce[rows], beta)
+        if removal == "while-preferred":
+            removed = removed * (drop_logits.argmax(1) == labels_id).to(removed.dtype)
+        total = total - removed.sum()
+    return total / labels.shape[0]
 
 
 def selection_proxy(retain_acc: float, forget_acc: float, gamma: float) -> float:

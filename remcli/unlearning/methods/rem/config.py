@@ -1,18 +1,20 @@
 """REM's settings, validated on construction (`remcli.config`).
 
-Two registered methods share them. `rem` (the default) runs the research code's mechanism:
-batch-statistics BatchNorm, one optimiser across phases, gamma checked once per flush epoch, and
-1x1 bottleneck units. `rem-redirect` runs the five changes that make the redirect real
-(`REDIRECTING`): frozen BatchNorm, fresh optimiser state at each phase switch, gamma checked after
-every flush step, chained conv units, and a 10x learning rate for the new units. Its redirect view
-holds the identified set (0.93 of it at the last iteration, against 0.44 for `rem`), but on the
-memorising CPU profile it healed less: utility x healed 4.8 +/- 1.4 points below `rem`, paired over
-27 cells of three seeds (docs/results-cpu.md). Added to `rem` one at a time, the conv units at 10x lr
-leave utility x healed where it was (-0.8 +/- 1.0, 27 pairs) and fresh optimiser state lowers it
-(-3.9 +/- 1.1, 27 pairs). Continued removal only on rows the drop view still predicts as labelled
-(`removal="while-preferred"`), with the conv units, mends their interclass failure at full discovery
-but is level pooled (-0.1 +/- 0.8, 27 pairs). So the default is the mechanism that heals best there;
-every change stays one setting away.
+Three registered methods share them, each a dataclass of defaults (one pattern for variants):
+
+* `rem` (the default): the research code's mechanism (batch-statistics BatchNorm, one optimiser
+  across phases, gamma checked once per flush epoch, 1x1 bottleneck units) with a repair that does
+  only the work its loss reads: the drop view on the identified rows only, plain cross-entropy on
+  the retain rows (no reference pass for them), a seeded `repair_fraction` of the retain rows per
+  iteration. Its cost and healing against `rem-full` are in docs/rem.md.
+* `rem-full`: the research code's repair as written (`FULL`): the drop view over every batch, NPO
+  on every row, the whole training set every iteration, every iteration run. It reproduces the
+  earlier `rem` and its measured figures.
+* `rem-redirect`: `rem-full` plus the five changes that make the redirect real (`REDIRECTING`): frozen
+  BatchNorm, fresh optimiser state at each phase switch, gamma checked after every flush step,
+  chained conv units, and a 10x learning rate for the new units. Its redirect view holds the
+  identified set, but on the memorising CPU profile it healed less than the research mechanism
+  (docs/results-cpu.md).
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from dataclasses import dataclass
 
 from remcli.config import Settings
 from remcli.engine import OPTIMIZERS
+from remcli.unlearning.losses import REMOVALS, RETAIN_LOSSES
 from remcli.unlearning.methods.rem.expansion import UNIT_KINDS
 from remcli.unlearning.selection import SELECT_ON
 
 BN_POLICIES = ("frozen", "batch")
 FLUSH_STOPS = ("step", "epoch")
-REMOVALS = ("npo", "while-preferred")
+DROP_VIEWS = ("identified", "batch")
 REDIRECTING_FIT = 0.8  # the redirect view must still fit this much of the identified set
+FULL = {"drop_view": "batch", "retain_loss": "npo", "repair_fraction": 1.0, "patience": 0, "bn_recalibration": 0}
 REDIRECTING = {"bn": "frozen", "fresh_optimizer": True, "flush_stop": "step", "units": "conv", "new_units_lr_scale": 10.0}
 
 
@@ -37,6 +41,8 @@ class REMConfig(Settings):
         "optimizer": OPTIMIZERS,
         "flush_stop": FLUSH_STOPS,
         "removal": REMOVALS,
+        "retain_loss": RETAIN_LOSSES,
+        "drop_view": DROP_VIEWS,
         "bn": BN_POLICIES,
         "units": UNIT_KINDS,
         "flush": ("npo", "ga"),
@@ -60,7 +66,7 @@ class REMConfig(Settings):
     capacity: float = 1.0  # new units per target, as a multiple of its width (paper: 1.0)
     kernel_size: int = 3  # conv units' spatial kernel
     chain: bool = True  # conv units also read the previous target's new channels
-    silent_write: bool = True  # new units' writes start at zero (the redirect view starts as the input model)
+    silent_write: bool = True  # conv and linear units' writes start at zero; bottleneck units always start with a random write
     new_units_lr_scale: float = 1.0  # the new units' lr as a multiple of lr (rem-redirect: 10, they learn from scratch)
     mask_density: float = 0.2  # Bernoulli rate of each sample's mask over the new units
     targets: tuple[str, ...] | None = None  # module names; None = the arch's defaults
@@ -71,11 +77,30 @@ class REMConfig(Settings):
     select_on: str = "auto"  # auto (validation if recorded, else retain), validation, retain
     keep: str = "best"  # best: the best-proxy iterate (the input model included, as in the paper); last: the final iterate
     diagnostic_samples: int = 256  # retain samples (fixed, seeded) in the per-iteration diagnostics
+    # what a repair step computes, and how many steps (method.py's docstring; FULL = the research code)
+    drop_view: str = "identified"  # identified: drop view on identified rows only (running statistics); batch: every row, batch statistics
+    retain_loss: str = "ce"  # ce: plain cross-entropy on retain rows (no reference pass for them); npo: NPO against the reference
+    repair_fraction: float = 0.4  # retain rows repaired per iteration (seeded; every identified row always)
+    patience: int = 0  # stop after this many iterations without a better selection proxy; 0: run every iteration
+    budget: float | None = None  # cap on sample-passes as a fraction of the recorded training run; sets repair_fraction
+    bn_recalibration: int = 512  # retain samples that re-estimate BatchNorm statistics after each phase (drop_view=identified)
 
 
 @dataclass
-class REMRedirectConfig(REMConfig):
-    """`rem-redirect`: REM with the five changes that make the redirect real (`REDIRECTING`)."""
+class REMFullConfig(REMConfig):
+    """`rem-full`: the research code's repair, every row through every view, every iteration (`FULL`)."""
+
+    drop_view: str = FULL["drop_view"]
+    retain_loss: str = FULL["retain_loss"]
+    repair_fraction: float = FULL["repair_fraction"]
+    patience: int = FULL["patience"]
+    bn_recalibration: int = FULL["bn_recalibration"]
+
+
+@dataclass
+class REMRedirectConfig(REMFullConfig):
+    """`rem-redirect`: the research code's repair (`FULL`, as measured) with the five changes that
+    make the redirect real (`REDIRECTING`)."""
 
     flush_stop: str = REDIRECTING["flush_stop"]
     bn: str = REDIRECTING["bn"]

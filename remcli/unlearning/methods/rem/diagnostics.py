@@ -1,24 +1,25 @@
 """REM's per-iteration diagnostics: does the redirect view hold the identified set while the drop
-view has forgotten it? Measured before the new units are dropped."""
+view has forgotten it? Measured before the new units are dropped.
+
+Both views are measured in eval mode, on BatchNorm running statistics that only the drop view's
+passes (or, by default, the recalibration from retain samples in the drop view) estimated. The
+redirect view adds the new units' writes, so these statistics are not its own: its accuracy here
+can understate how well it fits under batch statistics, as in the repair itself. Read
+`*_redirect_acc` as a lower bound."""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from remcli.data.pipeline import SampleView
 from remcli.engine import autocast
 from remcli.seeding import generator
 from remcli.unlearning.base import UnlearnTask, eval_mode
-from remcli.unlearning.losses import npo_weight
+from remcli.unlearning.losses import npo_weight, per_sample_ce
 from remcli.unlearning.methods.rem.config import REDIRECTING_FIT, REMConfig
 from remcli.unlearning.methods.rem.expansion import Expansion
 from remcli.unlearning.methods.rem.masks import unit_masks
-
-
-def per_sample_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.float(), labels, reduction="none")
 
 
 def diagnostic_views(task: UnlearnTask, samples: int) -> dict[str, SampleView]:
@@ -42,6 +43,8 @@ class Diagnostics:
         self.task, self.views, self.cfg, self.seed = task, views, cfg, seed
         with torch.no_grad(), eval_mode(reference):
             self.ce_ref = {name: [self._ce(reference, batch) for batch in view.batches(task.spec, 1024)] for name, view in views.items()}
+        self.reference_passes = sum(len(view) for view in views.values())  # sample-passes of the reference's CE, once
+        self.passes = 2 * self.reference_passes  # sample-passes of each call: both views on every sample
 
     def _ce(self, net: nn.Module, batch) -> torch.Tensor:
         with autocast(self.task.device, self.task.precision):

@@ -1,44 +1,40 @@
 """REM: Redirection for Erasing Memory (Schoepf et al., arXiv 2505.17730), post hoc.
 
-The loop is the research code's (rem-method.md §3.3): per outer iteration, an NPO flush of the
-identified set until its accuracy on the corrupted labels is <= gamma, then one repair epoch over
-the training set with loss = redirect-NPO - continued removal, then best-proxy selection.
+`rem()` is the loop: per outer iteration, an NPO flush of the identified set until its accuracy on
+the corrupted labels is <= gamma, then one repair epoch with `rem_repair_loss` (fit in the redirect
+view, continued removal in the drop view), then best-proxy selection; the new units are dropped at
+the end. `REMRun` holds the state the phases share and does the work of each.
 
-Five mechanism changes make the redirect real (rem-audit.md, "Where they differ"); `rem-redirect`
-runs with all of them, `rem` (the default: it heals better on the memorising CPU profile) with
-none, and each is a setting of either:
+What a repair step computes (`REMConfig`, docs/rem.md):
 
-* `bn="frozen"`: every pass uses the input model's BatchNorm running statistics and none updates
-  them. Identified-only flush batches (all triggered, or all cats and dogs) can no longer
-  overwrite them, the NPO ratio compares like with like (eval-mode model against eval-mode
-  reference), and the function optimised is the one deployed. It also lets the repair's removal
-  term run the drop view on the identified rows alone, which is exactly the same loss at a
-  fraction of the cost. `bn="batch"`: batch statistics, running statistics updated by the flush
-  and by a whole-batch drop pass (the research code).
-* `fresh_optimizer=True`: optimiser state (momentum) is cleared at every flush/repair switch, so
-  the flush's momentum cannot keep pushing the identified samples away during the repair.
-* `flush_stop="step"`: the flush checks gamma after every step, not once per epoch, so it stops
-  near gamma instead of overshooting to CE of several nats (where every NPO weight is ~0).
-* `units="conv"`: chained k x k new channels with their own BatchNorm, large enough to hold the
-  corruption (`expansion.py`); `units="bottleneck"` is the earlier 1x1 side branch.
+* the redirect view (old + masked new units) forward and backward on every row: the fit;
+* the drop view only where the loss reads it. `drop_view="identified"` (default): on the identified
+  rows alone, with BatchNorm on its running statistics, and not at all on a batch without
+  identified rows (there the removal term is zero, so the loss and its gradients are exactly the
+  research code's). No gradient pass then updates the running statistics of the kept model; they
+  are re-estimated from `bn_recalibration` retain samples after every flush and repair
+  (`recalibrate_batchnorm`), so eval mode (selection, the checkpoint) sees the kept model's own
+  statistics. `drop_view="batch"` (research code): the whole batch with batch statistics, which
+  updates the running statistics on every step.
+* the frozen reference (the input model, eval mode, rows independent) only on the rows whose term
+  reads it: every row with `retain_loss="npo"`, the identified rows with `"ce"`.
 
-One more setting is not among the five: `removal="while-preferred"` applies the repair's continued
-removal only to identified samples whose drop view still predicts their corrupted label. NPO's
-weight decays slowly (0.1-0.3 at 3-4 nats), so once the flush is no longer needed the removal keeps
-raising the identified CE; this stops it at the decision boundary. Measured with the conv units on
-the memorising CPU profile it does (identified CE 1.9-2.7 nats instead of 4.0-4.6 on interclass at
-full discovery), but the swapped images it lets go still land mostly in third classes, and
-utility x healed is level with `rem` (docs/results-cpu.md).
+`repair_fraction` repairs on all identified rows plus a seeded fraction of the retain rows each
+iteration, `patience` stops when the selection proxy has not improved for that many iterations, and
+`budget` caps the compute in sample-passes (one image through one forward pass, with its backward
+if it has one) at a fraction of the checkpoint's recorded training (epochs x training images) and
+picks the repair fraction to fit. The log records the passes spent (`compute`).
 
-Diagnostics, per outer iteration: CE, mean NPO weight
-and accuracy on the training labels in the drop and the redirect view, for the identified set
-and a fixed retain sample, before the new units are dropped; `redirecting` says whether the
-redirect view still holds the identified set (>= 0.8) while the drop view is at or below gamma;
-and the seconds spent in the flush, the repair epoch and the measurements (where the time goes).
+`rem-full` runs the research code's repair (whole-batch drop view, NPO on every row, full training
+set every iteration, no early stop); `rem-redirect` adds the five mechanism changes of
+`config.REDIRECTING` (frozen BatchNorm, fresh optimiser state per phase, per-step flush stop,
+chained conv units at 10x lr).
 
-Other differences from the research code, each documented in the README: real expansion instead
-of a capacity-0.5 network; pi_ref = the input model in the drop view; hashed masks; selection on
-the validation split; flush accuracy on non-augmented images.
+Diagnostics, per outer iteration: CE, mean NPO weight and accuracy on the training labels in the
+drop and the redirect view, for the identified set and a fixed retain sample, before the new units
+are dropped; `redirecting` says whether the redirect view still holds the identified set (>= 0.8)
+while the drop view is at or below gamma; and the seconds spent in the flush, the repair epoch and
+the measurements.
 """
 
 from __future__ import annotations
@@ -50,18 +46,15 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from remcli.engine import Engine, OptimConfig, make_optimizer, synchronize
+from remcli.data.pipeline import SampleView
+from remcli.engine import Engine, OptimConfig, autocast, make_optimizer, synchronize
+from remcli.errors import InputError
 from remcli.models.recipes import default_optimizer, unlearn_lr
 from remcli.seeding import generator
 from remcli.unlearning.base import MethodResult, UnlearnTask
-from remcli.unlearning.losses import npo_loss, rem_repair_loss
+from remcli.unlearning.losses import npo_loss, per_sample_ce, rem_repair_loss
 from remcli.unlearning.methods.rem.config import REMConfig
-from remcli.unlearning.methods.rem.diagnostics import (
-    Diagnostics,
-    diagnostic_views,
-    per_sample_ce,
-    rounded,
-)
+from remcli.unlearning.methods.rem.diagnostics import Diagnostics, diagnostic_views, rounded
 from remcli.unlearning.methods.rem.expansion import Expansion, default_targets
 from remcli.unlearning.methods.rem.masks import unit_masks
 from remcli.unlearning.selection import ProxySelection
@@ -95,77 +88,91 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
             m.momentum = momentum
 
 
+@contextlib.contextmanager
+def norms_in_eval(model: nn.Module) -> Iterator[None]:
+    """BatchNorm on its running statistics (rows independent, nothing updated) inside."""
+    norms = [m for m in model.modules() if is_norm(m) and m.training]
+    for m in norms:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.train()
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches, precision: str, device: torch.device) -> int:
+    """Re-estimate every BatchNorm's running statistics as the plain average of the batch statistics
+    of `batches` (the rest of the model in eval mode); returns the images passed."""
+    norms = [m for m in model.modules() if is_norm(m)]
+    if not norms:
+        return 0
+    modes = [(m, m.training) for m in model.modules()]
+    saved = [m.momentum for m in norms]
+    model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches
+        m.train()
+    seen = 0
+    try:
+        for batch in batches:
+            with autocast(device, precision):
+                model(batch.inputs)
+            seen += int(batch.labels.shape[0])
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+        for m, training in modes:
+            m.training = training
+    return seen
+
+
 def _optim(task: UnlearnTask, cfg: REMConfig) -> OptimConfig:
     name = cfg.optimizer or default_optimizer(task.arch)
     lr = cfg.lr if cfg.lr is not None else unlearn_lr(name)
     return OptimConfig(name=name, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def rem(task: UnlearnTask, cfg: REMConfig) -> MethodResult:
-    model, seed = task.model, task.seed
-    selection = ProxySelection(task, model, cfg.gamma, cfg.select_on)
-    reference = task.frozen_copy()  # pi_ref: the input model, frozen, eval mode
-    probe = next(task.forget_view.batches(task.spec, 2)).inputs
-    targets = list(cfg.targets) if cfg.targets else default_targets(model, task.arch)
-    expansion = Expansion(model, targets, cfg.capacity, probe, seed, cfg.units, cfg.kernel_size, cfg.chain, cfg.silent_write)
-    optim = _optim(task, cfg)
-    optimizer = make_optimizer(model.parameters(), optim)
-    optimizer.add_param_group({"params": list(expansion.parameters()), "lr": optim.lr * cfg.new_units_lr_scale})
-    engine = Engine(optimizer, task.device, task.precision, None, task.reporter, task.group, (model, expansion.adapters))
-    order = generator(seed, "unlearn/rem/batches", task.device)
-    diagnose = Diagnostics(task, reference, diagnostic_views(task, cfg.diagnostic_samples), cfg, seed)
-    frozen = cfg.bn == "frozen"
+def training_passes(task: UnlearnTask) -> int | None:
+    """Sample-passes of the recorded training run (epochs x training images), if it was recorded."""
+    epochs = task.train_params.get("epochs")
+    return int(epochs) * len(task.train_positions) if isinstance(epochs, int) and epochs > 0 else None
 
-    def ce_of(net: nn.Module, batch) -> torch.Tensor:
-        return per_sample_ce(net(batch.inputs), batch.labels)
 
-    def flush_loss(batch) -> torch.Tensor:
-        ce = ce_of(model, batch)
-        if cfg.flush == "ga":
-            return -ce.mean()
-        with torch.no_grad():
-            ce_ref = ce_of(reference, batch)
-        return npo_loss(ce, ce_ref, cfg.beta)
+class REMRun:
+    """The model, its new units, the optimiser and the counters that REM's phases share."""
 
-    def repair_loss(batch) -> torch.Tensor:
-        identified = task.identified_mask[batch.indices]
-        with torch.no_grad():
-            ce_ref = ce_of(reference, batch)
-        ce_drop, preferred = None, identified
-        if cfg.redirect:
-            masks = unit_masks(batch.indices, identified, expansion.num_units, cfg.mask_density, seed)
-            with expansion.redirect(masks), contextlib.nullcontext() if frozen else frozen_bn_stats(model):
-                ce_fit = ce_of(model, batch)
-            if cfg.continued_removal:
-                ce_drop, preferred = removal_ce(batch, identified)
-        else:
-            logits = model(batch.inputs)  # the drop view over the whole batch
-            ce_fit = per_sample_ce(logits, batch.labels)
-            if cfg.continued_removal:
-                ce_drop, preferred = ce_fit, logits.argmax(1) == batch.labels
-        removing = identified & preferred if cfg.removal == "while-preferred" else identified
-        return rem_repair_loss(ce_fit, ce_drop, ce_ref, identified, cfg.beta, fit_identified=cfg.redirect, removing=removing)
+    def __init__(self, task: UnlearnTask, cfg: REMConfig):
+        self.task, self.cfg, self.model, self.seed = task, cfg, task.model, task.seed
+        self.selection = ProxySelection(task, self.model, cfg.gamma, cfg.select_on)
+        self.reference = task.frozen_copy()  # pi_ref: the input model, frozen, eval mode
+        probe = next(task.forget_view.batches(task.spec, 2)).inputs
+        targets = list(cfg.targets) if cfg.targets else default_targets(self.model, task.arch)
+        self.expansion = Expansion(self.model, targets, cfg.capacity, probe, task.seed, cfg.units, cfg.kernel_size, cfg.chain, cfg.silent_write)
+        self.optim = _optim(task, cfg)
+        optimizer = make_optimizer(self.model.parameters(), self.optim)
+        optimizer.add_param_group({"params": list(self.expansion.parameters()), "lr": self.optim.lr * cfg.new_units_lr_scale})
+        self.engine = Engine(optimizer, task.device, task.precision, None, task.reporter, task.group, (self.model, self.expansion.adapters))
+        self.order = generator(task.seed, "unlearn/rem/batches", task.device)
+        self.subsets = generator(task.seed, "unlearn/rem/repair-subset")
+        self.diagnose = Diagnostics(task, self.reference, diagnostic_views(task, cfg.diagnostic_samples), cfg, task.seed)
+        self.recalibrates = cfg.drop_view == "identified" and cfg.bn == "batch"
+        self.recalibration_view = self._recalibration_view()
+        self.world = task.group.world_size if task.group is not None else 1
+        self.passes = float(self.diagnose.reference_passes)  # sample-passes spent (see the module docstring)
+        self.training_passes = training_passes(task)
+        self.repair_fraction = self._repair_fraction()
+        self.iterations: list[dict] = []
+        self.stopped = "iterations"
 
-    def removal_ce(batch, identified: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Drop-view CE and whether the drop view still predicts the (corrupted) label, only where
-        it counts: the identified rows. With frozen BatchNorm rows are independent, so this equals
-        the whole-batch pass's removal term exactly; with batch statistics the whole batch must go
-        through (and it updates the running statistics)."""
-        if not frozen:
-            logits = model(batch.inputs)
-            return per_sample_ce(logits, batch.labels), logits.argmax(1) == batch.labels
-        rows = torch.nonzero(identified).flatten()
-        ce = torch.zeros(identified.shape[0], device=identified.device)
-        preferred = torch.zeros_like(identified)
-        if len(rows):
-            logits = model(batch.inputs[rows])
-            ce = ce.index_put((rows,), per_sample_ce(logits, batch.labels[rows]))
-            preferred = preferred.index_put((rows,), logits.argmax(1) == batch.labels[rows])
-        return ce, preferred
+    # ---- the phases -------------------------------------------------------------------------
 
-    def flush(iteration: int, acc: float) -> tuple[int, int, float]:
+    def flush(self, iteration: int, acc: float) -> tuple[int, int, float]:
         """NPO (or GA) on the identified set, from accuracy `acc`, until its accuracy <= gamma;
         returns epochs, steps, accuracy."""
+        task, cfg, engine = self.task, self.cfg, self.engine
         if cfg.fresh_optimizer:
             engine.reset_optimizer_state()
         steps_before, epochs = engine.steps, 0
@@ -173,48 +180,195 @@ def rem(task: UnlearnTask, cfg: REMConfig) -> MethodResult:
 
         def reached_gamma() -> bool:
             nonlocal acc
-            acc = task.accuracy(model, task.forget_view)
+            acc = task.accuracy(self.model, task.forget_view)
+            self.passes += len(task.forget_view)
             return acc <= cfg.gamma
 
         while acc > cfg.gamma and epochs < cfg.flush_max_epochs:
-            set_train_mode(model, cfg.bn)
+            set_train_mode(self.model, cfg.bn)
             engine.run_epoch(
-                task.forget_view.batches(task.spec, cfg.batch_size, order, augment=True),
-                flush_loss,
+                task.forget_view.batches(task.spec, cfg.batch_size, self.order, augment=True),
+                self.flush_loss,
                 stop=reached_gamma if cfg.flush_stop == "step" else None,
             )
             if cfg.flush_stop == "epoch":
                 reached_gamma()
             epochs += 1
             task.reporter.advance(0, flush_epochs=epochs, forget_acc=acc)
+        if engine.steps > steps_before:
+            self.recalibrate()
         return epochs, engine.steps - steps_before, acc
 
-    def measure(iteration: int) -> dict:
-        """Diagnostics and selection; the drop view's identified accuracy is measured once for both."""
-        diagnostics = diagnose(model, expansion)
-        return {**selection.consider(iteration, forget_acc=diagnostics["identified_drop_acc"]), **rounded(diagnostics)}
-
-    def clock() -> float:
-        synchronize(task.device)
-        return time.perf_counter()
-
-    iterations = [{"iteration": 0, **measure(0)}]
-    forget_acc = selection.last_forget_acc
-    for iteration in range(1, cfg.epochs + 1):
-        started = clock()
-        flush_epochs, flush_steps, forget_acc = flush(iteration, forget_acc)
-        flush_s = clock() - started
+    def repair(self, iteration: int):
+        """One epoch of the repair loss over the identified rows and this iteration's retain rows."""
+        task, cfg = self.task, self.cfg
         if cfg.fresh_optimizer:
-            engine.reset_optimizer_state()
-        task.reporter.phase(f"repair {iteration}/{cfg.epochs}", steps_per_epoch(task.train_view, cfg.batch_size))
-        set_train_mode(model, cfg.bn)
-        expansion.train(True)
-        stats = engine.run_epoch(task.train_view.batches(task.spec, cfg.batch_size, order, augment=True), repair_loss)  # times itself
-        flushed_to = forget_acc
-        started = clock()
-        measured = measure(iteration)
-        seconds = {"flush_s": round(flush_s, 3), "repair_s": round(stats.seconds, 3), "measure_s": round(clock() - started, 3)}
-        forget_acc = selection.last_forget_acc
+            self.engine.reset_optimizer_state()
+        view = self.repair_view()
+        task.reporter.phase(f"repair {iteration}/{cfg.epochs}", steps_per_epoch(view, cfg.batch_size))
+        set_train_mode(self.model, cfg.bn)
+        self.expansion.train(True)
+        stats = self.engine.run_epoch(view.batches(task.spec, cfg.batch_size, self.order, augment=True), self.repair_loss)  # times itself
+        self.recalibrate()
+        return stats
+
+    def measure(self, iteration: int) -> dict:
+        """Diagnostics and selection; the drop view's identified accuracy is measured once for both."""
+        diagnostics = self.diagnose(self.model, self.expansion)
+        self.passes += self.diagnose.passes + len(self.selection.view)
+        return {**self.selection.consider(iteration, forget_acc=diagnostics["identified_drop_acc"]), **rounded(diagnostics)}
+
+    # ---- the losses -------------------------------------------------------------------------
+
+    def flush_loss(self, batch) -> torch.Tensor:
+        ce = per_sample_ce(self.model(batch.inputs), batch.labels)
+        self.passes += len(batch.labels) * self.world
+        if self.cfg.flush == "ga":
+            return -ce.mean()
+        with torch.no_grad():
+            ce_ref = per_sample_ce(self.reference(batch.inputs), batch.labels)
+        self.passes += len(batch.labels) * self.world
+        return npo_loss(ce, ce_ref, self.cfg.beta)
+
+    def repair_loss(self, batch) -> torch.Tensor:
+        """`rem_repair_loss` with each view run only on the rows it reads (module docstring)."""
+        cfg, model = self.cfg, self.model
+        identified = self.task.identified_mask[batch.indices]
+        rows = torch.nonzero(identified).flatten()
+        ref_rows = None if cfg.retain_loss == "npo" else rows
+        ref_ce = self.reference_ce(batch, ref_rows)
+        if cfg.redirect:
+            masks = unit_masks(batch.indices, identified, self.expansion.num_units, cfg.mask_density, self.seed)
+            with self.expansion.redirect(masks), contextlib.nullcontext() if cfg.bn == "frozen" else frozen_bn_stats(model):
+                fit_logits = model(batch.inputs)
+            drop_logits = self.drop_logits(batch, rows) if cfg.continued_removal else None
+        else:  # the no-redirect ablation: fit and removal in the drop view, whole batch
+            fit_logits = model(batch.inputs)
+            drop_logits = fit_logits[rows] if cfg.continued_removal else None
+        self.passes += len(batch.labels) * self.world
+        return rem_repair_loss(
+            fit_logits, batch.labels, identified, ref_ce, drop_logits, cfg.beta, cfg.retain_loss, fit_identified=cfg.redirect, removal=cfg.removal
+        )
+
+    def reference_ce(self, batch, rows: torch.Tensor | None) -> torch.Tensor:
+        """The frozen input model's CE on `rows` of the batch (None: all); zero elsewhere."""
+        with torch.no_grad():
+            if rows is None:
+                self.passes += len(batch.labels) * self.world
+                return per_sample_ce(self.reference(batch.inputs), batch.labels)
+            ce = torch.zeros(batch.labels.shape[0], device=batch.labels.device)
+            if len(rows):
+                self.passes += len(rows) * self.world
+                ce[rows] = per_sample_ce(self.reference(batch.inputs[rows]), batch.labels[rows])
+            return ce
+
+    def drop_logits(self, batch, rows: torch.Tensor) -> torch.Tensor | None:
+        """The drop view on the identified rows (module docstring): the whole batch's pass, sliced,
+        for `drop_view="batch"` with batch statistics; else those rows alone on running statistics."""
+        if self.cfg.drop_view == "batch" and self.cfg.bn == "batch":
+            self.passes += len(batch.labels) * self.world
+            return self.model(batch.inputs)[rows]
+        if not len(rows):
+            return None
+        self.passes += len(rows) * self.world
+        with norms_in_eval(self.model):
+            return self.model(batch.inputs[rows])
+
+    # ---- budget, data and statistics --------------------------------------------------------
+
+    def _recalibration_view(self) -> SampleView | None:
+        count = min(self.cfg.bn_recalibration, len(self.task.retain_view))
+        if not self.recalibrates or count == 0:
+            return None
+        order = torch.randperm(len(self.task.retain_view), generator=generator(self.seed, "unlearn/rem/bn-recalibration"))[:count]
+        return self.task.retain_view.subset(torch.sort(order).values)
+
+    def recalibrate(self) -> None:
+        if self.recalibration_view is not None:
+            batches = self.recalibration_view.batches(self.task.spec, self.cfg.batch_size)
+            self.passes += recalibrate_batchnorm(self.model, batches, self.task.precision, self.task.device)
+
+    def _iteration_passes(self, fraction: float) -> float:
+        """Sample-passes one iteration is expected to cost at `fraction` (a flush of one epoch)."""
+        cfg, task = self.cfg, self.task
+        n_id, n_retain = len(task.forget_view), len(task.retain_view)
+        per_retain = 1 + (cfg.retain_loss == "npo") + (cfg.drop_view == "batch" and cfg.bn == "batch")
+        flush = 3 * n_id
+        recalibration = 2 * (len(self.recalibration_view) if self.recalibration_view is not None else 0)
+        return fraction * n_retain * per_retain + 3 * n_id + flush + recalibration + self.diagnose.passes + len(self.selection.view)
+
+    def _repair_fraction(self) -> float:
+        """`repair_fraction`, or with a `budget` the largest fraction whose iterations fit it."""
+        cfg = self.cfg
+        if cfg.budget is None:
+            return cfg.repair_fraction
+        if self.training_passes is None:
+            raise InputError(
+                "--budget is a fraction of the recorded training run, and this checkpoint records no training epochs; set repair_fraction instead"
+            )
+        per_iteration = cfg.budget * self.training_passes / cfg.epochs
+        fixed = self._iteration_passes(0.0)
+        full = self._iteration_passes(1.0) - fixed
+        fraction = min(1.0, (per_iteration - fixed) / full) if full > 0 else 1.0
+        smallest = min(1.0, cfg.batch_size / max(len(self.task.retain_view), 1))
+        if fraction < smallest:
+            needed = cfg.epochs * self._iteration_passes(smallest) / self.training_passes
+            raise InputError(
+                f"--budget {cfg.budget:g} is too small for {cfg.epochs} iterations on this data: "
+                f"at least {needed:.3f} is needed; raise it or lower --epochs"
+            )
+        return fraction
+
+    def within_budget(self) -> bool:
+        """Whether one more iteration fits the budget (always, without one)."""
+        if self.cfg.budget is None:
+            return True
+        return self.passes + self._iteration_passes(self.repair_fraction) <= self.cfg.budget * self.training_passes * (1 + 1e-9)
+
+    def repair_view(self) -> SampleView:
+        """Every identified row and a seeded `repair_fraction` of the retain rows, shuffled together
+        into the usual mixed batches (the whole training view at fraction 1)."""
+        view = self.task.train_view
+        if self.repair_fraction >= 1.0:
+            return view
+        identified = self.task.identified_mask[view.indices].cpu()
+        id_rows, retain_rows = torch.nonzero(identified).flatten(), torch.nonzero(~identified).flatten()
+        count = max(1, round(self.repair_fraction * len(retain_rows)))
+        picked = retain_rows[torch.randperm(len(retain_rows), generator=self.subsets)[:count]]
+        return view.subset(torch.sort(torch.cat([id_rows, picked])).values)
+
+    def patience_spent(self, iteration: int) -> bool:
+        return self.cfg.patience > 0 and iteration - self.selection.best_iteration >= self.cfg.patience
+
+    def compute(self) -> dict:
+        spent = {"sample_passes": int(round(self.passes)), "repair_fraction": round(self.repair_fraction, 5)}
+        if self.training_passes is not None:
+            spent["training_sample_passes"] = self.training_passes
+            spent["fraction_of_training"] = round(self.passes / self.training_passes, 5)
+        return spent
+
+
+def clock(device: torch.device) -> float:
+    synchronize(device)
+    return time.perf_counter()
+
+
+def rem(task: UnlearnTask, cfg: REMConfig) -> MethodResult:
+    run = REMRun(task, cfg)
+    iterations = [{"iteration": 0, **run.measure(0)}]
+    forget_acc = run.selection.last_forget_acc
+    for iteration in range(1, cfg.epochs + 1):
+        if not run.within_budget():
+            run.stopped = "budget"
+            break
+        started = clock(task.device)
+        flush_epochs, flush_steps, flushed_to = run.flush(iteration, forget_acc)
+        flush_s = clock(task.device) - started
+        stats = run.repair(iteration)
+        started = clock(task.device)
+        measured = run.measure(iteration)
+        seconds = {"flush_s": round(flush_s, 3), "repair_s": round(stats.seconds, 3), "measure_s": round(clock(task.device) - started, 3)}
+        forget_acc = run.selection.last_forget_acc
         task.reporter.advance(0, forget_acc=measured["forget_acc"], redirect_acc=measured["identified_redirect_acc"], proxy=measured["proxy"])
         iterations.append(
             {
@@ -223,26 +377,32 @@ def rem(task: UnlearnTask, cfg: REMConfig) -> MethodResult:
                 "flush_steps": flush_steps,
                 "forget_acc_after_flush": round(flushed_to, 5),
                 "repair_loss": round(stats.mean_loss, 5),
+                "repair_samples": stats.samples,
                 **measured,
                 **seconds,
             }
         )
-    expansion.remove()
+        if run.patience_spent(iteration):
+            run.stopped = "patience"
+            break
+    run.expansion.remove()
     if cfg.keep == "best":
-        selection.restore_best()
-    model.eval()
+        run.selection.restore_best()
+    run.model.eval()
     log = {
-        "targets": expansion.targets,
-        "new_units": expansion.num_units,
-        "new_parameters": expansion.parameter_count(),
-        "model_parameters": sum(p.numel() for p in model.parameters()),
-        "optimizer": optim.name,
-        "lr": optim.lr,
-        "select_on": selection.select_on,
+        "targets": run.expansion.targets,
+        "new_units": run.expansion.num_units,
+        "new_parameters": run.expansion.parameter_count(),
+        "model_parameters": sum(p.numel() for p in run.model.parameters()),
+        "optimizer": run.optim.name,
+        "lr": run.optim.lr,
+        "select_on": run.selection.select_on,
         "kept": cfg.keep,
-        "best_iteration": selection.best_iteration,
-        "best_proxy": round(selection.best_proxy, 5),
+        "best_iteration": run.selection.best_iteration,
+        "best_proxy": round(run.selection.best_proxy, 5),
         "redirecting_iterations": sum(1 for it in iterations[1:] if it["redirecting"]),
+        "stopped": run.stopped,
+        "compute": run.compute(),
         "iterations": iterations,
     }
-    return MethodResult(model=model, steps=engine.steps, log=log)
+    return MethodResult(model=run.model, steps=run.engine.steps, log=log)
