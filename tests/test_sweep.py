@@ -202,6 +202,17 @@ def test_forget_files_match_the_manifest(grown):
         assert torch.equal(ids, identified_at(manifest, rate))
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_sweep_writes_the_manifest_and_forget_file_remcli_corrupt_writes(grown, kind, tmp_path):
+    folder = grown.out / "models" / f"{kind}-s0"
+    result = runner.invoke(app, ["corrupt", grown.spec, "--kind", kind, "--count", "60", "--seed", "0", "--discovery", "1.0", "--out", tmp_path])
+    assert result.exit_code == 0, result.output
+    for name in ("corruption.json", "forget-1.0.txt"):
+        assert (folder / name).read_bytes() == (tmp_path / name).read_bytes(), name
+    assert load_manifest(folder / "corruption.json").content_sha256 == load_dataset(grown.spec).content_sha256
+    assert "# content-sha256:" in (folder / "forget-0.5.txt").read_text()  # a rate added after training too
+
+
 def test_resume_computes_only_missing_cells(grown):
     cells = [summary_of(r)["cells"] for r in grown.runs]
     assert cells[0] == {"in_grid": 6, "computed": 6, "reused": 0, "failed": 0}

@@ -20,6 +20,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -29,6 +30,9 @@ from remcli.data.triggers import Trigger
 from remcli.errors import InputError
 from remcli.fileio import atomic_write_text, check_writable_output
 from remcli.seeding import generator
+
+if TYPE_CHECKING:
+    from remcli.data.datasets import Dataset
 
 # ---------------------------------------------------------------------------------------------
 # Corruption kinds, registered by name. Each returns (indices, new_labels, trigger | None).
@@ -151,6 +155,41 @@ def corrupt(
         if trigger is None
         else {**asdict(trigger), "colour": list(trigger.colour), "space": "pixel [0,1], after augmentation, before normalisation"},
         content_sha256=content_sha256,
+    )
+
+
+def corrupt_dataset(
+    dataset: Dataset,
+    kind: str,
+    count: int,
+    seed: int = 0,
+    *,
+    target: int = 0,
+    trigger: Trigger = Trigger(),
+    classes: tuple[int, int] = (3, 5),
+) -> Manifest:
+    """The `remcli corrupt` step on a loaded dataset, shared by the CLI and sweeps so that both write
+    the same manifest: the kind's parameters checked against the data and recorded (only the chosen
+    kind's), and the dataset's spec, label fingerprint and content hash recorded, which later steps
+    check positions against."""
+    params: dict = {}
+    if kind == "poison":
+        side = min(dataset.input_shape[1:])
+        if trigger.size > side:
+            raise InputError(f"--patch-size {trigger.size} must be between 1 and the image side {side}")
+        params = {"target": target, "trigger": trigger}
+    elif kind == "interclass":
+        params = {"classes": classes}
+    return corrupt(
+        dataset.train.labels,
+        dataset=dataset.spec,
+        fingerprint=dataset.fingerprint,
+        num_classes=dataset.num_classes,
+        kind=kind,
+        count=count,
+        seed=seed,
+        content_sha256=dataset.content_sha256,
+        **params,
     )
 
 

@@ -37,7 +37,7 @@ from filelock import FileLock
 
 from remcli.checkpoints import Checkpoint, load_checkpoint, load_init_weights, save_checkpoint
 from remcli.data.corruption import (
-    corrupt,
+    corrupt_dataset,
     rate_label,
     resolve_count,
     write_corruption,
@@ -130,18 +130,8 @@ def prepare(cfg: SweepConfig, out: Path) -> Prepared:
         if init.sha256 != cfg.init_sha256:
             raise InputError(f"--init {cfg.init} has sha256 {init.sha256[:12]}, not the {cfg.init_sha256[:12]} this sweep records; restore that init")
         load_init_weights(model, init, cfg.arch)  # an init of another arch or width fails here, before anything is written
-    manifests = {
-        (kind, seed): corrupt(
-            dataset.train.labels,
-            dataset=cfg.data,
-            fingerprint=dataset.fingerprint,
-            num_classes=dataset.num_classes,
-            kind=kind,
-            count=cfg.count,
-            seed=seed,
-        )
-        for kind, seed in cfg.models()
-    }
+    # the same step as `remcli corrupt DATA --kind KIND --count N --seed SEED`: the same manifest bytes
+    manifests = {(kind, seed): corrupt_dataset(dataset, kind, cfg.count, seed) for kind, seed in cfg.models()}
     return Prepared(merged, dataset, manifests)
 
 

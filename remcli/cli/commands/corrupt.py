@@ -9,7 +9,7 @@ import typer
 
 from remcli.cli.options import DATA_HELP, DownloadOpt, ForceOpt, JsonOpt, SeedOpt
 from remcli.cli.output import emit_json, errors_to_exit, stderr
-from remcli.data.corruption import corrupt, parse_rates, resolve_count, write_corruption
+from remcli.data.corruption import corrupt_dataset, parse_rates, resolve_count, write_corruption
 from remcli.data.datasets import load_dataset
 from remcli.data.triggers import COLOURS, POSITIONS, Trigger
 from remcli.errors import InputError
@@ -53,24 +53,10 @@ def corrupt_command(
     rates = parse_rates(discovery)
     params: dict = {}
     if kind == "poison":
-        trigger = Trigger(patch_size, position, colour)  # checks position, size and colour
-        height, width = dataset.input_shape[1:]
-        if patch_size > min(height, width):
-            raise InputError(f"--patch-size {patch_size} must be between 1 and the image side {min(height, width)}")
-        params = {"target": target, "trigger": trigger}
+        params = {"target": target, "trigger": Trigger(patch_size, position, colour)}  # checks position, size and colour
     elif kind == "interclass":
         params = {"classes": parse_classes(classes)}
-    manifest = corrupt(
-        dataset.train.labels,
-        dataset=dataset.spec,
-        fingerprint=dataset.fingerprint,
-        num_classes=dataset.num_classes,
-        kind=kind,
-        count=size,
-        seed=seed,
-        content_sha256=dataset.content_sha256,
-        **params,
-    )
+    manifest = corrupt_dataset(dataset, kind, size, seed, **params)
     written = write_corruption(manifest, out, rates, force=force)
     summary = {"kind": kind, "corrupted": len(manifest.indices), "files": {k: str(v) for k, v in written.items()}, "discovery": manifest.discovery}
     stderr.print(
