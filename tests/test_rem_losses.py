@@ -10,6 +10,7 @@ import torch
 from remcli.unlearning.losses import (
     npo_loss,
     npo_term,
+    per_sample_ce,
     rem_repair_loss,
     selection_proxy,
 )
@@ -76,66 +77,110 @@ def test_npo_is_numerically_stable_for_large_gaps():
     assert float(out[1]) == pytest.approx(0.0, abs=1e-6)
 
 
+# REM's repair loss, from logits. Each row's logits are chosen so its CE against label 0 is a given
+# value: logits (0, x) give CE = log(1 + e^x), so x = log(e^CE - 1). The loss computes CE in fp32
+# (as it does for bf16 logits), hence the 1e-6 tolerance.
+
+
+def logits_for(ces) -> torch.Tensor:
+    return torch.tensor([[0.0, math.log(math.expm1(c))] for c in ces], dtype=torch.float64)
+
+
 FIT = [0.4, 1.5, 2.5, 0.9]
 DROP = [3.0, 0.2, 1.0, 2.0]
 REF = [1.0, 1.0, 0.5, 1.5]
 IDENT = [True, False, True, False]
+LABELS = torch.zeros(4, dtype=torch.long)
+ROWS = [i for i, k in enumerate(IDENT) if k]
+
+
+def repair(fit=FIT, drop=DROP, ref=REF, ident=IDENT, **kwargs) -> torch.Tensor:
+    identified = torch.tensor(ident)
+    drop_logits = None if drop is None else logits_for([drop[i] for i, k in enumerate(ident) if k])
+    return rem_repair_loss(logits_for(fit), LABELS, identified, t(ref), drop_logits, **kwargs)
+
+
+def test_logits_for_gives_the_ce_asked_for():
+    assert per_sample_ce(logits_for(FIT), LABELS).tolist() == pytest.approx(FIT, rel=1e-6)
 
 
 @pytest.mark.parametrize("beta", [1.0, 0.5])
-def test_rem_repair_loss_default(beta):
-    got = rem_repair_loss(t(FIT), t(DROP), t(REF), torch.tensor(IDENT), beta)
+def test_rem_repair_loss_research_code_form(beta):
+    got = repair(beta=beta, retain_loss="npo")
     per_sample = [npo_by_hand(f, r, beta) - (npo_by_hand(d, r, beta) if i else 0.0) for f, d, r, i in zip(FIT, DROP, REF, IDENT)]
-    assert float(got) == pytest.approx(sum(per_sample) / 4, rel=1e-12)
+    assert float(got) == pytest.approx(sum(per_sample) / 4, rel=1e-6)
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.5])
+def test_rem_repair_loss_with_ce_on_the_retain_rows(beta):
+    """retain_loss="ce": retain rows contribute their plain CE, identified rows keep NPO's fit and removal."""
+    got = repair(beta=beta, retain_loss="ce")
+    per_sample = [npo_by_hand(f, r, beta) - npo_by_hand(d, r, beta) if i else f for f, d, r, i in zip(FIT, DROP, REF, IDENT)]
+    assert float(got) == pytest.approx(sum(per_sample) / 4, rel=1e-6)
+
+
+def test_rem_repair_loss_with_ce_never_reads_the_retain_rows_reference():
+    base = repair(retain_loss="ce")
+    other_ref = [r if i else 99.0 for r, i in zip(REF, IDENT)]
+    assert float(repair(ref=other_ref, retain_loss="ce")) == float(base)
+    assert float(repair(ref=other_ref, retain_loss="npo")) != float(repair(retain_loss="npo"))
 
 
 @pytest.mark.parametrize("beta", [1.0, 0.5])
 def test_rem_repair_loss_without_continued_removal(beta):
-    got = rem_repair_loss(t(FIT), None, t(REF), torch.tensor(IDENT), beta)
+    got = repair(drop=None, beta=beta, retain_loss="npo")
     expected = sum(npo_by_hand(f, r, beta) for f, r in zip(FIT, REF)) / 4
-    assert float(got) == pytest.approx(expected, rel=1e-12)
+    assert float(got) == pytest.approx(expected, rel=1e-6)
 
 
 @pytest.mark.parametrize("beta", [1.0, 0.5])
 def test_rem_repair_loss_without_redirect_fit(beta):
-    got = rem_repair_loss(t(FIT), t(DROP), t(REF), torch.tensor(IDENT), beta, fit_identified=False)
+    got = repair(beta=beta, retain_loss="npo", fit_identified=False)
     per_sample = [-npo_by_hand(d, r, beta) if i else npo_by_hand(f, r, beta) for f, d, r, i in zip(FIT, DROP, REF, IDENT)]
-    assert float(got) == pytest.approx(sum(per_sample) / 4, rel=1e-12)
+    assert float(got) == pytest.approx(sum(per_sample) / 4, rel=1e-6)
 
 
 def test_rem_repair_loss_both_ablations_averages_over_the_whole_batch():
-    got = rem_repair_loss(t(FIT), None, t(REF), torch.tensor(IDENT), 1.0, fit_identified=False)
+    got = repair(drop=None, retain_loss="npo", fit_identified=False)
     expected = (npo_by_hand(FIT[1], REF[1], 1.0) + npo_by_hand(FIT[3], REF[3], 1.0)) / 4  # divided by 4, not 2
-    assert float(got) == pytest.approx(expected, rel=1e-12)
+    assert float(got) == pytest.approx(expected, rel=1e-6)
 
 
 def test_rem_repair_loss_with_nothing_identified_is_the_mean_fit_term():
-    none = torch.zeros(4, dtype=torch.bool)
-    with_drop = rem_repair_loss(t(FIT), t(DROP), t(REF), none)
+    none = [False] * 4
     expected = sum(npo_by_hand(f, r, 1.0) for f, r in zip(FIT, REF)) / 4
-    assert float(with_drop) == pytest.approx(expected, rel=1e-12)
+    assert float(repair(ident=none, retain_loss="npo")) == pytest.approx(expected, rel=1e-6)
+    assert float(repair(ident=none, retain_loss="ce")) == pytest.approx(sum(FIT) / 4, rel=1e-6)
 
 
-@pytest.mark.parametrize("beta", [1.0, 0.5])
-def test_rem_repair_loss_removes_only_the_rows_given(beta):
-    """removal="while-preferred" passes the identified rows the drop view still predicts as
-    labelled: the others keep their fit term and lose their removal term."""
-    removing = torch.tensor([False, False, True, False])
-    got = rem_repair_loss(t(FIT), t(DROP), t(REF), torch.tensor(IDENT), beta, removing=removing)
-    per_sample = [npo_by_hand(f, r, beta) - (npo_by_hand(d, r, beta) if k else 0.0) for f, d, r, k in zip(FIT, DROP, REF, removing.tolist())]
-    assert float(got) == pytest.approx(sum(per_sample) / 4, rel=1e-12)
-    drop = t(DROP).requires_grad_(True)
-    rem_repair_loss(t(FIT), drop, t(REF), torch.tensor(IDENT), beta, removing=removing).backward()
-    assert drop.grad[0] == 0 and drop.grad[2] < 0  # identified row 0 is no longer pushed; row 2 still is
+def test_rem_repair_loss_removes_while_preferred_only_rows_still_predicted():
+    """removal="while-preferred": an identified row whose drop view no longer predicts its label
+    (row 0, CE 3.0: with two classes p(label) < 1/2) keeps its fit term and loses its removal term;
+    row 2 (CE 0.5: p = 0.61) is still predicted and still removed."""
+    drop = [3.0, 0.2, 0.5, 2.0]
+    got = repair(drop=drop, retain_loss="npo", removal="while-preferred")
+    still_predicted = [i and d < math.log(2) for d, i in zip(drop, IDENT)]
+    assert still_predicted == [False, False, True, False]
+    per_sample = [npo_by_hand(f, r, 1.0) - (npo_by_hand(d, r, 1.0) if k else 0.0) for f, d, r, k in zip(FIT, drop, REF, still_predicted)]
+    assert float(got) == pytest.approx(sum(per_sample) / 4, rel=1e-6)
+    drop_logits = logits_for([drop[i] for i in ROWS]).requires_grad_(True)
+    rem_repair_loss(logits_for(FIT), LABELS, torch.tensor(IDENT), t(REF), drop_logits, removal="while-preferred").backward()
+    assert drop_logits.grad[0].abs().sum() == 0  # row 0 is no longer pushed
+    assert drop_logits.grad[1].abs().sum() > 0  # row 2 is
 
 
 def test_rem_repair_loss_gradients_push_the_right_way():
     """Fit CE is pulled down for every sample; drop CE is pushed up only for identified ones."""
-    fit, drop = t(FIT).requires_grad_(True), t(DROP).requires_grad_(True)
-    rem_repair_loss(fit, drop, t(REF), torch.tensor(IDENT)).backward()
-    assert (fit.grad > 0).all()  # descending the loss lowers ce_fit
-    assert drop.grad[0] < 0 and drop.grad[2] < 0  # descending raises ce_drop of identified samples
-    assert drop.grad[1] == 0 and drop.grad[3] == 0
+    fit = logits_for(FIT).requires_grad_(True)
+    drop = logits_for([DROP[i] for i in ROWS]).requires_grad_(True)
+    rem_repair_loss(fit, LABELS, torch.tensor(IDENT), t(REF), drop, retain_loss="npo").backward()
+    assert (fit.grad[:, 0] < 0).all()  # descending raises the label's logit: CE down
+    assert (drop.grad[:, 0] > 0).all()  # descending lowers the label's logit: drop CE up
+
+
+def test_rem_repair_loss_refuses_drop_rows_that_do_not_match_the_identified_rows():
+    with pytest.raises(ValueError, match="identified rows"):
+        rem_repair_loss(logits_for(FIT), LABELS, torch.tensor(IDENT), t(REF), logits_for(DROP))
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,9 @@ Three registered methods share them, each a dataclass of defaults (one pattern f
 
 * `rem` (the default): the research code's mechanism (batch-statistics BatchNorm, one optimiser
   across phases, gamma checked once per flush epoch, 1x1 bottleneck units) with a repair that does
-  only the work its loss reads: the drop view on the identified rows only, plain cross-entropy on
-  the retain rows (no reference pass for them), a seeded `repair_fraction` of the retain rows per
-  iteration. Its cost and healing against `rem-full` are in docs/rem.md.
+  only the work its loss reads: the drop view on the identified rows only, the retain rows' NPO
+  reference CE computed once instead of every step, a seeded `repair_fraction` of the retain rows
+  per iteration. Its cost and healing against `rem-full` are in docs/rem.md.
 * `rem-full`: the research code's repair as written (`FULL`): the drop view over every batch, NPO
   on every row, the whole training set every iteration, every iteration run. It reproduces the
   earlier `rem` and its measured figures.
@@ -23,13 +23,14 @@ from dataclasses import dataclass
 
 from remcli.config import Settings
 from remcli.engine import OPTIMIZERS
-from remcli.unlearning.losses import REMOVALS, RETAIN_LOSSES
+from remcli.unlearning.losses import REMOVALS
 from remcli.unlearning.methods.rem.expansion import UNIT_KINDS
 from remcli.unlearning.selection import SELECT_ON
 
 BN_POLICIES = ("frozen", "batch")
 FLUSH_STOPS = ("step", "epoch")
 DROP_VIEWS = ("identified", "batch")
+RETAIN_LOSSES = ("npo-cached", "npo", "ce")
 REDIRECTING_FIT = 0.8  # the redirect view must still fit this much of the identified set
 FULL = {"drop_view": "batch", "retain_loss": "npo", "repair_fraction": 1.0, "patience": 0, "bn_recalibration": 0}
 REDIRECTING = {"bn": "frozen", "fresh_optimizer": True, "flush_stop": "step", "units": "conv", "new_units_lr_scale": 10.0}
@@ -79,7 +80,7 @@ class REMConfig(Settings):
     diagnostic_samples: int = 256  # retain samples (fixed, seeded) in the per-iteration diagnostics
     # what a repair step computes, and how many steps (method.py's docstring; FULL = the research code)
     drop_view: str = "identified"  # identified: drop view on identified rows only (running statistics); batch: every row, batch statistics
-    retain_loss: str = "ce"  # ce: plain cross-entropy on retain rows (no reference pass for them); npo: NPO against the reference
+    retain_loss: str = "npo-cached"  # NPO against the reference's CE, cached once per image; npo: live every step; ce: plain CE
     repair_fraction: float = 0.4  # retain rows repaired per iteration (seeded; every identified row always)
     patience: int = 0  # stop after this many iterations without a better selection proxy; 0: run every iteration
     budget: float | None = None  # cap on sample-passes as a fraction of the recorded training run; sets repair_fraction

@@ -17,7 +17,13 @@ What a repair step computes (`REMConfig`, docs/rem.md):
   statistics. `drop_view="batch"` (research code): the whole batch with batch statistics, which
   updates the running statistics on every step.
 * the frozen reference (the input model, eval mode, rows independent) only on the rows whose term
-  reads it: every row with `retain_loss="npo"`, the identified rows with `"ce"`.
+  reads it. The identified rows always get it live. Retain rows: `retain_loss="npo-cached"`
+  (default) reads each image's reference CE computed once, before the first iteration, on the
+  non-augmented image; `"npo"` (research code) runs the reference on every augmented batch; `"ce"`
+  needs none. NPO's retain weight 2 sigmoid(CE_ref - CE) is what keeps the repair from re-learning
+  undiscovered corrupted samples once the flush has pushed them away (their CE rises far above the
+  reference's, so their weight falls to ~0); plain CE pulls them back, and on the memorising profile
+  healed a third as much of undiscovered poison (docs/rem.md).
 
 `repair_fraction` repairs on all identified rows plus a seeded fraction of the retain rows each
 iteration, `patience` stops when the selection proxy has not improved for that many iterations, and
@@ -164,6 +170,7 @@ class REMRun:
         self.passes = float(self.diagnose.reference_passes)  # sample-passes spent (see the module docstring)
         self.training_passes = training_passes(task)
         self.repair_fraction = self._repair_fraction()
+        self.cached_ref_ce = self._cache_reference_ce() if cfg.retain_loss == "npo-cached" else None
         self.iterations: list[dict] = []
         self.stopped = "iterations"
 
@@ -235,8 +242,9 @@ class REMRun:
         cfg, model = self.cfg, self.model
         identified = self.task.identified_mask[batch.indices]
         rows = torch.nonzero(identified).flatten()
-        ref_rows = None if cfg.retain_loss == "npo" else rows
-        ref_ce = self.reference_ce(batch, ref_rows)
+        ref_ce = self.reference_ce(batch, None if cfg.retain_loss == "npo" else rows)
+        if self.cached_ref_ce is not None:
+            ref_ce = torch.where(identified, ref_ce, self.cached_ref_ce[batch.indices])
         if cfg.redirect:
             masks = unit_masks(batch.indices, identified, self.expansion.num_units, cfg.mask_density, self.seed)
             with self.expansion.redirect(masks), contextlib.nullcontext() if cfg.bn == "frozen" else frozen_bn_stats(model):
@@ -246,8 +254,9 @@ class REMRun:
             fit_logits = model(batch.inputs)
             drop_logits = fit_logits[rows] if cfg.continued_removal else None
         self.passes += len(batch.labels) * self.world
+        retain_loss = "ce" if cfg.retain_loss == "ce" else "npo"
         return rem_repair_loss(
-            fit_logits, batch.labels, identified, ref_ce, drop_logits, cfg.beta, cfg.retain_loss, fit_identified=cfg.redirect, removal=cfg.removal
+            fit_logits, batch.labels, identified, ref_ce, drop_logits, cfg.beta, retain_loss, fit_identified=cfg.redirect, removal=cfg.removal
         )
 
     def reference_ce(self, batch, rows: torch.Tensor | None) -> torch.Tensor:
@@ -261,6 +270,18 @@ class REMRun:
                 self.passes += len(rows) * self.world
                 ce[rows] = per_sample_ce(self.reference(batch.inputs[rows]), batch.labels[rows])
             return ce
+
+    @torch.no_grad()
+    def _cache_reference_ce(self) -> torch.Tensor:
+        """The reference's CE on every training image (non-augmented), by training-split position."""
+        task = self.task
+        cache = torch.zeros(len(task.dataset.train), device=task.device)
+        for batch in task.train_view.batches(task.spec, 1024):
+            with autocast(task.device, task.precision):
+                logits = self.reference(batch.inputs)
+            cache[batch.indices] = per_sample_ce(logits, batch.labels)
+        self.passes += len(task.train_view)
+        return cache
 
     def drop_logits(self, batch, rows: torch.Tensor) -> torch.Tensor | None:
         """The drop view on the identified rows (module docstring): the whole batch's pass, sliced,
@@ -292,7 +313,7 @@ class REMRun:
         """Sample-passes one iteration is expected to cost at `fraction` (a flush of one epoch)."""
         cfg, task = self.cfg, self.task
         n_id, n_retain = len(task.forget_view), len(task.retain_view)
-        per_retain = 1 + (cfg.retain_loss == "npo") + (cfg.drop_view == "batch" and cfg.bn == "batch")
+        per_retain = 1 + (cfg.retain_loss == "npo") + (cfg.drop_view == "batch" and cfg.bn == "batch")  # npo-cached: paid once
         flush = 3 * n_id
         recalibration = 2 * (len(self.recalibration_view) if self.recalibration_view is not None else 0)
         return fraction * n_retain * per_retain + 3 * n_id + flush + recalibration + self.diagnose.passes + len(self.selection.view)
