@@ -20,6 +20,10 @@ class NullReporter:
     def note(self, message: str) -> None:
         """A one-line human message (stderr in the CLI)."""
 
+    def end_phase(self) -> None:
+        """The current phase is over: a line printed when a phase ends comes now, before what follows
+        (a sweep cell's result), not when the next phase begins."""
+
 
 class PrefixedReporter:
     """Prefixes every phase (and, with `notes`, every note) so a line says where it comes from:
@@ -36,3 +40,6 @@ class PrefixedReporter:
 
     def note(self, message: str) -> None:
         self.inner.note(f"{self.prefix} {message}" if self.notes else message)
+
+    def end_phase(self) -> None:
+        self.inner.end_phase()

@@ -21,6 +21,7 @@ from remcli import __version__
 from remcli.cli.app import EXAMPLES, reflow
 from remcli.cli.main import app
 from remcli.cli.output import OneBarReporter, RichReporter, stderr
+from remcli.progress import PrefixedReporter
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
@@ -297,6 +298,29 @@ def test_long_phases_print_heartbeat_lines_without_a_terminal(monkeypatch):
     assert [re.sub(r"\d+\.\ds$", "T", line) for line in buffer.getvalue().splitlines()] == [
         "repair 1/10  1/4 steps  T",
         "repair 1/10  2/4 steps  proxy=0.5  T",
+    ]
+
+
+def test_a_phase_line_is_printed_once_and_before_what_follows_the_phase(monkeypatch):
+    """A heartbeat that already showed the final state is not repeated when the phase ends, and after
+    end_phase (a sweep cell is done) the phase's line comes before the cell's result note."""
+    from remcli.cli import output
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stderr(buffer):
+        with RichReporter() as reporter:
+            reporter.phase("repair 2/2", 3)
+            monkeypatch.setattr(output, "HEARTBEAT_S", 0.0)  # the last advance comes "30 s later"
+            reporter.advance(3, proxy=0.25)
+            monkeypatch.setattr(output, "HEARTBEAT_S", 30.0)
+            reporter.phase("importance", None)  # a phase that ends without a step
+            PrefixedReporter(reporter, "cell").end_phase()
+            reporter.note("cell: utility 50.0%")
+            reporter.end_phase()  # nothing open: nothing printed
+    assert [re.sub(r"\d+\.\ds$", "T", line) for line in buffer.getvalue().splitlines()] == [
+        "repair 2/2  3/3 steps  proxy=0.25  T",
+        "importance  0 steps  T",
+        "cell: utility 50.0%",
     ]
 
 

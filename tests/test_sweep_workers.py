@@ -99,3 +99,27 @@ def test_a_live_claim_is_respected_and_a_stale_one_taken_over(tmp_path):
         assert taker.try_claim("cell-b") and taker.holder("cell-b") == taker.token
         taker.release("cell-b")
     assert not orphan.exists()
+
+
+def test_two_workers_report_wall_time_order_and_unchanged_cells(cifar_spec, tmp_path):
+    """--workers 2: the summary's wall time is the run's; each cell's progress lines come before its
+    result line; a cell whose unlearning changed no weight (ssd with an impossible threshold) is
+    flagged on its line, in the terminal table and in summary.md."""
+    out = tmp_path / "sweep"
+    grid = [*GRID[:10], "--kinds", "poison", "--discovery", "1.0", "--methods", "ga,ssd", "--set=ga.max_epochs=2", "--set=ssd.alpha=1e12"]
+    result = remcli("sweep", "--data", cifar_spec, *grid, "--workers", "2", "--out", out, "--json", "-")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["wall_time_s"] > 0
+    lines = result.stderr.splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith("worker ") and " at discovery 1.0: " in line:  # a cell's result line
+            worker, tag = line.split(": ", 1)[0], line.split(": ", 2)[1].split(" ", 1)[0]  # "worker 1", "[2/3]"
+            later = [other for other in lines[index + 1 :] if other.startswith(f"{worker}: {tag} ")]
+            assert not later, (line, later)
+    ssd = [line for line in lines if ": ssd at discovery 1.0: " in line]
+    assert len(ssd) == 1 and "UNCHANGED" in ssd[0]
+    header = next(line for line in lines if "┃ method" in line)
+    row = next(line for line in lines if line.startswith("│ ssd "))
+    assert header.rstrip("┃ ").endswith("unchanged") and row.rstrip("│ ").endswith("1")
+    assert "changed no weight" in (out / "summary.md").read_text() and "* `poison-s0-ssd-r1.0`" in (out / "summary.md").read_text()

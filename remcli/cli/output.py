@@ -163,6 +163,9 @@ class RichReporter:
         if not self.quiet:
             stderr.print(message)
 
+    def end_phase(self) -> None:
+        self._end_line()
+
     # --- plain lines (no terminal) ------------------------------------------------------------
 
     phase_lines = True  # one line per finished phase (OneBarReporter: heartbeats only)
@@ -187,10 +190,12 @@ class RichReporter:
 
     def _end_line(self) -> None:
         line, self._line = self._line, None
-        if line is not None and self.phase_lines:
+        # unless a heartbeat already printed this very state (a phase's last advance can come 30 s after the one before)
+        if line is not None and self.phase_lines and line.get("printed") != (line["done"], line["info"]):
             self._print_line(line, time.monotonic())
 
     def _print_line(self, line: dict, now: float) -> None:
+        line["printed"] = (line["done"], line["info"])
         count = f"{line['done']}/{line['total']} steps" if line["total"] is not None else f"{line['done']} steps"
         parts = [escape(line["name"]), count, escape(line["info"]), f"{now - line['start']:.1f}s"]
         stderr.print("  ".join(p for p in parts if p), soft_wrap=True, highlight=False)

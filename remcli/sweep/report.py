@@ -46,6 +46,7 @@ METRIC_COLUMNS = (
 COST_COLUMNS = ("identified", "steps", "wall_time_s", "eval_wall_time_s", "train_steps", "train_wall_time_s", "device", "finished_at", "error")
 TABLE_METRICS = (("healed", "Healed"), ("utility", "Utility"), ("utility_x_healed", "Utility × Healed"))
 ORIGINAL_LABEL = "original (no unlearning)"
+UNCHANGED_NOTE = "Cells whose unlearning changed no weight (the output is the input model; see `changed` in results.csv)"
 MEMORISED = 0.9  # a trained model is in the paper's regime when it fits >= this much of its corrupted samples
 
 
@@ -128,7 +129,7 @@ def aggregate(rows: list[dict], kind: str | None = None) -> list[dict]:
     out = []
     for method, members in groups.items():
         ok = [r for r in members if r["status"] == "ok"]
-        entry = {"method": method, "cells": len(ok), "failed": len(members) - len(ok)}
+        entry = {"method": method, "cells": len(ok), "failed": len(members) - len(ok), "unchanged": sum(r.get("changed") is False for r in ok)}
         for key, _ in TABLE_METRICS:
             entry[key], entry[f"{key}_sem"] = (_round(v) for v in mean_sem([r[key] for r in ok if r.get(key) is not None]))
         for key in ("wall_time_s", "steps"):
@@ -263,6 +264,10 @@ def summary_markdown(rows: list[dict], cfg: SweepConfig) -> str:
     if failed:
         lines += ["## Failed cells (rerun the same `remcli sweep` command to retry them)", ""]
         lines += [f"* `{r['cell']}`: {r['error']}" for r in failed] + [""]
+    unchanged = [r for r in rows if r["status"] == "ok" and r.get("changed") is False]
+    if unchanged:
+        lines += [f"## {UNCHANGED_NOTE}", ""]
+        lines += [f"* `{r['cell']}`" for r in unchanged] + [""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -282,9 +287,13 @@ def _style(value: float | None) -> str:
 def summary_table(rows: list[dict], title: str = "sweep: mean ± SE over cells and seeds, %") -> Table:
     agg = aggregate(rows)
     any_failed = any(e["failed"] for e in agg)
-    table = Table(title=title, caption="original: before unlearning; U×H: utility × healed")
+    any_unchanged = any(e["unchanged"] for e in agg)
+    caption = "original: before unlearning; U×H: utility × healed"
+    if any_unchanged:
+        caption += "; unchanged: cells whose unlearning changed no weight"
+    table = Table(title=title, caption=caption)
     table.add_column("method", no_wrap=True)
-    for name in ("n", "healed", "utility", "U×H", "wall s", *(("failed",) if any_failed else ())):
+    for name in ("n", "healed", "utility", "U×H", "wall s", *(("failed",) if any_failed else ()), *(("unchanged",) if any_unchanged else ())):
         table.add_column(name, justify="right", no_wrap=True)
     for rank, e in enumerate(agg):
         uxh = pct(e["utility_x_healed"], e["utility_x_healed_sem"])
@@ -296,6 +305,7 @@ def summary_table(rows: list[dict], title: str = "sweep: mean ± SE over cells a
             f"[{_style(e['utility_x_healed'])}]{uxh}[/]",
             _num(e["mean_wall_time_s"], "{:.1f}"),
             *((f"[red]{e['failed']}[/]" if e["failed"] else "0",) if any_failed else ()),
+            *((f"[yellow]{e['unchanged']}[/]" if e["unchanged"] else "0",) if any_unchanged else ()),
             style="bold" if rank == 0 else None,
         )
     return table

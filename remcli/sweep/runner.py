@@ -282,7 +282,8 @@ def _brief(row: dict) -> str:
         for name, key in (("utility", "utility"), ("healed", "healed"), ("utility x healed", "utility_x_healed"))
         if row.get(key) is not None
     ]
-    return ", ".join(parts) + f" ({row['wall_time_s']:.1f}s, {row['steps']} steps)"
+    unchanged = "; UNCHANGED: unlearning changed no weight" if row.get("changed") is False else ""
+    return ", ".join(parts) + f" ({row['wall_time_s']:.1f}s, {row['steps']} steps{unchanged})"
 
 
 # --- the sweep ----------------------------------------------------------------------------------
@@ -376,6 +377,7 @@ def _run_cells(
                     done += 1
                     tag = f"[{done}/{len(todo)}]"
                     record = run_cell(cfg, cell, model, PrefixedReporter(reporter, f"{tag} {cell.id}", notes=False), raise_errors)
+                    reporter.end_phase()  # the cell's last progress line before its result line
                     atomic_write_text(out / "cells" / f"{cell.id}.json", json.dumps(normalised(record), indent=1) + "\n")
                 finally:
                     claims.release(cell.id)

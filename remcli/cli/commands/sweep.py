@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -92,6 +93,7 @@ def run_local_workers(cfg: SweepConfig, out: Path, workers: int, devices: list[s
     """Start `workers` processes on one folder, wait for them, and count what they did from the folder."""
     import multiprocessing
 
+    start = time.perf_counter()
     before = run_sweep(cfg, out, dry_run=True)  # checks every option before anything starts
     models_before = {p.parent.name for p in Path(out).glob("models/*/model.safetensors")}
     context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch threads
@@ -122,6 +124,7 @@ def run_local_workers(cfg: SweepConfig, out: Path, workers: int, devices: list[s
     outcome.failed = sorted(grid - finished) if not crashed else sorted(grid - finished) + crashed
     outcome.models_trained = len(models_after - models_before)
     outcome.models_reused = len({model_id(k, s) for k, s in cfg.models()} & models_before)
+    outcome.wall_time_s = round(time.perf_counter() - start, 3)
     return outcome
 
 
