@@ -28,7 +28,8 @@ images as trained: triggers on, labels as trained):
 identified samples rank highest among the other samples of their labels wins (for `similarity`
 the centroid comes from the other half of the identified set, so an identified sample never
 scores itself; the other two do not use the identified samples' features). The summary reports
-every check and the signal used. Measured recall per kind (README): `similarity` finds poison,
+every check, the signal used, and its lead over the next one with that lead's noise
+(`signal_margin`): a lead within noise is a near-tie, which the CLI warns about. Measured recall per kind (README): `similarity` finds poison,
 `label-quality` does best on label noise, and `spectral` lost to `similarity` on the CPU
 profile's poison, whose triggered images come from nine source classes.
 
@@ -150,38 +151,75 @@ def label_quality_scores(features: torch.Tensor, labels: torch.Tensor, num_class
     return 1.0 - probs
 
 
-def held_out_rank(scores: torch.Tensor, held: torch.Tensor, candidates: torch.Tensor) -> float:
-    """Mean percentile (1 = the top) of the `held` rows' scores among the `candidates` rows', ties
-    counted half (the AUC of held against candidates): a held-out sample tied with every
-    unsearched label's -1 must not look well ranked."""
+def held_out_percentiles(scores: torch.Tensor, held: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """Percentile (1 = the top) of each `held` row's score among the `candidates` rows', in row
+    order, ties counted half: a held-out sample tied with every unsearched label's -1 must not look
+    well ranked."""
     pool = torch.sort(scores[candidates]).values
     if not held.any() or len(pool) == 0:
-        return 0.0
+        return torch.zeros(int(held.sum()))
     below = (torch.searchsorted(pool, scores[held]) + torch.searchsorted(pool, scores[held], right=True)).float() / 2
-    return float((below / len(pool)).mean())
+    return below / len(pool)
+
+
+def held_out_rank(scores: torch.Tensor, held: torch.Tensor, candidates: torch.Tensor) -> float:
+    """Mean percentile of the `held` rows among the `candidates` (the AUC of held against candidates)."""
+    percentiles = held_out_percentiles(scores, held, candidates)
+    return float(percentiles.mean()) if len(percentiles) else 0.0
+
+
+def held_out_evidence(features: torch.Tensor, labels: torch.Tensor, identified: torch.Tensor, scores: dict[str, torch.Tensor], seed: int = 0) -> dict:
+    """Each identified sample's percentile under each signal (None for similarity with one sample),
+    in the order of the identified rows: what `signal_checks` averages and `signal_margin` pairs.
+    For `similarity` the identified set is split in two halves, each scored by the other half's
+    centroids, so a sample never scores itself; `scores` holds the signals that do not use the
+    identified rows' features (spectral, label-quality), ranked as they are."""
+    rows = torch.nonzero(identified).flatten()
+    others = ~identified & torch.isin(labels, labels[identified])
+    halves = rows[torch.randperm(len(rows), generator=generator(seed, "detect/identified-halves"))].chunk(2)
+    similarity = None
+    if len(halves) == 2:
+        similarity = torch.zeros(len(rows))
+        for held, source in ((halves[0], halves[-1]), (halves[-1], halves[0])):
+            from_source = torch.zeros_like(identified)
+            from_source[source] = True
+            held_mask = torch.zeros_like(identified)
+            held_mask[held] = True
+            similarity[torch.isin(rows, held)] = held_out_percentiles(similarity_scores(features, labels, from_source), held_mask, others)
+    return {"similarity": similarity, **{name: held_out_percentiles(values, identified, others) for name, values in scores.items()}}
 
 
 def signal_checks(features: torch.Tensor, labels: torch.Tensor, identified: torch.Tensor, scores: dict[str, torch.Tensor], seed: int = 0) -> dict:
     """How high held-out identified samples rank under each signal: their mean percentile (1 = top)
     among the non-identified samples of the labels they carry, the evidence `auto` chooses by. The
     pool is those labels for every signal, so that a signal searching only them (similarity,
-    spectral) does not look better than label-quality merely by leaving the other labels at -1.
-    For `similarity` the identified set is split in two halves, each scored by the other half's
-    centroids; `scores` holds the signals that do not use the identified rows' features
-    (spectral, label-quality), ranked as they are."""
-    rows = torch.nonzero(identified).flatten()
-    others = ~identified & torch.isin(labels, labels[identified])
-    halves = rows[torch.randperm(len(rows), generator=generator(seed, "detect/identified-halves"))].chunk(2)
-    similarity = []
-    for held, source in ((halves[0], halves[-1]), (halves[-1], halves[0])) if len(halves) == 2 else ():
-        from_source = torch.zeros_like(identified)
-        from_source[source] = True
-        held_mask = torch.zeros_like(identified)
-        held_mask[held] = True
-        similarity.append(held_out_rank(similarity_scores(features, labels, from_source), held_mask, others))
+    spectral) does not look better than label-quality merely by leaving the other labels at -1."""
+    return checks_of(held_out_evidence(features, labels, identified, scores, seed))
+
+
+def checks_of(evidence: dict) -> dict:
+    """Mean percentile per signal (None where it could not be checked)."""
+    return {name: None if values is None else round(float(values.mean()), 4) for name, values in evidence.items()}
+
+
+def signal_margin(evidence: dict, signal: str) -> dict:
+    """How far `signal`'s check is ahead of the best other signal's, and whether that is within
+    noise: the two are measured on the same identified samples, so the noise is twice the standard
+    error of their paired per-sample difference (about a 95 % interval). A near-tie means the
+    identified samples do not tell the two signals apart."""
+    others = {name: values for name, values in evidence.items() if name != signal and values is not None}
+    mine = evidence.get(signal)
+    if mine is None or not others or len(mine) < 2:
+        return {"signal_margin": None, "signal_runner_up": None, "signal_margin_noise": None, "signal_near_tie": False}
+    runner_up = max(others, key=lambda name: float(others[name].mean()))
+    diff = mine - others[runner_up]
+    noise = 2 * float(diff.std()) / len(diff) ** 0.5
+    margin = float(diff.mean())
     return {
-        "similarity": round(sum(similarity) / len(similarity), 4) if similarity else None,
-        **{name: round(held_out_rank(values, identified, others), 4) for name, values in scores.items()},
+        "signal_margin": round(margin, 4),
+        "signal_runner_up": runner_up,
+        "signal_margin_noise": round(noise, 4),
+        "signal_near_tie": abs(margin) <= noise,
     }
 
 
@@ -238,7 +276,9 @@ def detect(
         "spectral": spectral_scores(features, labels, is_identified),
         "label-quality": label_quality_scores(features, labels, dataset.num_classes),
     }
-    checks = signal_checks(features, labels, is_identified, unguided)
+    evidence = held_out_evidence(features, labels, is_identified, unguided)
+    checks = checks_of(evidence)
+    chosen_by = "auto" if signal == "auto" else "--signal"
     if signal == "auto":
         signal = choose_signal(checks)
     scores = similarity_scores(features, labels, is_identified) if signal == "similarity" else unguided[signal]
@@ -257,7 +297,9 @@ def detect(
     summary = {
         "remcli_version": __version__,
         "signal": signal,
+        "signal_chosen_by": chosen_by,
         "signal_checks": checks,
+        **signal_margin(evidence, signal),
         "identified": len(identified),
         "selected": len(chosen),
         "candidates": len(candidates),

@@ -121,6 +121,9 @@ def test_detect_finds_most_of_the_poison_from_ten_percent(poisoned_run, found, t
     assert summary["signal"] == "similarity" and summary["identified"] == len(identified)
     assert len(summary["labels_searched"]) == 1  # the poison's target label, the only one the identified samples carry
     assert summary["signal_checks"]["similarity"] > summary["signal_checks"]["label-quality"]
+    # a clear lead: the margin over the runner-up is beyond its noise, and nothing is warned about
+    assert summary["signal_margin"] > summary["signal_margin_noise"] > 0 and not summary["signal_near_tie"]
+    assert summary["signal_runner_up"] in ("spectral", "label-quality") and "warning" not in result.stderr
     # a valid index file that unlearn reads, identified samples included, no validation samples
     inputs = resolve_inputs(ckpt, None, None)
     candidates = read_index_file(out, len(inputs.dataset.train), inputs.dataset.fingerprint)
@@ -141,6 +144,27 @@ def test_detect_finds_most_of_the_poison_from_ten_percent(poisoned_run, found, t
     metrics = json.loads(evaluated.stdout)["metrics"]
     assert metrics["forget_precision"] == pytest.approx(summary["ground_truth"]["precision"], abs=1e-6)
     assert metrics["forget_recall"] == pytest.approx(recall, abs=1e-6)
+
+
+def test_auto_warns_when_its_choice_is_within_noise_of_another_signal(poisoned_run, tmp_path):
+    """Clean samples listed as 'found' share nothing: no signal ranks them well, auto's choice is a
+    coin toss, and it says so on stderr and in the JSON, naming the signal to compare with."""
+    manifest = load_manifest(poisoned_run / "c" / "corruption.json")
+    clean = [i for i in range(0, 1000, 7) if i not in set(manifest.indices)][:40]
+    found_clean = tmp_path / "clean.txt"
+    found_clean.write_text("\n".join(map(str, clean)) + "\n")
+    result = invoke("detect", poisoned_run / "model.safetensors", "--forget", found_clean, "--top", "5", "--out", tmp_path / "c.txt", "--json", "-")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["signal_near_tie"] and abs(summary["signal_margin"]) <= summary["signal_margin_noise"]
+    warning = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and f"--signal {summary['signal_runner_up']}" in warning[0] and "within noise" in warning[0]
+    forced = invoke(
+        "detect", poisoned_run / "model.safetensors", "--forget", found_clean, "--signal", summary["signal_runner_up"], "--top", "5",
+        "--out", tmp_path / "d.txt", "--json", "-",
+    )  # fmt: skip
+    assert forced.exit_code == 0 and "warning" not in forced.stderr  # a forced signal is the user's choice: no warning
+    assert json.loads(forced.stdout)["signal"] == summary["signal_runner_up"]
 
 
 def test_threshold_keeps_every_sample_above_it(poisoned_run, found, tmp_path):

@@ -34,9 +34,9 @@ def detect_command(
         str,
         typer.Option(
             "--signal",
-            help="auto (the signal under which held-out identified samples rank highest), similarity (a shared trigger or concept), "
-            "spectral (a label's strongest direction of variance: a backdoor trigger) "
-            "or label-quality (labels a model not trained on the sample would not predict: random label noise).",
+            help="auto (the signal under which held-out identified samples rank highest; a near-tie is warned about), similarity (a "
+            "shared trigger or concept), spectral (a label's strongest direction of variance: a backdoor trigger) "
+            "or label-quality (labels a model not trained on the sample would not predict: random label noise). A name forces that signal.",
         ),
     ] = "auto",
     data: DataOpt = None,
@@ -54,8 +54,11 @@ def detect_command(
     clusters there), spectral signatures (a backdoor trigger as its label's strongest direction of
     variance), and label quality from an out-of-fold linear probe (a random wrong label is one a
     model not trained on the sample would not predict). By default the identified samples choose:
-    the signal under which held-out identified samples rank highest is used, and the summary says
-    which and why (signal_checks). With a recorded corruption the summary reports precision and
+    the signal under which held-out identified samples rank highest on average is used, and the
+    summary says which and why (signal_checks). When its lead over the next signal (signal_margin)
+    is within noise (twice the standard error of their paired difference over the identified
+    samples), a warning on stderr names the other signal: the choice is then close to a coin toss,
+    and --signal NAME forces one. With a recorded corruption the summary reports precision and
     recall against it. Validation samples are never candidates.
     """
     check_writable_output(out, force, (checkpoint, forget))
@@ -77,6 +80,14 @@ def detect_command(
             **{r["position"]: f"{summary['signal']} {r['score']:.4f}" for r in result.ranked},
         },
     )
+    if summary["signal_chosen_by"] == "auto" and summary["signal_near_tie"]:
+        checks, other = summary["signal_checks"], summary["signal_runner_up"]
+        stderr.print(
+            f"[bold yellow]warning:[/] --signal auto chose {summary['signal']} ({checks[summary['signal']]:.4f}) within noise of {other} "
+            f"({checks[other]:.4f}; margin {summary['signal_margin']:.4f}, noise ±{summary['signal_margin_noise']:.4f}): the identified "
+            f"samples do not tell them apart; compare with --signal {other}",
+            soft_wrap=True,
+        )
     truth = summary.get("ground_truth")
     found = f"; against the recorded corruption: precision {truth['precision']:.3f}, recall {truth['recall']:.3f}" if truth else ""
     stderr.print(
