@@ -116,6 +116,15 @@ def unlearn_command(
             "--select-on", help="REM / ga / npo model selection data: auto (validation if recorded, else retain), validation or retain. Never test."
         ),
     ] = None,
+    budget: Annotated[
+        Optional[float],
+        typer.Option(
+            "--budget",
+            metavar="F",
+            help="REM: spend at most F of the checkpoint's recorded training compute (sample-passes, e.g. 0.2); "
+            "picks the repair fraction to fit. The JSON summary's log.compute reports what was spent.",
+        ),
+    ] = None,
     settings: Annotated[list[str], typer.Option("--set", help="Any other method setting name=value (repeatable; see `remcli methods`).")] = [],
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -161,6 +170,7 @@ def unlearn_command(
         select_on=select_on,
         redirect=False if no_redirect else None,
         continued_removal=False if no_continued_removal else None,
+        budget=budget,
     )
     build_config(get_method(method), overrides)  # refuse bad settings before loading anything
     ckpt = load_checkpoint(checkpoint)
@@ -194,6 +204,8 @@ def unlearn_command(
         )
     sha = save_checkpoint(out, outcome.state_dict, outcome.meta, force=force, inputs=(checkpoint,))
     summary = {**outcome.summary, "input": str(checkpoint), "checkpoint": str(out), "checkpoint_sha256": sha}
-    stderr.print(f"{method}: {summary['steps']} gradient steps in {summary['wall_time_s']:.1f}s on {summary['device']}; wrote {out}")
+    spent = summary["log"].get("compute", {}).get("fraction_of_training")
+    of_training = f" ({spent:.2f} of training's sample-passes)" if spent is not None else ""
+    stderr.print(f"{method}: {summary['steps']} gradient steps in {summary['wall_time_s']:.1f}s{of_training} on {summary['device']}; wrote {out}")
     if json_out:
         emit_json(summary, json_out)

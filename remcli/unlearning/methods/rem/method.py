@@ -169,8 +169,8 @@ class REMRun:
         self.world = task.group.world_size if task.group is not None else 1
         self.passes = float(self.diagnose.reference_passes)  # sample-passes spent (see the module docstring)
         self.training_passes = training_passes(task)
-        self.repair_fraction = self._repair_fraction()
         self.cached_ref_ce = self._cache_reference_ce() if cfg.retain_loss == "npo-cached" else None
+        self.repair_fraction = self._repair_fraction()
         self.iterations: list[dict] = []
         self.stopped = "iterations"
 
@@ -327,13 +327,14 @@ class REMRun:
             raise InputError(
                 "--budget is a fraction of the recorded training run, and this checkpoint records no training epochs; set repair_fraction instead"
             )
-        per_iteration = cfg.budget * self.training_passes / cfg.epochs
+        one_off = self.passes + self.diagnose.passes + len(self.selection.view)  # spent so far + iteration 0's measurement
+        per_iteration = (cfg.budget * self.training_passes - one_off) / cfg.epochs
         fixed = self._iteration_passes(0.0)
         full = self._iteration_passes(1.0) - fixed
         fraction = min(1.0, (per_iteration - fixed) / full) if full > 0 else 1.0
         smallest = min(1.0, cfg.batch_size / max(len(self.task.retain_view), 1))
         if fraction < smallest:
-            needed = cfg.epochs * self._iteration_passes(smallest) / self.training_passes
+            needed = (one_off + cfg.epochs * self._iteration_passes(smallest)) / self.training_passes
             raise InputError(
                 f"--budget {cfg.budget:g} is too small for {cfg.epochs} iterations on this data: "
                 f"at least {needed:.3f} is needed; raise it or lower --epochs"
