@@ -155,7 +155,9 @@ def test_rem_full_is_the_research_codes_repair():
     assert (lean.drop_view, lean.retain_loss) == ("identified", "npo-cached") and lean.repair_fraction < 1
 
 
-@pytest.mark.parametrize(("setting", "value"), [("repair_fraction", 0.0), ("repair_fraction", 1.5), ("patience", -1), ("budget", 0.0), ("retain_loss", "mse")])
+@pytest.mark.parametrize(
+    ("setting", "value"), [("repair_fraction", 0.0), ("repair_fraction", 1.5), ("patience", -1), ("budget", 0.0), ("retain_loss", "mse")]
+)
 def test_budget_settings_refuse_values_no_run_could_use(setting, value):
     with pytest.raises(InputError, match=setting):
         REMConfig(**{setting: value})
