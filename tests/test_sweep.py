@@ -674,13 +674,14 @@ def test_cpu_script_dry_run(tmp_path):
     commands = [line for line in result.stdout.splitlines() if line.startswith("phase ")]
     assert [c.split()[1] for c in commands] == ["1", "2", "3", "4", "5", "6", "7"]
     assert all("--width 0.5 --count 30 --train-epochs 60 --train-batch-size 128" in c and "--seeds 0\\,1\\,2" in c for c in commands)
-    assert "--methods rem\\,rem-redirect " in commands[1] and "--set rem.epochs=15" in commands[1] and "--set rem-redirect.epochs=15" in commands[1]
+    assert "--methods rem\\,rem-full\\,rem-redirect " in commands[1]
+    assert all(f"--set {m}.epochs=15" in commands[1] for m in ("rem", "rem-full", "rem-redirect"))
     ablations = {"bn-batch": "bn=batch", "momentum": "fresh_optimizer=false", "epoch-flush": "flush_stop=epoch", "bottleneck": "units=bottleneck"}
     for label, setting in {**ablations, "units-lr1": "new_units_lr_scale=1"}.items():
         assert f"--set rem-redirect@{label}.{setting}" in commands[3], setting
     assert "--discovery 0.3\\,0.7 " in commands[4]
-    assert "--methods detect+rem\\,detect+rem-redirect " in commands[6] and "--discovery 0.1\\,0.3 " in commands[6]
-    assert "--set detect+rem.epochs=15" in commands[6]
+    assert "--methods detect+rem-full\\,detect+rem-redirect " in commands[6] and "--discovery 0.1\\,0.3 " in commands[6]
+    assert "--set detect+rem-full.epochs=15" in commands[6]
     assert "dry run: 63 of 63 cells would run (0 finished), 9 models would be trained; nothing was written" in result.stderr
     assert not (tmp_path / "out").exists()
 
