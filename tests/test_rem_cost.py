@@ -161,3 +161,17 @@ def test_rem_full_is_the_research_codes_repair():
 def test_budget_settings_refuse_values_no_run_could_use(setting, value):
     with pytest.raises(InputError, match=setting):
         REMConfig(**{setting: value})
+
+
+def test_unlearn_says_why_rem_had_nothing_to_remove(poisoned_run, tmp_path):
+    """When the identified samples are already at or below gamma on their training labels, the flush
+    has nothing to do; the user is told why, on one line, and the run still writes its output."""
+    out = tmp_path / "out.safetensors"
+    result = runner.invoke(
+        app,
+        ["unlearn", str(poisoned_run / "model.safetensors"), "--forget", str(poisoned_run / "c" / "forget-0.5.txt"), "--gamma", "1.0"]
+        + ["--epochs", "1", "--set", "repair_fraction=0.1", "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "nothing to flush" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: rem:") and out.exists()

@@ -152,6 +152,7 @@ def test_no_flush_when_already_below_gamma(poisoned_setup):
     ckpt, inputs, identified = poisoned_setup
     outcome, reporter = run_rem(poisoned_setup, gamma=1.0)
     assert outcome.summary["log"]["iterations"][1]["flush_epochs"] == 0
+    assert "nothing to flush" in outcome.summary["log"]["warnings"][0]
     assert reporter.flush_accuracies(1) == []
     assert outcome.summary["steps"] == repair_batches(ckpt, inputs, identified)
 

@@ -189,6 +189,8 @@ def unlearn_command(
         outcome = unlearn(ckpt, inputs, identified, method, overrides, seed=seed, device=device, precision=precision, reporter=reporter, group=group)
     if group is not None and not group.is_main:
         return  # rank 0 writes
+    for warning in outcome.summary["log"].get("warnings", []):
+        stderr.print(f"[bold yellow]warning:[/] {method}: {escape(warning)}", soft_wrap=True)
     if not outcome.summary["changed"]:
         kept = outcome.summary["log"].get("best_iteration", outcome.summary["log"].get("best_epoch"))
         why = f" (it kept iteration {kept}: no iterate scored better than the input model on the selection proxy)" if kept == 0 else ""

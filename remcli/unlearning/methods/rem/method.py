@@ -379,6 +379,13 @@ def rem(task: UnlearnTask, cfg: REMConfig) -> MethodResult:
     run = REMRun(task, cfg)
     iterations = [{"iteration": 0, **run.measure(0)}]
     forget_acc = run.selection.last_forget_acc
+    warnings = []
+    if forget_acc <= cfg.gamma:
+        warnings.append(
+            f"the model predicts only {forget_acc:.1%} of the {len(task.forget_view)} identified samples with the labels it was trained on "
+            f"(gamma={cfg.gamma:g}), so there was nothing to flush: it never fitted them; check the --forget list and the data and labels "
+            "the checkpoint was trained with"
+        )
     for iteration in range(1, cfg.epochs + 1):
         if not run.within_budget():
             run.stopped = "budget"
@@ -424,6 +431,7 @@ def rem(task: UnlearnTask, cfg: REMConfig) -> MethodResult:
         "best_proxy": round(run.selection.best_proxy, 5),
         "redirecting_iterations": sum(1 for it in iterations[1:] if it["redirecting"]),
         "stopped": run.stopped,
+        "warnings": warnings,
         "compute": run.compute(),
         "iterations": iterations,
     }
