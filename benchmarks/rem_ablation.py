@@ -11,6 +11,11 @@ lucky noise), so a change that must beat the baseline by 2 SE needs that much ro
 
     python benchmarks/rem_ablation.py runs/sweep-cpu --base rem --variants rem-redirect,rem-redirect@bn-batch,...
     python benchmarks/rem_ablation.py runs/sweep-cpu --base rem --variants detect+rem --rates 0.1,0.3
+    python benchmarks/rem_ablation.py runs/sweep-cpu --base rem-full --variants rem --non-inferior -1.0,-2.5,-5
+
+`--non-inferior MEAN,LOWER,CELL` (points of utility x healed, stated before the run) checks each
+variant against the base: the paired mean difference >= MEAN, its lower bound (mean - 2 SE) >= LOWER,
+and no kind x rate cell's mean difference below CELL.
 """
 
 from __future__ import annotations
@@ -105,6 +110,38 @@ def headroom(cells: dict[tuple, dict], base: str, kinds: list[str], rates: list[
     return "\n".join(lines)
 
 
+def compute_fraction(record: dict) -> float | None:
+    """Sample-passes spent as a fraction of the recorded training run, where the method logged it."""
+    compute = (((record.get("unlearn") or {}).get("log") or {}).get("compute")) or {}
+    return compute.get("fraction_of_training")
+
+
+def non_inferiority(uxh: dict, cells: dict, base: str, variants: list[str], kinds: list[str], rates: list[float], margins: str) -> str:
+    """Each variant against the base on the three margins (points), paired by kind, rate and seed."""
+    mean_margin, lower_margin, cell_margin = (float(m) / 100 for m in margins.split(","))
+    lines = [
+        f"\n## Non-inferiority against {base} (margins: mean >= {100 * mean_margin:g}, mean - 2 SE >= {100 * lower_margin:g}, "
+        f"every kind × rate mean >= {100 * cell_margin:g} points)\n",
+        "| variant | pairs | mean Δ | mean − 2 SE | worst kind × rate (mean Δ) | non-inferior |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for variant in variants:
+        pairs = {k[1:]: uxh[k] - uxh[(base, *k[1:])] for k in cells if k[0] == variant and (base, *k[1:]) in uxh}
+        if len(pairs) < MIN_PAIRS:
+            lines.append(f"| {variant} | {len(pairs)} | – | – | – | n < {MIN_PAIRS} |")
+            continue
+        dm, dse = mean_sem(list(pairs.values()))
+        by_cell = {(k, r): mean_sem([d for key, d in pairs.items() if key[0] == k and key[1] == r])[0] for k in kinds for r in rates}
+        by_cell = {key: v for key, v in by_cell.items() if v is not None}
+        worst = min(by_cell, key=by_cell.get)
+        ok = dm >= mean_margin and dm - 2 * dse >= lower_margin and by_cell[worst] >= cell_margin
+        lines.append(
+            f"| {variant} | {len(pairs)} | {100 * dm:+.1f} ± {100 * dse:.1f} | {100 * (dm - 2 * dse):+.1f} "
+            f"| {worst[0]} {worst[1]} ({100 * by_cell[worst]:+.1f}) | {'yes' if ok else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path)
@@ -112,6 +149,7 @@ def main() -> None:
     parser.add_argument("--variants", default="rem-redirect,rem@conv10,rem@fresh")
     parser.add_argument("--rates", help="comma-separated discovery rates to include (default: all)")
     parser.add_argument("--headroom", action="store_true", help="also print the best-of-all-methods-per-cell margin over --base")
+    parser.add_argument("--non-inferior", metavar="MEAN,LOWER,CELL", help="margins in points: paired mean, mean - 2 SE, worst kind x rate mean")
     args = parser.parse_args()
     cells = load(args.folder)
     if args.rates:
@@ -123,8 +161,8 @@ def main() -> None:
     uxh = {key: rec["row"]["utility_x_healed"] for key, rec in cells.items()}
 
     lines = [
-        "| variant | cells | utility × healed | Δ vs " + args.base + " (paired) | > 2 SE | healed | utility | wall s |",
-        "|---|---:|---:|---:|---|---:|---:|---:|",
+        "| variant | cells | utility × healed | Δ vs " + args.base + " (paired) | > 2 SE | healed | utility | wall s | sample-passes ÷ training |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for variant in variants:
         keys = [k for k in cells if k[0] == variant]
@@ -141,7 +179,9 @@ def main() -> None:
         um, use = mean_sem([cells[k]["row"]["utility"] for k in keys])
         wall, _ = mean_sem([cells[k]["row"]["wall_time_s"] for k in keys])
         delta = "–" if variant == args.base else f"{fmt(dm, dse)} (n={len(paired)})"
-        lines.append(f"| {variant} | {len(keys)} | {fmt(m, se)} | {delta} | {sig} | {fmt(hm, hse)} | {fmt(um, use)} | {wall:.0f} |")
+        spent = [f for f in (compute_fraction(cells[k]) for k in keys) if f is not None]
+        passes = f"{mean_sem(spent)[0]:.3f}" if spent else "–"
+        lines.append(f"| {variant} | {len(keys)} | {fmt(m, se)} | {delta} | {sig} | {fmt(hm, hse)} | {fmt(um, use)} | {wall:.0f} | {passes} |")
     print("## Pooled over kinds × rates × seeds (%)\n")
     print("\n".join(lines))
 
@@ -150,6 +190,21 @@ def main() -> None:
     print(header + "\n|---|" + "---:|" * (len(kinds) * len(rates)))
     for variant in variants:
         vals = [fmt(*mean_sem([uxh[c] for c in cells if c[0] == variant and c[1] == k and c[2] == r])) for k in kinds for r in rates]
+        print(f"| {variant} | " + " | ".join(vals) + " |")
+
+    if args.non_inferior:
+        print(non_inferiority(uxh, cells, args.base, [v for v in variants if v != args.base], kinds, rates, args.non_inferior))
+
+    print("\n## Undiscovered corrupted samples healed (%, mean ± SE over seeds)\n")
+    print(header.replace("| variant |", "| variant |") + "\n|---|" + "---:|" * (len(kinds) * len(rates)))
+    for variant in variants:
+        vals = [
+            fmt(*mean_sem([cells[c]["row"]["healed_undiscovered"] for c in cells if c[0] == variant and c[1] == k and c[2] == r]))
+            if any(c[0] == variant and c[1] == k and c[2] == r and cells[c]["row"].get("healed_undiscovered") is not None for c in cells)
+            else "–"
+            for k in kinds
+            for r in rates
+        ]
         print(f"| {variant} | " + " | ".join(vals) + " |")
 
     if "interclass" in kinds:

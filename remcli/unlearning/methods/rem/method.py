@@ -27,9 +27,11 @@ What a repair step computes (`REMConfig`, docs/rem.md):
 
 `repair_fraction` repairs on all identified rows plus a seeded fraction of the retain rows each
 iteration, `patience` stops when the selection proxy has not improved for that many iterations, and
-`budget` caps the compute in sample-passes (one image through one forward pass, with its backward
-if it has one) at a fraction of the checkpoint's recorded training (epochs x training images) and
-picks the repair fraction to fit. The log records the passes spent (`compute`).
+`budget` caps the compute in sample-passes at a fraction of the checkpoint's recorded training
+(epochs x training images) and picks the repair fraction to fit. A sample-pass is one image's
+forward and backward, a training step's work per image; a forward without backward (reference,
+measurements, BatchNorm recalibration) counts `FORWARD_ONLY` = 1/3 of one, its share of the
+arithmetic (the backward costs about two forwards). The log records what was spent (`compute`).
 
 `rem-full` runs the research code's repair (whole-batch drop view, NPO on every row, full training
 set every iteration, no early stop); `rem-redirect` adds the five mechanism changes of
@@ -141,6 +143,9 @@ def _optim(task: UnlearnTask, cfg: REMConfig) -> OptimConfig:
     return OptimConfig(name=name, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
+FORWARD_ONLY = 1 / 3  # a forward without backward, in sample-passes (module docstring)
+
+
 def training_passes(task: UnlearnTask) -> int | None:
     """Sample-passes of the recorded training run (epochs x training images), if it was recorded."""
     epochs = task.train_params.get("epochs")
@@ -167,7 +172,7 @@ class REMRun:
         self.recalibrates = cfg.drop_view == "identified" and cfg.bn == "batch"
         self.recalibration_view = self._recalibration_view()
         self.world = task.group.world_size if task.group is not None else 1
-        self.passes = float(self.diagnose.reference_passes)  # sample-passes spent (see the module docstring)
+        self.passes = FORWARD_ONLY * self.diagnose.reference_passes  # sample-passes spent (module docstring)
         self.training_passes = training_passes(task)
         self.cached_ref_ce = self._cache_reference_ce() if cfg.retain_loss == "npo-cached" else None
         self.repair_fraction = self._repair_fraction()
@@ -188,7 +193,7 @@ class REMRun:
         def reached_gamma() -> bool:
             nonlocal acc
             acc = task.accuracy(self.model, task.forget_view)
-            self.passes += len(task.forget_view)
+            self.passes += FORWARD_ONLY * len(task.forget_view)
             return acc <= cfg.gamma
 
         while acc > cfg.gamma and epochs < cfg.flush_max_epochs:
@@ -222,7 +227,7 @@ class REMRun:
     def measure(self, iteration: int) -> dict:
         """Diagnostics and selection; the drop view's identified accuracy is measured once for both."""
         diagnostics = self.diagnose(self.model, self.expansion)
-        self.passes += self.diagnose.passes + len(self.selection.view)
+        self.passes += FORWARD_ONLY * (self.diagnose.passes + len(self.selection.view))
         return {**self.selection.consider(iteration, forget_acc=diagnostics["identified_drop_acc"]), **rounded(diagnostics)}
 
     # ---- the losses -------------------------------------------------------------------------
@@ -234,7 +239,7 @@ class REMRun:
             return -ce.mean()
         with torch.no_grad():
             ce_ref = per_sample_ce(self.reference(batch.inputs), batch.labels)
-        self.passes += len(batch.labels) * self.world
+        self.passes += FORWARD_ONLY * len(batch.labels) * self.world
         return npo_loss(ce, ce_ref, self.cfg.beta)
 
     def repair_loss(self, batch) -> torch.Tensor:
@@ -263,11 +268,11 @@ class REMRun:
         """The frozen input model's CE on `rows` of the batch (None: all); zero elsewhere."""
         with torch.no_grad():
             if rows is None:
-                self.passes += len(batch.labels) * self.world
+                self.passes += FORWARD_ONLY * len(batch.labels) * self.world
                 return per_sample_ce(self.reference(batch.inputs), batch.labels)
             ce = torch.zeros(batch.labels.shape[0], device=batch.labels.device)
             if len(rows):
-                self.passes += len(rows) * self.world
+                self.passes += FORWARD_ONLY * len(rows) * self.world
                 ce[rows] = per_sample_ce(self.reference(batch.inputs[rows]), batch.labels[rows])
             return ce
 
@@ -280,7 +285,7 @@ class REMRun:
             with autocast(task.device, task.precision):
                 logits = self.reference(batch.inputs)
             cache[batch.indices] = per_sample_ce(logits, batch.labels)
-        self.passes += len(task.train_view)
+        self.passes += FORWARD_ONLY * len(task.train_view)
         return cache
 
     def drop_logits(self, batch, rows: torch.Tensor) -> torch.Tensor | None:
@@ -307,16 +312,19 @@ class REMRun:
     def recalibrate(self) -> None:
         if self.recalibration_view is not None:
             batches = self.recalibration_view.batches(self.task.spec, self.cfg.batch_size)
-            self.passes += recalibrate_batchnorm(self.model, batches, self.task.precision, self.task.device)
+            self.passes += FORWARD_ONLY * recalibrate_batchnorm(self.model, batches, self.task.precision, self.task.device)
 
     def _iteration_passes(self, fraction: float) -> float:
         """Sample-passes one iteration is expected to cost at `fraction` (a flush of one epoch)."""
         cfg, task = self.cfg, self.task
         n_id, n_retain = len(task.forget_view), len(task.retain_view)
-        per_retain = 1 + (cfg.retain_loss == "npo") + (cfg.drop_view == "batch" and cfg.bn == "batch")  # npo-cached: paid once
-        flush = 3 * n_id
+        whole_drop = cfg.drop_view == "batch" and cfg.bn == "batch"
+        per_retain = 1 + FORWARD_ONLY * (cfg.retain_loss == "npo") + whole_drop  # npo-cached: paid once, before the first iteration
+        per_identified = 1 + FORWARD_ONLY + (not whole_drop)  # fit, live reference, drop view on the row alone
+        flush = n_id * (1 + 2 * FORWARD_ONLY)  # one epoch: forward-backward, reference, accuracy check
         recalibration = 2 * (len(self.recalibration_view) if self.recalibration_view is not None else 0)
-        return fraction * n_retain * per_retain + 3 * n_id + flush + recalibration + self.diagnose.passes + len(self.selection.view)
+        measure = self.diagnose.passes + len(self.selection.view)
+        return fraction * n_retain * per_retain + n_id * per_identified + flush + FORWARD_ONLY * (recalibration + measure)
 
     def _repair_fraction(self) -> float:
         """`repair_fraction`, or with a `budget` the largest fraction whose iterations fit it."""
@@ -327,7 +335,7 @@ class REMRun:
             raise InputError(
                 "--budget is a fraction of the recorded training run, and this checkpoint records no training epochs; set repair_fraction instead"
             )
-        one_off = self.passes + self.diagnose.passes + len(self.selection.view)  # spent so far + iteration 0's measurement
+        one_off = self.passes + FORWARD_ONLY * (self.diagnose.passes + len(self.selection.view))  # so far + iteration 0's measurement
         per_iteration = (cfg.budget * self.training_passes - one_off) / cfg.epochs
         fixed = self._iteration_passes(0.0)
         full = self._iteration_passes(1.0) - fixed
