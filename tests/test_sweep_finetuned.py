@@ -74,6 +74,18 @@ def test_tiny_profile_runs_end_to_end(tmp_path):
     assert [line.split(",")[0] for line in recorded[::2]] == [f"# phase {n}" for n in range(1, 5)]
     assert all(f"--init {backbone}" in line for line in recorded[1::2])
 
+    doc = tmp_path / "doc.md"
+    blocks = [f"pretrained {record_path}", "coverage --methods rem,scrub --rates 0.5,1.0 --kinds poison,label-noise --seeds 0", "commands"]
+    blocks += ["summary Trained models", "walls", f"compare {tmp_path / 'out'}", "ablation --base rem --variants retrain"]
+    doc.write_text("".join(f"<!-- generated: {b} -->\n<!-- /generated -->\n" for b in [*blocks, "compare /nonexistent"]))
+    refresh = [sys.executable, str(REPO / "benchmarks" / "results_doc.py"), str(tmp_path / "out"), str(doc)]
+    assert subprocess.run(refresh, capture_output=True, text=True).returncode != 0  # a block it cannot fill stops the refresh...
+    subprocess.run([*refresh, "--partial"], check=True, capture_output=True, env=script_env(tmp_path))  # ...unless the sweep is partial
+    text = doc.read_text()
+    assert f"**{record['test_acc']:.3f}** (100 test images)" in text and "# phase 4," in text and "| retrain | 2 | " in text
+    assert "| rem | 4 | 4 | none |" in text and "| scrub | 0 | 4 | 2 at 0.5, 2 at 1.0 |" in text
+    assert "and /nonexistent share no finished unlearning cells._" in text
+
     again = run(tmp_path, TINY="1", PHASES="1")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "pretrained: reusing" in again.stderr and "pretrain command" not in again.stdout
