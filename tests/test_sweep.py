@@ -314,6 +314,24 @@ def test_ablation_headroom_is_the_best_method_per_cell_minus_the_base(grown):
     assert "| poison | " in section
 
 
+def test_ablation_non_inferiority_applies_the_three_stated_margins(grown):
+    """rem_ablation.py --non-inferior MEAN,LOWER,CELL: the paired mean, mean - 2 SE and the worst
+    kind x rate mean, worked out here from the cell files, and a verdict that follows all three."""
+    rows = [json.loads(p.read_text())["row"] for p in (grown.out / "cells").glob("*.json")]
+    score = {(r["method"], r["kind"], r["rate"], r["seed"]): r["utility_x_healed"] for r in rows if r["status"] == "ok"}
+    diffs = {k[1:]: v - score[("ga", *k[1:])] for k, v in score.items() if k[0] == "rem" and ("ga", *k[1:]) in score}
+    mean, se = mean_sem(list(diffs.values()))
+    worst = min(diffs, key=diffs.get)  # one seed: each kind x rate mean is its one difference
+    for margins, loose in (("-100,-100,-100", True), (f"{100 * mean + 0.5},-100,-100", False)):
+        script = [sys.executable, str(REPO / "benchmarks" / "rem_ablation.py"), str(grown.out), "--base", "ga", "--variants", "rem"]
+        text = subprocess.run([*script, f"--non-inferior={margins}"], check=True, capture_output=True, text=True).stdout
+        row = text.split("## Non-inferiority against ga")[1].split("| rem |")[1].split("\n")[0]
+        cells = [c.strip() for c in row.split("|")]
+        assert cells[0] == str(len(diffs)) and cells[1] == f"{100 * mean:+.1f} ± {100 * se:.1f}" and cells[2] == f"{100 * (mean - 2 * se):+.1f}"
+        assert cells[3] == f"{worst[0]} {worst[1]} ({100 * diffs[worst]:+.1f})"
+        assert cells[4] == ("yes" if loose else "no")
+
+
 def test_heatmaps_are_pngs(grown):
     pytest.importorskip("matplotlib")
     for name in ("all", "rem", "ga"):
