@@ -29,6 +29,33 @@ def copy_imagefolder_subset(source: Path, dest: Path, per_class: dict[str, int])
     return dest
 
 
+TINY_TRAIN = ["--width", "0.25", "--epochs", "1", "--batch-size", "256", "--val-fraction", "0", "--device", "cpu", "--quiet"]
+
+
+def invoke(args: list) -> object:
+    """The real CLI in-process, at a fixed width (help and tables wrap the same everywhere)."""
+    from typer.testing import CliRunner
+
+    from remcli.cli.main import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "100"})
+
+
+def error_line(result, code: int = 2) -> str:
+    """Exactly one stderr line, `error: ...`, the given exit code, no traceback."""
+    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def small_root(cifar_root, tmp_path_factory) -> Path:
+    """100 train / 40 test real CIFAR-10 JPEGs (10 / 4 per class)."""
+    return copy_imagefolder_subset(cifar_root, tmp_path_factory.mktemp("small") / "ds", {"train": 10, "test": 4})
+
+
 @pytest.fixture(scope="session")
 def cifar_root(tmp_path_factory) -> Path:
     """imagefolder root with 1,000 train / 200 test real CIFAR-10 JPEGs (100 / 20 per class)."""

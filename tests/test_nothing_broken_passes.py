@@ -14,35 +14,12 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
-from typer.testing import CliRunner
 
 from remcli.checkpoints import encode_metadata, read_metadata
-from remcli.cli.main import app
 from remcli.models import build_model
-from tests.conftest import copy_imagefolder_subset
+from tests.conftest import TINY_TRAIN, copy_imagefolder_subset, error_line, invoke
 
-runner = CliRunner()
-TINY_TRAIN = ["--width", "0.25", "--epochs", "1", "--batch-size", "256", "--val-fraction", "0", "--device", "cpu", "--quiet"]
 RESNET9 = ["--arch", "resnet9", "--arch-arg", "width=0.25", "--num-classes", "10"]
-
-
-def invoke(args: list) -> object:
-    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "100"})
-
-
-def error_line(result, code: int = 2) -> str:
-    """Exactly one stderr line, `error: ...`, the given exit code, no traceback."""
-    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    assert "Traceback" not in result.output
-    return lines[0]
-
-
-@pytest.fixture(scope="module")
-def small_root(cifar_root, tmp_path_factory) -> Path:
-    """100 train / 40 test real CIFAR-10 JPEGs (10 / 4 per class)."""
-    return copy_imagefolder_subset(cifar_root, tmp_path_factory.mktemp("small") / "ds", {"train": 10, "test": 4})
 
 
 @pytest.fixture(scope="module")
