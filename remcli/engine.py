@@ -113,7 +113,7 @@ def make_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.op
 
 def warmup_linear_decay(total_steps: int) -> Callable[[int], float]:
     """The benches' LR factor: warm-up over 1% of steps, then linear decay with horizon 1.25x,
-    so the last step runs at about 0.2x the peak (rem-method.md §2.4)."""
+    so the last step runs at about 0.2x the peak (the schedule of the REM paper's ResNet-9 training)."""
     warmup = max(total_steps // 100, 0)
 
     def factor(step: int) -> float:

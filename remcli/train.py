@@ -1,6 +1,6 @@
 """`remcli train`: train a classifier on a (possibly corrupted) dataset, from scratch or from an init.
 
-Defaults follow the paper's recipe (rem-method.md §2.3-2.4): SGD momentum 0.9, weight decay
+Defaults follow the REM paper's CIFAR-10 recipe: SGD momentum 0.9, weight decay
 5e-4, batch 512, lr 0.025 with 1% warm-up then linear decay (Adam 1e-4, constant, for ViTs);
 random crop + flip. A validation split is held out and recorded; nothing looks at the test set.
 

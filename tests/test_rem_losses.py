@@ -62,7 +62,7 @@ def test_npo_loss_decreases_as_ce_rises_and_is_bounded_below_by_zero():
 
 
 def test_npo_loss_gradient_is_the_self_limiting_weight():
-    """d(-l)/dCE = -2 sigmoid(beta (CE_ref - CE)) / batch size (rem-method.md §3.2)."""
+    """d(-l)/dCE = -2 sigmoid(beta (CE_ref - CE)) / batch size (the NPO weight)."""
     beta = 0.5
     ce = t(CE).requires_grad_(True)
     npo_loss(ce, t(CE_REF), beta).backward()

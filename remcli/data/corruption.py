@@ -1,7 +1,9 @@
 """Corruption kinds, `corrupt()`, and the nested discovery subsets written as index files.
 
-Three kinds span the regularity axis of the REM paper (rem-method.md §1.2), built without the
-research code's quirks (§8); each kind is registered with its regularity:
+Three kinds span the regularity axis of the REM paper (how much the corrupted samples share a
+learnable pattern, from one shared trigger to independent random labels), built without the
+research code's quirks (docs/rem.md, "Data and evaluation"); each kind is registered with its
+regularity:
 
 * `label-noise` (low regularity): each chosen sample gets a uniformly random label that differs
   from its true one (the research code's label can equal the true label ~10% of the time).

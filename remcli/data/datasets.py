@@ -8,8 +8,7 @@ batching) is batched tensor work on these. A sample's identity is its position i
 split as the loader orders it, so index files and corruption manifests refer to positions.
 
 Loaders use torchvision's own dataset classes (`download=False` unless asked), so the on-disk
-layouts are the ones torchvision documents. (Longer than most modules: one loader per format,
-plus the spec grammar they share.)
+layouts are the ones torchvision documents.
 """
 
 from __future__ import annotations

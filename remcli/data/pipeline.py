@@ -1,6 +1,6 @@
 """Batched tensor ops that turn uint8 images into model inputs, and the batch iterator.
 
-Order of operations for a training batch (as in the corrective benches, rem-method.md §1.2):
+Order of operations for a training batch (as in the corrective-unlearning benches and REM's research code):
 random crop (zero padding 4) + horizontal flip on uint8 -> float in [0, 1] -> trigger patch
 stamped in pixel space -> normalise. The trigger therefore sits at the same place in every
 augmented view. Every op works on a whole batch; nothing loops over samples.

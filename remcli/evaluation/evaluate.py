@@ -5,8 +5,8 @@
 * healed: accuracy against the TRUE labels on all corrupted training samples; for poison the
   samples carry the trigger, so healed = the backdoor no longer fires on them. Split into
   identified / undiscovered when an index file is given. (The research code measured poison
-  healing on a shuffled loader, i.e. on random training images, rem-method.md §8.10; here it is
-  measured on the corrupted samples themselves.)
+  healing on a shuffled loader, i.e. on random triggered training images; here it is measured on
+  the corrupted samples themselves.)
 * attack_success_rate, triggered_test_acc (poison only).
 * utility_x_healed.
 * identified_corrupted_acc: accuracy on the identified set against its corrupted labels

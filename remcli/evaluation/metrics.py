@@ -1,8 +1,9 @@
 """Corrective-unlearning metrics as small pure functions on prediction tensors.
 
 All values are fractions in [0, 1]; an empty selection gives None rather than a made-up number.
-Definitions follow rem-method.md §5, with attack success rate added for poisons (baselines.md
-§2.2): ASR counts only test images whose true class is not the target.
+Definitions follow the REM paper's evaluation (Healed, Utility, Utility x Healed), with an attack
+success rate added for poisons: ASR counts only test images whose true class is not the target
+(a triggered image of the target class would count as a hit whatever the model learned).
 """
 
 from __future__ import annotations

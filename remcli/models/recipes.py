@@ -2,7 +2,7 @@
 that go with each optimiser for training and for unlearning.
 
 Train, retrain, REM and the help text all read it, so a default is changed here or nowhere.
-Values are the paper's (rem-method.md §4): SGD 0.025 for CNNs and Adam 1e-4 for transformers when
+Values are the REM paper's: SGD 0.025 for CNNs and Adam 1e-4 for transformers when
 training; REM's 0.005 (SGD) and 2e-5 (Adam) when unlearning.
 """
 

@@ -42,7 +42,7 @@ def _resnet9(num_classes: int, in_channels: int, image_size: int, width: float =
 
 @register_arch("vit_cifar")
 def _vit_cifar(num_classes: int, in_channels: int, image_size: int, width: float = 1.0, patch_size: int = 8, depth: int = 4) -> nn.Module:
-    """torchvision's VisionTransformer sized like the paper's SVHN ViT (§2.2): patch 8, dim 512,
+    """torchvision's VisionTransformer sized like the REM paper's SVHN ViT: patch 8, dim 512,
     depth 4, 8 heads, MLP 1536. `width` scales dim and MLP. Loads into
     `torchvision.models.VisionTransformer(image_size, patch_size, depth, heads, dim, mlp_dim, num_classes=K)`."""
     if in_channels != 3:

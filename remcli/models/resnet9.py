@@ -1,4 +1,4 @@
-"""ResNet-9 as used by every REM / corrective-unlearning paper run (rem-method.md §2.1).
+"""ResNet-9 as used by every REM / corrective-unlearning paper run on CIFAR-10.
 
 ConvBN = Conv2d(bias=True) -> BatchNorm2d -> CELU(alpha=0.075). The six block outputs
 (conv1, conv2, res1, conv3, res2, conv4) are where REM adds its dedicated units by default.

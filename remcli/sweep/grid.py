@@ -1,5 +1,4 @@
 """What a sweep covers: its configuration, the cells it enumerates, and when two configs may share a folder.
-(Longer than most modules: the option parsers live beside the rules they enforce.)
 
 A sweep crosses corruption kinds x discovery rates x unlearning methods x seeds. Per (kind,
 seed) one corrupted dataset is made and one model is trained; every (rate, method) cell reuses

@@ -5,7 +5,7 @@ Utility x Healed pooled over every cell (kinds x discovery rates) and seed, in %
 does the same over the folder's finished cells, sorted by utility x healed, descending; the
 trained model appears as `original (no unlearning)`, pooled over its (kind, seed) cells. A
 per-kind breakdown and the heatmap values as text follow, so the report is complete without
-matplotlib. (Longer than most modules: each table is short, and they share the pooling code.)
+matplotlib.
 """
 
 from __future__ import annotations

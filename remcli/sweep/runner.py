@@ -1,8 +1,5 @@
 """`run_sweep()`: corrupt -> train -> unlearn -> evaluate over a grid, resumably.
 
-(Longer than most modules because it is the one place a cell's life is written down: preparation,
-model training, cell execution and the progress adapter follow each other in the order they run.)
-
 Folder layout (`DIR`):
 
     sweep.json                      the configuration (union of every run's grid)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 def npo_term(ce: torch.Tensor, ce_ref: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
     """Per-sample l(s) = (2/beta) log sigmoid(beta (CE(s) - CE_ref(s))).
 
-    CE - CE_ref = -log(pi/pi_ref), so this is the NPO/DPO form (rem-method.md §3.2). Minimising
+    CE - CE_ref = -log(pi/pi_ref), so this is the NPO/DPO form, as REM's research code computes it. Minimising
     -l pushes CE up (removal) with the self-limiting weight 2 sigmoid(CE_ref - CE); minimising
     +l pulls CE down relative to the reference (REM's redirect term).
     """

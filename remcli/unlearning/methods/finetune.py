@@ -1,6 +1,6 @@
 """Finetune: continue training the input model on the retain set with a fresh optimiser.
 
-Relies on catastrophic forgetting of the identified samples (baselines.md §1.2). Defaults are the
+Relies on catastrophic forgetting of the identified samples. Defaults are the
 corrective bench's (1000 steps at lr 0.025 ~ 10 epochs of CIFAR-10 at batch 512, 1% warm-up then
 linear decay). Keeps the last iterate.
 """

@@ -4,7 +4,7 @@ The starting point is a fresh initialisation, or, for a checkpoint fine-tuned wi
 same init (checked by sha256): the retraining a practitioner who fine-tunes would do.
 
 The retain set still holds the undiscovered corrupted samples, which is why retraining fails at
-low discovery rates (baselines.md §1.1). Budget, lr, batch size and optimiser default to what the
+low discovery rates: they teach the corruption again. Budget, lr, batch size and optimiser default to what the
 checkpoint's `train` history records, so "cost 100%" means the cost of the original training.
 Keeps the last iterate, like `remcli train`.
 """

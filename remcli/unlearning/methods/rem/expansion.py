@@ -1,10 +1,9 @@
 """REM step 1, for real: add new, randomly initialised units beside chosen layers of any model.
-(Longer than most modules: two unit kinds, target discovery for several model families, and the
-hooks that make the drop / redirect views.)
 
-Two kinds of new units (`REMConfig.units`):
+Two kinds of new units for feature maps (`REMConfig.units`; `rem` and `rem-full` use `bottleneck`,
+`rem-redirect` uses `conv`; `Expansion` itself defaults to `conv`):
 
-* `conv` (default for feature maps): each target gets `capacity x C` new channels computed by a
+* `conv`: each target gets `capacity x C` new channels computed by a
   k x k convolution with its own BatchNorm and ReLU, reading the target's output and, when
   `chain` is on, the previous target's new channels (resized to this target's grid). They feed
   back into the target's output through a 1x1 write:
@@ -12,10 +11,11 @@ Two kinds of new units (`REMConfig.units`):
       h_i = mask_i * relu(bn(conv_kxk([y_i, resize(h_{i-1})])))
       y_i' = y_i + write_i(h_i)
 
-  So the new channels form a second, chained path through the network, as the paper's untrained
-  channel halves do (rem-method.md §2.6): large enough to hold the corruption, not a side branch.
-* `bottleneck` (the earlier design, kept as an ablation): an independent 1x1 read -> ReLU -> 1x1
-  write per target, without normalisation or chaining.
+  So the new channels form a second, chained path through the network, as the research code's
+  untrained channel halves do (it trains a capacity-0.5 network and uses the untrained half as
+  REM's new capacity): large enough to hold the corruption, not a side branch.
+* `bottleneck`: an independent 1x1 read -> ReLU -> 1x1 write per target, without normalisation
+  or chaining (about 16 % of a width-0.25 ResNet-9 at capacity 1).
 
 Token tensors (ViT MLP blocks) always get `linear` units: new hidden neurons of the MLP, reading
 the block's input and writing into its output (`width` = the MLP hidden size).

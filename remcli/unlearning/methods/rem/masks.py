@@ -1,13 +1,13 @@
 """Per-sample binary masks over REM's dedicated units, as a pure function of (seed, sample id).
 
-No mask table is stored (the research code cached ~13 GiB of uint8 masks, rem-method.md §6.5)
+No mask table is stored (the research code cached ~13 GiB of uint8 masks for ResNet-9 on CIFAR-10)
 and no RNG is reseeded: a counter-based 32-bit integer hash (Wellons' "lowbias32") of the seed,
 the sample id and the unit index gives a uniform number per (sample, unit); a unit is on when it
 falls below the density. A whole batch's masks are computed in one vectorised call, on any device.
 
 All identified samples share one mask, drawn from a separate key stream, so it is not tied to
 any particular sample's own mask (a collision needs one specific id among 2^32) (the research code's shared mask was seed 0, which
-is also sample #0's mask, §8.6).
+is also sample #0's mask).
 """
 
 from __future__ import annotations
