@@ -29,7 +29,8 @@ identified samples rank highest among the other samples of their labels wins (fo
 the centroid comes from the other half of the identified set, so an identified sample never
 scores itself; the other two do not use the identified samples' features). The summary reports
 every check, the signal used, and its lead over the next one with that lead's noise
-(`signal_margin`): a lead within noise is a near-tie, which the CLI warns about. Measured recall per kind (README): `similarity` finds poison,
+(`signal_margin`): a lead within noise is a near-tie, which the CLI warns about. Measured recall
+per kind (docs/detection.md): `similarity` finds poison,
 `label-quality` does best on label noise, and `spectral` lost to `similarity` on the CPU
 profile's poison, whose triggered images come from nine source classes.
 

@@ -133,7 +133,7 @@ def test_what_cannot_run_data_parallel_says_so_in_one_line(poisoned_run, tmp_pat
     errors = [line for line in scrub.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "scrub does not run data-parallel" in errors[0] and "rem-redirect" in errors[0]
     # the ranks exit 2 without a traceback of their own; what follows is torchrun's agent, which reports
-    # any failed worker as a ChildFailedError and exits 1 whatever the worker's code (README, "Data parallel")
+    # any failed worker as a ChildFailedError and exits 1 whatever the worker's code (docs/scaling.md, "Data parallel")
     assert re.search(r"exitcode\s*:\s*2 ", scrub.stderr), scrub.stderr
     assert not [line for line in scrub.stderr.splitlines() if line.strip().startswith("File ") and "remcli" in line.split("site-packages")[-1]]
     assert scrub.returncode == 1, scrub.stderr

@@ -7,7 +7,7 @@
    retain samples keep theirs; CE over both, shuffled together (the repository's concatenated
    path). Gradients are multiplied by the mask and masked-out weights are restored after every
    step, so weight decay cannot move them either: only salient weights change.
-Defaults: 10 epochs, batch 256, SGD lr 0.01 (the README's 0.1 is reported too high by users; the
+Defaults: 10 epochs, batch 256, SGD lr 0.01 (the SalUn repository README's 0.1 is reported too high by users; the
 authors grid-search lr in [1e-4, 0.1]). Keeps the last iterate.
 
 `variant=rem-code` is the REM repository's "SalUn": CE on the non-identified training samples for
