@@ -108,10 +108,14 @@ def test_real_profile_dry_run(tmp_path):
     assert len(list((tmp_path / "data" / "train").rglob("*.jpg"))) == 1500
     commands = [line for line in result.stdout.splitlines() if line.startswith("phase ")]
     assert [c.split()[1] for c in commands] == ["1", "2", "3", "4"]
-    size = f"--width 0.5 --count 30 --train-epochs 30 --train-batch-size 128 --train-lr 0.025 --init {COMMITTED.relative_to(REPO)}"
+    size = f"--width 0.5 --count 30 --train-epochs 40 --train-batch-size 128 --train-lr 0.01 --init {COMMITTED.relative_to(REPO)}"
     assert all(size in c for c in commands)
     assert all("--seeds 0\\,1\\,2" in c for c in commands)
-    assert "--set rem.epochs=7" in commands[1] and "--set rem-redirect.epochs=7" in commands[1]
-    assert "--methods retrain\\,finetune\\,scrub\\,potion " in commands[2] and "--set finetune.epochs=7" in commands[2]
+    assert "--set rem.epochs=10" in commands[1] and "--set rem-redirect.epochs=10" in commands[1]
+    assert (
+        "--methods retrain\\,finetune\\,scrub\\,potion " in commands[2]
+        and "--set finetune.epochs=10" in commands[2]
+        and "--set scrub.epochs=3" in commands[2]
+    )
     assert "--discovery 0.3\\,0.7 " in commands[3]
     assert not (tmp_path / "out").exists()
