@@ -85,6 +85,7 @@ class REMConfig(Settings):
     patience: int = 0  # stop after this many iterations without a better selection proxy; 0: run every iteration
     budget: float | None = None  # cap on sample-passes as a fraction of the recorded training run; sets repair_fraction
     bn_recalibration: int = 512  # retain samples that re-estimate BatchNorm statistics after each phase (drop_view=identified)
+    bn_recalibration_augment: bool = True  # augment them as in training (non-augmented statistics cost ~1 point of accuracy)
 
 
 @dataclass

@@ -315,7 +315,10 @@ class REMRun:
         training left were gathered on augmented batches, and on the memorising profile's untouched
         models non-augmented statistics cost about a point of test accuracy (docs/rem.md)."""
         if self.recalibration_view is not None:
-            batches = self.recalibration_view.batches(self.task.spec, self.cfg.batch_size, self.recalibration_augment, augment=True)
+            augment = self.cfg.bn_recalibration_augment
+            batches = self.recalibration_view.batches(
+                self.task.spec, self.cfg.batch_size, self.recalibration_augment if augment else None, augment=augment
+            )
             self.passes += FORWARD_ONLY * recalibrate_batchnorm(self.model, batches, self.task.precision, self.task.device)
 
     def _iteration_passes(self, fraction: float) -> float:
