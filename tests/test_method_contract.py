@@ -22,6 +22,7 @@ METHODS = [m.name for m in list_methods()]
 TINY = {
     "rem": ["--epochs", "1"],
     "rem-ga": ["--epochs", "1"],
+    "rem-full": ["--epochs", "1"],
     "rem-redirect": ["--epochs", "1"],
     "retrain": ["--epochs", "1"],
     "finetune": ["--epochs", "1"],
@@ -51,7 +52,7 @@ def test_methods_lists_each_method_with_data_budget_and_cost():
         assert all(row[key] for key in ("summary", "data", "budget", "cost_vs_retrain")), row
     assert rows["retrain"]["cost_vs_retrain"] == "100%"
     data_parallel = {name for name, row in rows.items() if row["data_parallel"]}
-    assert data_parallel == {"rem", "rem-redirect", "rem-ga", "retrain", "finetune", "ga", "npo"}
+    assert data_parallel == {"rem", "rem-full", "rem-redirect", "rem-ga", "retrain", "finetune", "ga", "npo"}
     table = runner.invoke(app, ["methods"])
     assert all(name in table.stdout for name in METHODS)
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import torch
@@ -126,13 +127,21 @@ def test_patience_stops_once_the_proxy_has_not_improved(poisoned_setup):
 
 
 def test_a_budget_picks_the_repair_fraction_and_is_not_exceeded(poisoned_setup):
+    """The smallest budget is what the refusal names; just above it the repair fraction is small,
+    with more budget it grows, and what is spent never exceeds the budget."""
     ckpt, inputs, identified = poisoned_setup
-    outcome = unlearn(ckpt, inputs, identified, "rem", {**SMALL, "epochs": 2, "budget": 0.4}, seed=0, device="cpu")
-    compute = outcome.summary["log"]["compute"]
-    assert compute["fraction_of_training"] <= 0.4
-    assert 0 < compute["repair_fraction"] < 1
-    more = unlearn(ckpt, inputs, identified, "rem", {**SMALL, "epochs": 2, "budget": 0.6}, seed=0, device="cpu")
-    assert more.summary["log"]["compute"]["repair_fraction"] > compute["repair_fraction"]
+    settings = {**SMALL, "epochs": 2}
+    with pytest.raises(InputError, match="at least") as refused:
+        unlearn(ckpt, inputs, identified, "rem", {**settings, "budget": 1e-4}, seed=0, device="cpu")
+    needed = float(re.search(r"at least ([0-9.]+)", str(refused.value)).group(1))
+    spent = {}
+    for budget in (1.3 * needed, 2.6 * needed):
+        outcome = unlearn(ckpt, inputs, identified, "rem", {**settings, "budget": budget}, seed=0, device="cpu")
+        compute = outcome.summary["log"]["compute"]
+        assert compute["fraction_of_training"] <= budget
+        spent[budget] = compute["repair_fraction"]
+    low, high = spent.values()
+    assert 0 < low < 1 and high > low
 
 
 def test_a_budget_too_small_for_the_iterations_is_one_line_naming_what_is_needed(poisoned_setup, poisoned_run, tmp_path):

@@ -148,7 +148,7 @@ def unlearn_command(
     setting, the seed, the per-iteration trace, wall time and gradient steps.
 
     Data parallel: `torchrun --nproc-per-node N -m remcli unlearn ...` for the methods that support
-    it (rem, rem-redirect, rem-ga, retrain, finetune, ga, npo); with others rank 0 prints a one-line
+    it (rem, rem-full, rem-redirect, rem-ga, retrain, finetune, ga, npo); with others rank 0 prints a one-line
     error and exits 2, and torchrun reports the failed ranks and exits 1, as it does for any failure.
     Rank 0 alone writes and prints.
     """
