@@ -11,8 +11,9 @@ and this script replaces what is between them, so text and numbers cannot drift 
     <!-- generated: coverage --methods a,b --rates 0.1,0.5 --kinds k1,k2 --seeds 0,1,2 -->
                                                finished cells per method out of that grid, and which are missing
     <!-- generated: commands -->               FOLDER/commands.sh: every sweep command that ran, its seconds and exit code
-    <!-- generated: compare OTHER_FOLDER -->   utility x healed per method here and in another sweep folder, on the
-                                               (kind, rate, seed) cells both hold, with each folder's rank
+    <!-- generated: compare OTHER_FOLDER -->   utility x healed (and utility) per method here and in another sweep
+                                               folder, on the (kind, rate, seed) cells both hold, with each folder's
+                                               rank (the untouched models, `original`, ranked with the rest)
     ...
     <!-- /generated -->
 
@@ -116,24 +117,26 @@ def compare(folder: Path, args: list[str]) -> str:
     other = Path(args[0])
     here, there = load_cells(folder), load_cells(other)
     common = sorted(set(here) & set(there))
-    methods = sorted({key[0] for key in common if key[0] != "original"})
-    if not methods:
+    methods = sorted({key[0] for key in common})
+    if not any(m != "original" for m in methods):
         raise SystemExit(f"{folder} and {other} share no finished unlearning cells")
     stats = {}
     for m in methods:
         keys = [key for key in common if key[0] == m]
         a, b = mean_sem([here[k]["utility_x_healed"] for k in keys]), mean_sem([there[k]["utility_x_healed"] for k in keys])
-        stats[m] = (len(keys), a, b)
+        utility = (mean(here[k]["utility"] for k in keys), mean(there[k]["utility"] for k in keys))
+        stats[m] = (len(keys), a, b, utility)
     rank_here = {m: i + 1 for i, m in enumerate(sorted(methods, key=lambda m: -stats[m][1][0]))}
     rank_there = {m: i + 1 for i, m in enumerate(sorted(methods, key=lambda m: -stats[m][2][0]))}
 
     def pct(value: tuple) -> str:
         return f"{value[0] * 100:.1f}" + (f" ± {value[1] * 100:.1f}" if value[1] is not None else "")
 
-    lines = [f"| method | shared cells | utility × healed here (%) | rank | in {other} (%) | rank |", "|---|---:|---:|---:|---:|---:|"]
+    head = f"| method | shared cells | utility × healed here (%) | rank | in {other} (%) | rank | utility here / there (%) |"
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|"]
     for m in sorted(methods, key=lambda m: rank_here[m]):
-        n, a, b = stats[m]
-        lines.append(f"| {m} | {n} | {pct(a)} | {rank_here[m]} | {pct(b)} | {rank_there[m]} |")
+        n, a, b, (u_here, u_there) = stats[m]
+        lines.append(f"| {m} | {n} | {pct(a)} | {rank_here[m]} | {pct(b)} | {rank_there[m]} | {u_here * 100:.1f} / {u_there * 100:.1f} |")
     return "\n".join(lines)
 
 
