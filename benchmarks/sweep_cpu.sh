@@ -46,9 +46,10 @@ PHASES=${PHASES:-1,2,3,4,5,6,7}
 # state at each phase switch), rem-full@preferred and rem-full@conv10-preferred add continued removal
 # only while the drop view still predicts the corrupted label, the rem-redirect@... ones revert one of
 # rem-redirect's. (The flush's stopping check is not ablated: here the identified set is at most 30
-# samples, one batch, so checking gamma per step or per epoch is the same run.) rem@plain-recal is rem
-# with its BatchNorm recalibration on non-augmented samples (the first candidate of the cost change).
-ABLATIONS=(rem@plain-recal.bn_recalibration_augment=false rem-full@conv10.units=conv rem-full@conv10.new_units_lr_scale=10 rem-full@fresh.fresh_optimizer=true rem-full@preferred.removal=while-preferred
+# samples, one batch, so checking gamma per step or per epoch is the same run.) Two earlier candidates
+# of rem's cost change: rem@unscaled (identified rows' terms not weighted by the repair fraction) and
+# rem@plain-recal (that, and BatchNorm recalibrated on non-augmented samples).
+ABLATIONS=(rem@unscaled.identified_weight=one rem@plain-recal.identified_weight=one rem@plain-recal.bn_recalibration_augment=false rem-full@conv10.units=conv rem-full@conv10.new_units_lr_scale=10 rem-full@fresh.fresh_optimizer=true rem-full@preferred.removal=while-preferred
            rem-full@conv10-preferred.units=conv rem-full@conv10-preferred.new_units_lr_scale=10 rem-full@conv10-preferred.removal=while-preferred
            rem-redirect@bn-batch.bn=batch rem-redirect@momentum.fresh_optimizer=false rem-redirect@epoch-flush.flush_stop=epoch
            rem-redirect@bottleneck.units=bottleneck rem-redirect@units-lr1.new_units_lr_scale=1)

@@ -49,6 +49,7 @@ def rem_repair_loss(
     retain_loss: str = "npo",
     fit_identified: bool = True,
     removal: str = "npo",
+    identified_weight: float = 1.0,
 ) -> torch.Tensor:
     """REM's repair loss for one batch, from the views' logits: the mean over the batch of
     fit(s) - 1[s removed] l_drop(s).
@@ -65,6 +66,9 @@ def rem_repair_loss(
       term, so nothing else of the drop view is needed.
     * `removal="while-preferred"`: the removal term counts only for identified rows the drop view
       still predicts with their (corrupted) label; `"npo"` (research code): every identified row.
+    * `identified_weight` scales the identified rows' terms (fit and removal): REM's repair on a
+      fraction f of the retain rows passes f, so the identified rows weigh in each batch as they
+      would in a full epoch's batch.
     * `ref_ce` (B,): the frozen input model's CE. Rows read: all with `retain_loss="npo"`, only the
       identified ones with `"ce"` (the others may hold anything).
 
@@ -83,7 +87,7 @@ def rem_repair_loss(
         fit_retain = ce_fit[retain].sum()
     total = fit_retain
     if fit_identified and len(rows):
-        total = total + npo_term(ce_fit[rows], ref_ce[rows], beta).sum()
+        total = total + identified_weight * npo_term(ce_fit[rows], ref_ce[rows], beta).sum()
     if drop_logits is not None and len(rows):
         if drop_logits.shape[0] != len(rows):
             raise ValueError(f"drop_logits has {drop_logits.shape[0]} rows for {len(rows)} identified rows")
@@ -91,7 +95,7 @@ def rem_repair_loss(
         removed = npo_term(per_sample_ce(drop_logits, labels_id), ref_ce[rows], beta)
         if removal == "while-preferred":
             removed = removed * (drop_logits.argmax(1) == labels_id).to(removed.dtype)
-        total = total - removed.sum()
+        total = total - identified_weight * removed.sum()
     return total / labels.shape[0]
 
 

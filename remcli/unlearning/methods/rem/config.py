@@ -31,6 +31,7 @@ BN_POLICIES = ("frozen", "batch")
 FLUSH_STOPS = ("step", "epoch")
 DROP_VIEWS = ("identified", "batch")
 RETAIN_LOSSES = ("npo-cached", "npo", "ce")
+IDENTIFIED_WEIGHTS = ("fraction", "one")
 REDIRECTING_FIT = 0.8  # the redirect view must still fit this much of the identified set
 FULL = {"drop_view": "batch", "retain_loss": "npo", "repair_fraction": 1.0, "patience": 0, "bn_recalibration": 0}
 REDIRECTING = {"bn": "frozen", "fresh_optimizer": True, "flush_stop": "step", "units": "conv", "new_units_lr_scale": 10.0}
@@ -44,6 +45,7 @@ class REMConfig(Settings):
         "removal": REMOVALS,
         "retain_loss": RETAIN_LOSSES,
         "drop_view": DROP_VIEWS,
+        "identified_weight": IDENTIFIED_WEIGHTS,
         "bn": BN_POLICIES,
         "units": UNIT_KINDS,
         "flush": ("npo", "ga"),
@@ -82,6 +84,7 @@ class REMConfig(Settings):
     drop_view: str = "identified"  # identified: drop view on identified rows only (running statistics); batch: every row, batch statistics
     retain_loss: str = "npo-cached"  # NPO against the reference's CE, cached once per image; npo: live every step; ce: plain CE
     repair_fraction: float = 0.4  # retain rows repaired per iteration (seeded; every identified row always)
+    identified_weight: str = "fraction"  # fraction: identified rows' terms x repair_fraction (a full epoch's batch mix); one: unscaled
     patience: int = 0  # stop after this many iterations without a better selection proxy; 0: run every iteration
     budget: float | None = None  # cap on sample-passes as a fraction of the recorded training run; sets repair_fraction
     bn_recalibration: int = 512  # retain samples that re-estimate BatchNorm statistics after each phase (drop_view=identified)

@@ -25,11 +25,13 @@ What a repair step computes (`REMConfig`, docs/rem.md):
   reference's, so their weight falls to ~0); plain CE pulls them back, and on the memorising profile
   healed a third as much of undiscovered poison (docs/rem.md).
 
-`repair_fraction` repairs on all identified rows plus a seeded fraction of the retain rows each
-iteration, `patience` stops when the selection proxy has not improved for that many iterations, and
-`budget` caps the compute in sample-passes at a fraction of the checkpoint's recorded training
-(epochs x training images) and picks the repair fraction to fit. A sample-pass is one image's
-forward and backward, a training step's work per image; a forward without backward (reference,
+`repair_fraction` repairs on all identified rows plus a seeded fraction f of the retain rows each
+iteration, the identified rows' terms weighted by f (`identified_weight="fraction"`) so that each
+batch mixes them with the retain rows as a full epoch's batch would; `patience` stops when the
+selection proxy has not improved for that many iterations; and `budget` caps the compute in
+sample-passes at a fraction of the checkpoint's recorded training (epochs x training images) and
+picks the repair fraction to fit. A sample-pass is one image's forward and backward, a training
+step's work per image; a forward without backward (reference,
 measurements, BatchNorm recalibration) counts `FORWARD_ONLY` = 1/3 of one, its share of the
 arithmetic (the backward costs about two forwards). The log records what was spent (`compute`).
 
@@ -261,8 +263,18 @@ class REMRun:
             drop_logits = fit_logits[rows] if cfg.continued_removal else None
         self.passes += len(batch.labels) * self.world
         retain_loss = "ce" if cfg.retain_loss == "ce" else "npo"
+        weight = self.repair_fraction if cfg.identified_weight == "fraction" else 1.0
         return rem_repair_loss(
-            fit_logits, batch.labels, identified, ref_ce, drop_logits, cfg.beta, retain_loss, fit_identified=cfg.redirect, removal=cfg.removal
+            fit_logits,
+            batch.labels,
+            identified,
+            ref_ce,
+            drop_logits,
+            cfg.beta,
+            retain_loss,
+            fit_identified=cfg.redirect,
+            removal=cfg.removal,
+            identified_weight=weight,
         )
 
     def reference_ce(self, batch, rows: torch.Tensor | None) -> torch.Tensor:
