@@ -208,5 +208,7 @@ def test_selection_proxy_prefers_lower_forget_then_higher_retain():
 def test_rem_repair_loss_weights_the_identified_rows_terms(weight):
     """identified_weight scales the identified rows' fit and removal terms, never the retain rows'."""
     got = repair(retain_loss="npo", identified_weight=weight)
-    per_sample = [weight * (npo_by_hand(f, r, 1.0) - npo_by_hand(d, r, 1.0)) if i else npo_by_hand(f, r, 1.0) for f, d, r, i in zip(FIT, DROP, REF, IDENT)]
+    per_sample = [
+        weight * (npo_by_hand(f, r, 1.0) - npo_by_hand(d, r, 1.0)) if i else npo_by_hand(f, r, 1.0) for f, d, r, i in zip(FIT, DROP, REF, IDENT)
+    ]
     assert float(got) == pytest.approx(sum(per_sample) / 4, rel=1e-6)
