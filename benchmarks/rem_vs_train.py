@@ -103,7 +103,8 @@ def main() -> None:
             per_iteration = sum(split.values())
             one_off = rem_s - per_iteration * len(iterations)
             passes = log["compute"]["sample_passes"]
-            row["rem"][variant] = {
+            key = variant if variant not in row["rem"] else f"{variant} (run {sum(k.split(' (run')[0] == variant for k in row['rem']) + 1})"
+            row["rem"][key] = {
                 "rem_s": rem_s,
                 "one_off_s": round(one_off, 3),
                 "rem_s_per_iteration": round(per_iteration, 3),

@@ -55,12 +55,10 @@ def test_removal_while_preferred_reaches_the_loss_with_the_identified_rows_drop_
     ckpt, inputs, identified = poisoned_setup
     seen = []
 
-    def recording_loss(
-        fit_logits, labels, identified_rows, ref_ce, drop_logits=None, beta=1.0, retain_loss="npo", fit_identified=True, removal="npo"
-    ):
+    def recording_loss(fit_logits, labels, identified_rows, ref_ce, drop_logits=None, beta=1.0, retain_loss="npo", **options):
         if identified_rows.any():
-            seen.append((int(identified_rows.sum()), drop_logits.detach().clone(), labels[identified_rows].clone(), removal))
-        return losses.rem_repair_loss(fit_logits, labels, identified_rows, ref_ce, drop_logits, beta, retain_loss, fit_identified, removal)
+            seen.append((int(identified_rows.sum()), drop_logits.detach().clone(), labels[identified_rows].clone(), options["removal"]))
+        return losses.rem_repair_loss(fit_logits, labels, identified_rows, ref_ce, drop_logits, beta, retain_loss, **options)
 
     monkeypatch.setattr(rem_method, "rem_repair_loss", recording_loss)
     settings = {"epochs": 1, "batch_size": 64, "bn": bn, "removal": "while-preferred", "fresh_optimizer": True}

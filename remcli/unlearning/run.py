@@ -25,6 +25,16 @@ class UnlearnOutcome:
     summary: dict
 
 
+def refuse_held_out(identified: torch.Tensor, checkpoint: Checkpoint) -> None:
+    """Samples held out for validation were never trained on: listing one is a user error."""
+    overlap = torch.isin(identified, checkpoint.validation_indices)
+    if overlap.any():
+        raise InputError(
+            f"the index file lists {int(overlap.sum())} samples held out for validation (never trained on), e.g. "
+            f"{identified[overlap][:3].tolist()}; remove them"
+        )
+
+
 def build_task(
     checkpoint: Checkpoint,
     inputs: RunInputs,
@@ -37,20 +47,14 @@ def build_task(
 ) -> UnlearnTask:
     """The checkpoint's model on the device plus every data view a method may touch."""
     dev = resolve_device(device) if group is None else group.device(resolve_device(device))
-    validation = checkpoint.validation_indices
-    overlap = torch.isin(identified, validation)
-    if overlap.any():
-        raise InputError(
-            f"the index file lists {int(overlap.sum())} samples held out for validation (never trained on), e.g. "
-            f"{identified[overlap][:3].tolist()}; remove them"
-        )
+    refuse_held_out(identified, checkpoint)
     return UnlearnTask(
         model=checkpoint.build().to(dev).to(memory_format=torch.channels_last),
         arch=checkpoint.arch or "",
         dataset=inputs.dataset,
         manifest=inputs.manifest,
         identified=identified,
-        validation=validation,
+        validation=checkpoint.validation_indices,
         spec=input_spec(inputs.dataset, checkpoint.arch or ""),
         device=dev,
         precision=resolve_precision(precision, dev),

@@ -36,6 +36,7 @@ from remcli.unlearning.methods.cf_k import CFKConfig
 from remcli.unlearning.methods.rem import REMConfig
 from remcli.unlearning.methods.salun import SalUnConfig
 from remcli.unlearning.methods.scrub import SCRUBConfig
+from remcli.unlearning.run import refuse_held_out
 
 REM = REMConfig()  # the defaults the help text quotes
 
@@ -182,6 +183,7 @@ def unlearn_command(
         ckpt.meta["arch_kwargs"] = parse_arch_args(arch_arg, None)
     inputs = resolve_inputs(ckpt, data, corruption, download, forget)
     identified = read_identified(forget, inputs.dataset)
+    refuse_held_out(identified, ckpt)  # an error first, then warnings about the samples that remain
     outside = forget_outside_corruption(identified, inputs.manifest, forget)
     if outside and is_main_process():
         stderr.print(f"[bold yellow]warning:[/] {escape(outside)}", soft_wrap=True)
