@@ -43,3 +43,17 @@ run_sweep_command() {
     *) exit "$SWEEP_RC" ;;
   esac
 }
+
+# run_phase NAME METHODS RATES: one phase's `remcli sweep` over the profile (the calling script sets
+# PHASES, methods_json, BUDGETS, optionally ABLATIONS, CACHE_DIR, SIZE, KINDS, SEEDS and DEVICE);
+# skipped unless NAME is in PHASES.
+run_phase() {
+  case ",$PHASES," in *",$1,"*) ;; *) return 0 ;; esac
+  local args
+  mapfile -t args < <(printf '%s' "$methods_json" | "$PYTHON" benchmarks/sweep_args.py --methods "$2" "${BUDGETS[@]}" ${ABLATIONS[@]+"${ABLATIONS[@]}"})
+  [ ${#args[@]} -gt 0 ] || exit 2
+  local cmd=("$REMCLI" sweep --data "imagefolder:$CACHE_DIR" --arch resnet9 "${SIZE[@]}" --kinds "$KINDS"
+             --discovery "$3" --seeds "$SEEDS" "${args[@]}" --device "$DEVICE" --out "$OUT")
+  if [ "${DRY_RUN:-0}" = 1 ]; then cmd+=(--dry-run); elif [ "${WORKERS:-1}" -gt 1 ]; then cmd+=(--workers "$WORKERS"); fi
+  run_sweep_command "phase $1" "${cmd[@]}"
+}

@@ -82,17 +82,6 @@ fi
 "$PYTHON" benchmarks/prepare_cifar_subset.py --source "$SOURCE" --per-class $PER_CLASS --test-per-class $TEST_PER_CLASS --out "$CACHE_DIR"
 methods_json=$("$REMCLI" methods --json -)
 
-run_phase() {  # run_phase NAME METHODS RATES
-  case ",$PHASES," in *",$1,"*) ;; *) return 0 ;; esac
-  local args
-  mapfile -t args < <(printf '%s' "$methods_json" | "$PYTHON" benchmarks/sweep_args.py --methods "$2" "${BUDGETS[@]}" "${ABLATIONS[@]}")
-  [ ${#args[@]} -gt 0 ] || exit 2
-  local cmd=("$REMCLI" sweep --data "imagefolder:$CACHE_DIR" --arch resnet9 "${SIZE[@]}" --kinds "$KINDS"
-             --discovery "$3" --seeds "$SEEDS" "${args[@]}" --device "$DEVICE" --out "$OUT")
-  if [ "${DRY_RUN:-0}" = 1 ]; then cmd+=(--dry-run); elif [ "${WORKERS:-1}" -gt 1 ]; then cmd+=(--workers "$WORKERS"); fi
-  run_sweep_command "phase $1" "${cmd[@]}"
-}
-
 if run_phase 1 "$PHASE1" "$FIRST_RATES" && run_phase 2 "$PHASE2" "$FIRST_RATES" && run_phase 3 "$PHASE3" "$FIRST_RATES" \
    && run_phase 4 "$PHASE4" "$FIRST_RATES" && run_phase 5 "$PHASE1,$PHASE2,$PHASE3" "$MORE_RATES" \
    && run_phase 6 "$PHASE6" "$FIRST_RATES,$MORE_RATES" && run_phase 7 "$PHASE7" "$LOW_RATES"; then

@@ -100,17 +100,6 @@ fi
 methods_json=$("$REMCLI" methods --json -)
 SIZE=(--width "$WIDTH" --count "$COUNT" --train-epochs "$FT_EPOCHS" --train-batch-size "$BATCH" --train-lr "$FT_LR" --init "$PRETRAINED")
 
-run_phase() {  # run_phase NAME METHODS RATES
-  case ",$PHASES," in *",$1,"*) ;; *) return 0 ;; esac
-  local args
-  mapfile -t args < <(printf '%s' "$methods_json" | "$PYTHON" benchmarks/sweep_args.py --methods "$2" "${BUDGETS[@]}")
-  [ ${#args[@]} -gt 0 ] || exit 2
-  local cmd=("$REMCLI" sweep --data "imagefolder:$CACHE_DIR" --arch resnet9 "${SIZE[@]}" --kinds "$KINDS"
-             --discovery "$3" --seeds "$SEEDS" "${args[@]}" --device "$DEVICE" --out "$OUT")
-  if [ "${DRY_RUN:-0}" = 1 ]; then cmd+=(--dry-run); elif [ "${WORKERS:-1}" -gt 1 ]; then cmd+=(--workers "$WORKERS"); fi
-  run_sweep_command "phase $1" "${cmd[@]}"
-}
-
 if run_phase 1 "$PHASE1" "$FIRST_RATES" && run_phase 2 "$PHASE2" "$FIRST_RATES" && run_phase 3 "$PHASE3" "$FIRST_RATES" \
    && run_phase 4 "$PHASE4" "$MORE_RATES"; then
   :

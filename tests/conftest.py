@@ -56,6 +56,21 @@ def small_root(cifar_root, tmp_path_factory) -> Path:
     return copy_imagefolder_subset(cifar_root, tmp_path_factory.mktemp("small") / "ds", {"train": 10, "test": 4})
 
 
+@pytest.fixture(scope="module")
+def small_run(small_root, tmp_path_factory) -> Path:
+    """corrupt (label noise, 10 of 100) + a tiny train with the default --precision auto (model.safetensors),
+    and a clean tiny train (clean.safetensors), on the small data."""
+    out = tmp_path_factory.mktemp("small-run")
+    spec = f"imagefolder:{small_root}"
+    result = invoke(["corrupt", spec, "--kind", "label-noise", "--count", "10", "--discovery", "0.5,1.0", "--out", out / "c"])
+    assert result.exit_code == 0, result.output
+    result = invoke(["train", "--data", spec, "--corruption", out / "c" / "corruption.json", *TINY_TRAIN, "--out", out / "model.safetensors"])
+    assert result.exit_code == 0, result.output
+    result = invoke(["train", "--data", spec, *TINY_TRAIN, "--out", out / "clean.safetensors"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
 @pytest.fixture(scope="session")
 def cifar_root(tmp_path_factory) -> Path:
     """imagefolder root with 1,000 train / 200 test real CIFAR-10 JPEGs (100 / 20 per class)."""

@@ -135,18 +135,6 @@ def test_unreadable_images_in_a_streamed_folder_are_refused_before_or_when_decod
 # --- what a checkpoint records ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def small_run(small_root, tmp_path_factory) -> Path:
-    """corrupt (label noise, 10 of 100) + a tiny train with the default --precision auto."""
-    out = tmp_path_factory.mktemp("small-run")
-    spec = f"imagefolder:{small_root}"
-    result = invoke(["corrupt", spec, "--kind", "label-noise", "--count", "10", "--discovery", "0.5,1.0", "--out", out / "c"])
-    assert result.exit_code == 0, result.output
-    result = invoke(["train", "--data", spec, "--corruption", out / "c" / "corruption.json", *TINY_TRAIN, "--out", out / "model.safetensors"])
-    assert result.exit_code == 0, result.output
-    return out
-
-
 def test_train_and_unlearn_history_record_the_precision_that_ran(small_run, tmp_path):
     train_step = read_metadata(small_run / "model.safetensors")["history"][-1]
     assert train_step["params"]["precision"] in ("bf16", "fp32")  # resolved on this machine, never "auto"

@@ -27,20 +27,6 @@ from remcli.models import build_model, input_spec
 from tests.conftest import TINY_TRAIN, error_line, invoke
 
 
-@pytest.fixture(scope="module")
-def small_run(small_root, tmp_path_factory) -> Path:
-    """corrupt + tiny train on the small data (new-format manifest, index files and checkpoint)."""
-    out = tmp_path_factory.mktemp("small-run")
-    spec = f"imagefolder:{small_root}"
-    result = invoke(["corrupt", spec, "--kind", "label-noise", "--count", "10", "--discovery", "0.5,1.0", "--out", out / "c"])
-    assert result.exit_code == 0, result.output
-    result = invoke(["train", "--data", spec, "--corruption", out / "c" / "corruption.json", *TINY_TRAIN, "--out", out / "model.safetensors"])
-    assert result.exit_code == 0, result.output
-    result = invoke(["train", "--data", spec, *TINY_TRAIN, "--out", out / "clean.safetensors"])
-    assert result.exit_code == 0, result.output
-    return out
-
-
 def copy_tree(source: Path, dest: Path) -> Path:
     shutil.copytree(source, dest)
     return dest
