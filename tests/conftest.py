@@ -18,6 +18,28 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("REMCLI_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+def profile_script_env(tmp_path: Path, **extra) -> dict:
+    """Environment for running a benchmark profile script (sweep_cpu.sh, sweep_finetuned.sh) on the
+    shared CIFAR-10 tarball into a temporary cache, with this interpreter's remcli."""
+    import sys
+
+    source = SHARED_DATA / "cifar10" / "cifar10-jpeg.tar.gz"
+    if not source.is_file():
+        pytest.skip(f"{source} not available")
+    env = {
+        **os.environ,
+        "SOURCE": str(source),
+        "CACHE_DIR": str(tmp_path / "data"),
+        "REMCLI": str(Path(sys.executable).parent / "remcli"),
+        "PYTHON": sys.executable,
+        "OMP_NUM_THREADS": "1",
+        "COLUMNS": "120",
+        **extra,
+    }
+    env.pop("REMCLI_DEBUG", None)
+    return env
+
+
 def copy_imagefolder_subset(source: Path, dest: Path, per_class: dict[str, int]) -> Path:
     """Copy the first `per_class[split]` images of every class of an imagefolder tree."""
     for split, keep in per_class.items():

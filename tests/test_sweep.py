@@ -38,6 +38,7 @@ from remcli.sweep.grid import (
 from remcli.sweep.heatmaps import heatmap_values, write_heatmaps
 from remcli.sweep.report import aggregate, mean_sem
 from remcli.unlearning import list_methods
+from tests.conftest import profile_script_env
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = Path(os.environ.get("REMCLI_SHARED_DATA", REPO.parent / "shared" / "data")) / "cifar10"
@@ -662,28 +663,10 @@ def test_gpu_script_tiny_mode(tmp_path):
     assert (tmp_path / "out" / "summary.md").is_file() and len([line for line in recorded if not line.startswith("#")]) == 2
 
 
-def _cpu_script_env(tmp_path, **extra) -> dict:
-    source = SHARED_CIFAR / "cifar10-jpeg.tar.gz"
-    if not source.is_file():
-        pytest.skip(f"{source} not available")
-    env = {
-        **os.environ,
-        "SOURCE": str(source),
-        "CACHE_DIR": str(tmp_path / "data"),
-        "REMCLI": str(Path(sys.executable).parent / "remcli"),
-        "PYTHON": sys.executable,
-        "OMP_NUM_THREADS": "1",
-        "COLUMNS": "120",
-        **extra,
-    }
-    env.pop("REMCLI_DEBUG", None)
-    return env
-
-
 def test_cpu_script_dry_run(tmp_path):
     """benchmarks/sweep_cpu.sh (the memorising profile) prepares its 1,500-image subset and every
     phase's command passes every check: 2 % corrupted, width 0.5, 60 epochs, budgets x 60/41, 3 seeds."""
-    env = _cpu_script_env(tmp_path, DRY_RUN="1")
+    env = profile_script_env(tmp_path, DRY_RUN="1")
     result = subprocess.run(
         ["bash", str(REPO / "benchmarks" / "sweep_cpu.sh"), str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300
     )
@@ -706,7 +689,7 @@ def test_cpu_script_dry_run(tmp_path):
 
 def test_cpu_script_tiny_mode_runs_every_phase(tmp_path):
     """TINY=1: the profile's seven phases at toy size, each resuming the folder the previous one wrote."""
-    env = _cpu_script_env(tmp_path, TINY="1")
+    env = profile_script_env(tmp_path, TINY="1")
     result = subprocess.run(
         ["bash", str(REPO / "benchmarks" / "sweep_cpu.sh"), str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300
     )

@@ -10,38 +10,21 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import profile_script_env
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "sweep_finetuned.sh"
-SOURCE = Path(os.environ.get("REMCLI_SHARED_DATA", REPO.parent / "shared" / "data")) / "cifar10" / "cifar10-jpeg.tar.gz"
 COMMITTED = REPO / "benchmarks" / "results" / "finetuned" / "pretrained.safetensors"
 
 
-def script_env(tmp_path: Path, **extra) -> dict:
-    if not SOURCE.is_file():
-        pytest.skip(f"{SOURCE} not available")
-    env = {
-        **os.environ,
-        "SOURCE": str(SOURCE),
-        "CACHE_DIR": str(tmp_path / "data"),
-        "REMCLI": str(Path(sys.executable).parent / "remcli"),
-        "PYTHON": sys.executable,
-        "OMP_NUM_THREADS": "1",
-        "COLUMNS": "120",
-        **extra,
-    }
-    env.pop("REMCLI_DEBUG", None)
-    return env
-
-
 def run(tmp_path: Path, **extra) -> subprocess.CompletedProcess:
-    env = script_env(tmp_path, **extra)
+    env = profile_script_env(tmp_path, **extra)
     return subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -80,7 +63,7 @@ def test_tiny_profile_runs_end_to_end(tmp_path):
     doc.write_text("".join(f"<!-- generated: {b} -->\n<!-- /generated -->\n" for b in [*blocks, "compare /nonexistent"]))
     refresh = [sys.executable, str(REPO / "benchmarks" / "results_doc.py"), str(tmp_path / "out"), str(doc)]
     assert subprocess.run(refresh, capture_output=True, text=True).returncode != 0  # a block it cannot fill stops the refresh...
-    subprocess.run([*refresh, "--partial"], check=True, capture_output=True, env=script_env(tmp_path))  # ...unless the sweep is partial
+    subprocess.run([*refresh, "--partial"], check=True, capture_output=True, env=profile_script_env(tmp_path))  # ...unless the sweep is partial
     text = doc.read_text()
     assert f"**{record['test_acc']:.3f}** (100 test images)" in text and "# phase 4," in text and "| retrain | 2 | " in text
     assert "| rem | 4 | 4 | none |" in text and "| scrub | 0 | 4 | 2 at 0.5, 2 at 1.0 |" in text
