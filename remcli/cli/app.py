@@ -169,6 +169,7 @@ EXAMPLES = {
     "unlearn": [
         "remcli unlearn run/model.safetensors --forget run/c/forget-0.5.txt --out run/healed.safetensors",
         "remcli unlearn model.safetensors --data imagefolder:ROOT --forget bad.txt --method scrub --out healed.safetensors --json -",
+        "remcli unlearn run/model.safetensors --forget run/c/forget-0.5.txt --budget 0.1 --out run/healed.safetensors",
     ],
     "evaluate": [
         "remcli evaluate run/healed.safetensors --forget run/c/forget-0.5.txt --gate 'utility>=0.8,attack_success_rate<=0.05'",
