@@ -25,6 +25,7 @@ import argparse
 import json
 import platform
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -92,6 +93,7 @@ def main() -> None:
             "rem": {},
         }
         train_passes = trained.summary["train_samples"]
+        runs: Counter[str] = Counter()
         for variant in args.variants.split(","):
             method, overrides = parse_variant(variant)
             settings = {"epochs": args.epochs, "batch_size": args.batch_size, **overrides}
@@ -103,7 +105,8 @@ def main() -> None:
             per_iteration = sum(split.values())
             one_off = rem_s - per_iteration * len(iterations)
             passes = log["compute"]["sample_passes"]
-            key = variant if variant not in row["rem"] else f"{variant} (run {sum(k.split(' (run')[0] == variant for k in row['rem']) + 1})"
+            runs[variant] += 1  # a variant listed twice (to show run-to-run spread) keeps both results
+            key = variant if runs[variant] == 1 else f"{variant} (run {runs[variant]})"
             row["rem"][key] = {
                 "rem_s": rem_s,
                 "one_off_s": round(one_off, 3),

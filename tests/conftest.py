@@ -79,6 +79,19 @@ def small_root(cifar_root, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    """A plain torchvision-style `.pth` state dict of a seeded resnet9 (width 0.25), for `remcli import`."""
+    import torch
+
+    from remcli.models import build_model
+
+    path = tmp_path_factory.mktemp("weights") / "w.pth"
+    torch.manual_seed(0)
+    torch.save(build_model("resnet9", 10, 3, 32, width=0.25).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
 def small_run(small_root, tmp_path_factory) -> Path:
     """corrupt (label noise, 10 of 100) + a tiny train with the default --precision auto (model.safetensors),
     and a clean tiny train (clean.safetensors), on the small data."""

@@ -22,14 +22,6 @@ from tests.conftest import TINY_TRAIN, copy_imagefolder_subset, error_line, invo
 RESNET9 = ["--arch", "resnet9", "--arch-arg", "width=0.25", "--num-classes", "10"]
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("weights") / "w.pth"
-    torch.manual_seed(0)
-    torch.save(build_model("resnet9", 10, 3, 32, width=0.25).state_dict(), path)
-    return path
-
-
 # --- non-finite checkpoints -----------------------------------------------------------------------
 
 

@@ -17,13 +17,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 from remcli.checkpoints import load_checkpoint, read_metadata, save_checkpoint
 from remcli.data.datasets import IMAGE_EXTENSIONS, list_image_folder, load_dataset
 from remcli.inputs import resolve_inputs
-from remcli.models import build_model, input_spec
+from remcli.models import input_spec
 from tests.conftest import TINY_TRAIN, error_line, invoke
 
 
@@ -99,14 +98,6 @@ def test_files_without_the_content_hash_keep_working(small_run, small_root, tmp_
 
 
 # --- 2. import normalisation, class names, val/, resizing -----------------------------------------
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("weights") / "w.pth"
-    torch.manual_seed(0)
-    torch.save(build_model("resnet9", 10, 3, 32, width=0.25).state_dict(), path)
-    return path
 
 
 IMAGENET = ["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"]

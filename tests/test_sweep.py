@@ -634,21 +634,7 @@ def test_prepare_cifar_subset(tmp_path):
 
 def test_gpu_script_tiny_mode(tmp_path):
     """benchmarks/sweep_gpu.sh with TINY=1: the paper-scale script's phases at toy size on CPU."""
-    source = SHARED_CIFAR / "cifar10-jpeg.tar.gz"
-    if not source.is_file():
-        pytest.skip(f"{source} not available")
-    env = {
-        **os.environ,
-        "TINY": "1",
-        "METHODS": "rem",
-        "SOURCE": str(source),
-        "CACHE_DIR": str(tmp_path / "data"),
-        "REMCLI": str(Path(sys.executable).parent / "remcli"),
-        "PYTHON": sys.executable,
-        "OMP_NUM_THREADS": "1",
-        "COLUMNS": "120",
-    }
-    env.pop("REMCLI_DEBUG", None)
+    env = profile_script_env(tmp_path, TINY="1", METHODS="rem")
     result = subprocess.run(
         ["bash", str(REPO / "benchmarks" / "sweep_gpu.sh"), str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300
     )

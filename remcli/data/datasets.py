@@ -23,7 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from remcli.data.streaming import UNREADABLE, ImageFiles, decode_image, stream_threshold_bytes, unreadable_images_error, unreadable_reason
+from remcli.data.streaming import (
+    UNREADABLE,
+    ImageFiles,
+    decode_images,
+    stream_threshold_bytes,
+    unreadable_images_error,
+    unreadable_reason,
+)
 from remcli.errors import InputError
 
 # CIFAR statistics: the corrective-unlearning benches reuse them for CIFAR-100 and SVHN too.
@@ -228,12 +235,7 @@ def _decode_folder(
     labels = torch.as_tensor(listing.targets, dtype=torch.int64)
     if stream:
         return Split(ImageFiles(files, (3, *_common_size(folder, files, size)), size), labels, paths), listing.classes
-    arrays, unreadable = [], []
-    for path in files:  # decoded once at load time, never in a training loop
-        try:
-            arrays.append(decode_image(path, size))
-        except UNREADABLE as err:
-            unreadable.append((path, err))
+    arrays, unreadable = decode_images(files, size)  # decoded once at load time, never in a training loop
     if unreadable:
         raise _unreadable_images(folder, unreadable)
     shapes = {a.shape[:2] for a in arrays}
@@ -255,7 +257,7 @@ def _common_size(folder: Path, files: list[str], size: int | None) -> tuple[int,
             with Image.open(path) as img:  # the header only: nothing is decoded
                 shapes.add((img.height, img.width))
         except UNREADABLE as err:
-            unreadable.append((path, err))
+            unreadable.append((path, unreadable_reason(path, err)))
     if unreadable:
         raise _unreadable_images(folder, unreadable)
     if size is not None:
@@ -265,8 +267,8 @@ def _common_size(folder: Path, files: list[str], size: int | None) -> tuple[int,
     return next(iter(shapes))
 
 
-def _unreadable_images(folder: Path, unreadable: list[tuple[str, Exception]]) -> InputError:
-    named = [(Path(path).relative_to(folder.parent).as_posix(), unreadable_reason(path, err)) for path, err in unreadable]
+def _unreadable_images(folder: Path, unreadable: list[tuple[str, str]]) -> InputError:
+    named = [(Path(path).relative_to(folder.parent).as_posix(), reason) for path, reason in unreadable]
     return unreadable_images_error(named, f"under {folder}")
 
 

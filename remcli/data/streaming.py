@@ -56,6 +56,18 @@ def unreadable_reason(path: str | Path, err: Exception) -> str:
     return "not an image" if isinstance(err, UnidentifiedImageError) else f"truncated or damaged: {str(err)[:60]}"
 
 
+def decode_images(paths: list[str], size: int | None) -> tuple[list[np.ndarray], list[tuple[str, str]]]:
+    """Every file decoded, and the (path, reason) of each that would not decode: collected rather
+    than raised at the first, so one error can name them all."""
+    arrays, unreadable = [], []
+    for path in paths:
+        try:
+            arrays.append(decode_image(path, size))
+        except UNREADABLE as err:
+            unreadable.append((path, unreadable_reason(path, err)))
+    return arrays, unreadable
+
+
 def unreadable_images_error(named: list[tuple[str, str]], where: str, shown: int = 3) -> InputError:
     """One line naming the first few unreadable files (name, reason) and the fix. They are refused,
     not skipped: a skipped file would shift the position of every later sample, and positions are
@@ -88,12 +100,7 @@ class _RowBatches(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> torch.Tensor | list[tuple[str, str]]:
         """The batch, or the (file, reason) of each file in it that would not decode: returned, not
         raised, because an error raised in a worker reaches the main process as a traceback."""
-        arrays, unreadable = [], []
-        for p in self.positions[i].tolist():
-            try:
-                arrays.append(decode_image(self.files[p], self.size))
-            except UNREADABLE as err:
-                unreadable.append((self.files[p], unreadable_reason(self.files[p], err)))
+        arrays, unreadable = decode_images([self.files[p] for p in self.positions[i].tolist()], self.size)
         if unreadable:
             return unreadable
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()

@@ -61,7 +61,7 @@ from remcli.engine import Engine, OptimConfig, autocast, make_optimizer, synchro
 from remcli.errors import InputError
 from remcli.models.recipes import default_optimizer, unlearn_lr
 from remcli.seeding import generator
-from remcli.unlearning.base import MethodResult, UnlearnTask
+from remcli.unlearning.base import MethodResult, UnlearnTask, eval_mode
 from remcli.unlearning.losses import npo_loss, per_sample_ce, rem_repair_loss
 from remcli.unlearning.methods.rem.config import REMConfig
 from remcli.unlearning.methods.rem.diagnostics import Diagnostics, diagnostic_views, rounded
@@ -118,24 +118,21 @@ def recalibrate_batchnorm(model: nn.Module, batches, precision: str, device: tor
     norms = [m for m in model.modules() if is_norm(m)]
     if not norms:
         return 0
-    modes = [(m, m.training) for m in model.modules()]
     saved = [m.momentum for m in norms]
-    model.eval()
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches
-        m.train()
     seen = 0
-    try:
-        for batch in batches:
-            with autocast(device, precision):
-                model(batch.inputs)
-            seen += int(batch.labels.shape[0])
-    finally:
-        for m, momentum in zip(norms, saved):
-            m.momentum = momentum
-        for m, training in modes:
-            m.training = training
+    with eval_mode(model):  # every submodule gets its own mode back afterwards
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches
+            m.train()
+        try:
+            for batch in batches:
+                with autocast(device, precision):
+                    model(batch.inputs)
+                seen += int(batch.labels.shape[0])
+        finally:
+            for m, momentum in zip(norms, saved):
+                m.momentum = momentum
     return seen
 
 
@@ -172,14 +169,12 @@ class REMRun:
         self.subsets = generator(task.seed, "unlearn/rem/repair-subset")
         self.recalibration_augment = generator(task.seed, "unlearn/rem/bn-recalibration-augment", task.device)
         self.diagnose = Diagnostics(task, self.reference, diagnostic_views(task, cfg.diagnostic_samples), cfg, task.seed)
-        self.recalibrates = cfg.drop_view == "identified" and cfg.bn == "batch"
         self.recalibration_view = self._recalibration_view()
         self.world = task.group.world_size if task.group is not None else 1
         self.passes = FORWARD_ONLY * self.diagnose.reference_passes  # sample-passes spent (module docstring)
         self.training_passes = training_passes(task)
         self.cached_ref_ce = self._cache_reference_ce() if cfg.retain_loss == "npo-cached" else None
         self.repair_fraction = self._repair_fraction()
-        self.iterations: list[dict] = []
         self.stopped = "iterations"
 
     # ---- the phases -------------------------------------------------------------------------
@@ -317,7 +312,7 @@ class REMRun:
 
     def _recalibration_view(self) -> SampleView | None:
         count = min(self.cfg.bn_recalibration, len(self.task.retain_view))
-        if not self.recalibrates or count == 0:
+        if self.cfg.drop_view != "identified" or self.cfg.bn != "batch" or count == 0:  # else gradient passes keep them
             return None
         order = torch.randperm(len(self.task.retain_view), generator=generator(self.seed, "unlearn/rem/bn-recalibration"))[:count]
         return self.task.retain_view.subset(torch.sort(order).values)
