@@ -8,7 +8,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "remcli"
 LAYERS = [
-    {"__init__", "errors", "seeding", "fileio", "progress", "settings", "config"},
+    {"__init__", "errors", "seeding", "fileio", "progress", "settings", "config", "registry"},
     {"data"},
     {"models"},
     {"checkpoints", "engine", "distributed"},
