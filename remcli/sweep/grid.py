@@ -21,12 +21,11 @@ registered method sit side by side in one map.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from remcli.data.corruption import (
     kind_names,
-    kind_regularity,
     kinds_by_regularity,
     parse_rates,
     rate_label,
@@ -64,14 +63,10 @@ class Cell:
     rate: float  # 0.0 for ORIGINAL
 
     @property
-    def model_id(self) -> str:
-        return model_id(self.kind, self.seed)
-
-    @property
     def id(self) -> str:
         if self.method == ORIGINAL:
-            return f"{self.model_id}-{ORIGINAL}"
-        return f"{self.model_id}-{self.method}-r{rate_label(self.rate)}"
+            return f"{model_id(self.kind, self.seed)}-{ORIGINAL}"
+        return f"{model_id(self.kind, self.seed)}-{self.method}-r{rate_label(self.rate)}"
 
     def label(self) -> str:
         """Human form for progress lines."""
@@ -136,11 +131,6 @@ def kind_rank(kind: str) -> int:
     return order.index(kind) if kind in order else len(order)
 
 
-def regularity_label(kind: str) -> str:
-    """A kind's regularity for tables and plots; "?" for a kind not registered (e.g. from older results)."""
-    return kind_regularity(kind) if kind in kind_names() else "?"
-
-
 @dataclass
 class SweepConfig:
     data: str
@@ -173,9 +163,7 @@ class SweepConfig:
         """Check every name and number before anything is loaded or written."""
         if not self.kinds or not self.rates or not self.methods or not self.seeds:
             raise InputError("--kinds, --discovery, --methods and --seeds each need at least one value")
-        for kind in self.kinds:
-            if kind not in kind_names():
-                raise InputError(f"unknown corruption kind {kind!r} in --kinds; use some of: {', '.join(kind_names())}")
+        check_kinds(self.kinds)
         for rate in self.rates:
             if not 0.0 < rate <= 1.0:
                 raise InputError(f"discovery rate {rate} must be in (0, 1]; fix --discovery")
@@ -269,23 +257,13 @@ def merge_configs(stored: SweepConfig, new: SweepConfig, where: str, finished_me
                 f"{where} ran {method} with settings {_show(before)}, not {_show(now)}; use another --out, or the same --set "
                 f"{method}.NAME=VALUE options"
             )
-    return SweepConfig(
-        data=new.data,
+    return replace(
+        new,
         kinds=_union(stored.kinds, new.kinds, key=kind_rank),
         rates=tuple(sorted(set(stored.rates) | set(new.rates))),
         methods=_union(stored.methods, new.methods),
         seeds=tuple(sorted(set(stored.seeds) | set(new.seeds))),
-        arch=new.arch,
-        arch_kwargs=new.arch_kwargs,
-        count=new.count,
-        train_epochs=new.train_epochs,
-        train_batch_size=new.train_batch_size,
-        train_lr=new.train_lr,
-        init=new.init,
-        init_sha256=new.init_sha256,
         overrides={**{m: v for m, v in stored.overrides.items() if m not in new.methods}, **new.overrides},
-        device=new.device,
-        precision=new.precision,
     )
 
 
@@ -312,12 +290,16 @@ def split_list(text: str, option: str) -> tuple[str, ...]:
     return items
 
 
-def parse_kinds(text: str) -> tuple[str, ...]:
-    kinds = split_list(text, "--kinds")
+def check_kinds(kinds: tuple[str, ...]) -> tuple[str, ...]:
+    """`kinds`, once every one is registered; otherwise a one-line error listing the registered ones."""
     for kind in kinds:
         if kind not in kind_names():
             raise InputError(f"unknown corruption kind {kind!r} in --kinds; use some of: {', '.join(kind_names())}")
     return kinds
+
+
+def parse_kinds(text: str) -> tuple[str, ...]:
+    return check_kinds(split_list(text, "--kinds"))
 
 
 def parse_discovery(text: str) -> tuple[float, ...]:

@@ -17,10 +17,16 @@ import json
 import math
 from pathlib import Path
 
+from remcli.data.corruption import kind_names, kind_regularity
 from remcli.fileio import atomic_path, atomic_write_text
-from remcli.sweep.grid import ORIGINAL, regularity_label
+from remcli.sweep.grid import ORIGINAL
 
 Matrix = list[list[float | None]]
+
+
+def regularity_label(kind: str) -> str:
+    """A kind's regularity for tables and plots; "?" for a kind not registered (e.g. from older results)."""
+    return kind_regularity(kind) if kind in kind_names() else "?"
 
 
 def heatmap_values(rows: list[dict], method: str, kinds: list[str], rates: list[float]) -> tuple[list[str], list[float], Matrix]:

@@ -21,14 +21,8 @@ from rich.table import Table
 from remcli import __version__
 from remcli.data.corruption import kinds_by_regularity
 from remcli.fileio import atomic_write_text
-from remcli.sweep.grid import (
-    ORIGINAL,
-    SCHEMA_VERSION,
-    SweepConfig,
-    kind_rank,
-    regularity_label,
-)
-from remcli.sweep.heatmaps import heatmap_values, write_heatmaps
+from remcli.sweep.grid import ORIGINAL, SCHEMA_VERSION, SweepConfig, kind_rank
+from remcli.sweep.heatmaps import heatmap_values, regularity_label, write_heatmaps
 
 ID_COLUMNS = ("cell", "kind", "rate", "method", "seed", "status")
 METRIC_COLUMNS = (
