@@ -20,6 +20,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.segment import Segments
 
 from remcli.distributed import is_main_process
 from remcli.errors import RemcliError
@@ -32,23 +33,17 @@ class CliConsole(Console):
     natural width instead of squeezing its columns to '…', so logs stay readable and greppable."""
 
     def print(self, *objects, soft_wrap: bool | None = None, **kwargs) -> None:
-        if self.is_terminal:
-            super().print(*objects, soft_wrap=soft_wrap, **kwargs)
-            return
-        soft_wrap = True if soft_wrap is None else soft_wrap
-        unbounded = self.options.update(max_width=1_000_000)
-        natural = max((self.measure(o, options=unbounded).maximum for o in objects if not isinstance(o, str)), default=0)
-        if natural <= self.width:
-            super().print(*objects, soft_wrap=soft_wrap, **kwargs)
-            return
-        # widen for this one print; the `width` setter would pin the size rich otherwise derives from
-        # the environment on every call, so the raw setting is saved and put back as it was
-        saved = self._width
-        self._width = natural
-        try:
-            super().print(*objects, soft_wrap=soft_wrap, **kwargs)
-        finally:
-            self._width = saved
+        if not self.is_terminal:
+            soft_wrap = True if soft_wrap is None else soft_wrap
+            unbounded = self.options.update(max_width=1_000_000)
+            natural = max((self.measure(o, options=unbounded).maximum for o in objects if not isinstance(o, str)), default=0)
+            if natural > self.width:  # laid out at their natural width, then printed as those lines, uncropped
+                wide = self.options.update(width=natural)
+                if soft_wrap:  # the layout print itself gives soft-wrapped output
+                    wide = wide.update(no_wrap=True, overflow="ignore")
+                objects = tuple(o if isinstance(o, str) else Segments(list(self.render(o, wide))) for o in objects)
+                kwargs["crop"] = False
+        super().print(*objects, soft_wrap=soft_wrap, **kwargs)
 
 
 stderr = CliConsole(stderr=True, highlight=False)
