@@ -24,7 +24,7 @@ from remcli.engine import predict
 from remcli.inputs import read_identified, resolve_inputs
 from remcli.seeding import generator
 from remcli.unlearning import build_task
-from remcli.unlearning.methods.rem.method import recalibrate_batchnorm
+from remcli.unlearning.methods.rem.batchnorm import recalibrate_batchnorm
 
 
 def accuracy(model: torch.nn.Module, test, task) -> float:

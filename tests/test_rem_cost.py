@@ -21,7 +21,8 @@ from remcli.cli.main import app
 from remcli.errors import InputError
 from remcli.unlearning import build_task, unlearn
 from remcli.unlearning.methods.rem import REMConfig, REMFullConfig
-from remcli.unlearning.methods.rem.method import REMRun, recalibrate_batchnorm
+from remcli.unlearning.methods.rem.batchnorm import recalibrate_batchnorm
+from remcli.unlearning.methods.rem.method import REMRun
 
 runner = CliRunner()
 SMALL = {"epochs": 1, "batch_size": 64}

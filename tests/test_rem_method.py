@@ -29,7 +29,7 @@ from remcli.progress import NullReporter
 from remcli.seeding import seeded_global_rng
 from remcli.unlearning import build_task, unlearn
 from remcli.unlearning.methods.rem import REMConfig
-from remcli.unlearning.methods.rem.method import frozen_bn_stats
+from remcli.unlearning.methods.rem.batchnorm import frozen_bn_stats
 
 runner = CliRunner()
 SMALL = {"epochs": 1, "batch_size": 64}

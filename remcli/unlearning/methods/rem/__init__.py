@@ -1,6 +1,7 @@
 """REM, the whole method in one folder: `config` (settings), `expansion` (the new units and the
 drop / redirect views), `masks` (per-sample masks as a pure function of seed and id), `method`
-(flush, repair, selection) and `diagnostics` (is it redirecting?). Importing it registers
+(flush, repair, selection), `batchnorm` (which statistics each view uses, and their recalibration),
+`budget` (compute in sample-passes) and `diagnostics` (is it redirecting?). Importing it registers
 `rem`, `rem-full` (the research code's repair, `config.FULL`), `rem-redirect` (the redirecting
 mechanism, `config.REDIRECTING`) and the `rem-ga` ablation."""
 

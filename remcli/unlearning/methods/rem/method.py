@@ -13,7 +13,7 @@ What a repair step computes (`REMConfig`, docs/rem.md):
   identified rows (there the removal term is zero, so the loss and its gradients are exactly the
   research code's). No gradient pass then updates the running statistics of the kept model; they
   are re-estimated from `bn_recalibration` retain samples, augmented as in training, after every flush and repair
-  (`recalibrate_batchnorm`), so eval mode (selection, the checkpoint) sees the kept model's own
+  (`batchnorm.Recalibration`), so eval mode (selection, the checkpoint) sees the kept model's own
   statistics. `drop_view="batch"` (research code): the whole batch with batch statistics, which
   updates the running statistics on every step.
 * the frozen reference (the input model, eval mode, rows independent) only on the rows whose term
@@ -30,10 +30,7 @@ iteration, the identified rows' terms weighted by f (`identified_weight="fractio
 batch mixes them with the retain rows as a full epoch's batch would; `patience` stops when the
 selection proxy has not improved for that many iterations; and `budget` caps the compute in
 sample-passes at a fraction of the checkpoint's recorded training (epochs x training images) and
-picks the repair fraction to fit. A sample-pass is one image's forward and backward, a training
-step's work per image; a forward without backward (reference,
-measurements, BatchNorm recalibration) counts `FORWARD_ONLY` = 1/3 of one, its share of the
-arithmetic (the backward costs about two forwards). The log records what was spent (`compute`).
+picks the repair fraction to fit (`budget.Compute`, which counts the sample-passes spent).
 
 `rem-full` runs the research code's repair (whole-batch drop view, NPO on every row, full training
 set every iteration, no early stop); `rem-redirect` adds the five mechanism changes of
@@ -51,18 +48,17 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
 
 import torch
-from torch import nn
 
 from remcli.data.pipeline import SampleView
 from remcli.engine import Engine, OptimConfig, autocast, make_optimizer, synchronize
-from remcli.errors import InputError
 from remcli.models.recipes import default_optimizer, unlearn_lr
 from remcli.seeding import generator
-from remcli.unlearning.base import MethodResult, UnlearnTask, eval_mode
+from remcli.unlearning.base import MethodResult, UnlearnTask
 from remcli.unlearning.losses import npo_loss, per_sample_ce, rem_repair_loss
+from remcli.unlearning.methods.rem.batchnorm import Recalibration, frozen_bn_stats, norms_in_eval, set_train_mode
+from remcli.unlearning.methods.rem.budget import FORWARD_ONLY, Compute
 from remcli.unlearning.methods.rem.config import REMConfig
 from remcli.unlearning.methods.rem.diagnostics import Diagnostics, diagnostic_views, rounded
 from remcli.unlearning.methods.rem.expansion import Expansion, default_targets
@@ -71,84 +67,10 @@ from remcli.unlearning.selection import ProxySelection
 from remcli.unlearning.training import steps_per_epoch
 
 
-def is_norm(module: nn.Module) -> bool:
-    return isinstance(module, nn.modules.batchnorm._BatchNorm)
-
-
-def set_train_mode(model: nn.Module, bn: str) -> None:
-    """Train mode, with BatchNorm layers in eval mode (running statistics) when bn is frozen."""
-    model.train()
-    if bn == "frozen":
-        for m in model.modules():
-            if is_norm(m):
-                m.eval()
-
-
-@contextlib.contextmanager
-def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
-    """Batch statistics are used but running statistics are not updated (momentum 0)."""
-    norms = [m for m in model.modules() if is_norm(m) and m.training]
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, momentum in zip(norms, saved):
-            m.momentum = momentum
-
-
-@contextlib.contextmanager
-def norms_in_eval(model: nn.Module) -> Iterator[None]:
-    """BatchNorm on its running statistics (rows independent, nothing updated) inside."""
-    norms = [m for m in model.modules() if is_norm(m) and m.training]
-    for m in norms:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m in norms:
-            m.train()
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, batches, precision: str, device: torch.device) -> int:
-    """Re-estimate every BatchNorm's running statistics as the plain average of the batch statistics
-    of `batches` (the rest of the model in eval mode); returns the images passed."""
-    norms = [m for m in model.modules() if is_norm(m)]
-    if not norms:
-        return 0
-    saved = [m.momentum for m in norms]
-    seen = 0
-    with eval_mode(model):  # every submodule gets its own mode back afterwards
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the batches
-            m.train()
-        try:
-            for batch in batches:
-                with autocast(device, precision):
-                    model(batch.inputs)
-                seen += int(batch.labels.shape[0])
-        finally:
-            for m, momentum in zip(norms, saved):
-                m.momentum = momentum
-    return seen
-
-
 def _optim(task: UnlearnTask, cfg: REMConfig) -> OptimConfig:
     name = cfg.optimizer or default_optimizer(task.arch)
     lr = cfg.lr if cfg.lr is not None else unlearn_lr(name)
     return OptimConfig(name=name, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-
-
-FORWARD_ONLY = 1 / 3  # a forward without backward, in sample-passes (module docstring)
-
-
-def training_passes(task: UnlearnTask) -> int | None:
-    """Sample-passes of the recorded training run (epochs x training images), if it was recorded."""
-    epochs = task.train_params.get("epochs")
-    return int(epochs) * len(task.train_positions) if isinstance(epochs, int) and epochs > 0 else None
 
 
 class REMRun:
@@ -167,14 +89,13 @@ class REMRun:
         self.engine = Engine(optimizer, task.device, task.precision, None, task.reporter, task.group, (self.model, self.expansion.adapters))
         self.order = generator(task.seed, "unlearn/rem/batches", task.device)
         self.subsets = generator(task.seed, "unlearn/rem/repair-subset")
-        self.recalibration_augment = generator(task.seed, "unlearn/rem/bn-recalibration-augment", task.device)
         self.diagnose = Diagnostics(task, self.reference, diagnostic_views(task, cfg.diagnostic_samples), cfg, task.seed)
-        self.recalibration_view = self._recalibration_view()
+        self.recalibration = Recalibration(task, cfg)
         self.world = task.group.world_size if task.group is not None else 1
-        self.passes = FORWARD_ONLY * self.diagnose.reference_passes  # sample-passes spent (module docstring)
-        self.training_passes = training_passes(task)
+        measure = self.diagnose.passes + len(self.selection.view)  # the images each measurement passes
+        self.compute = Compute(task, cfg, len(self.recalibration), measure, spent=FORWARD_ONLY * self.diagnose.reference_passes)
         self.cached_ref_ce = self._cache_reference_ce() if cfg.retain_loss == "npo-cached" else None
-        self.repair_fraction = self._repair_fraction()
+        self.repair_fraction = self.compute.repair_fraction()
         self.stopped = "iterations"
 
     # ---- the phases -------------------------------------------------------------------------
@@ -191,7 +112,7 @@ class REMRun:
         def reached_gamma() -> bool:
             nonlocal acc
             acc = task.accuracy(self.model, task.forget_view)
-            self.passes += FORWARD_ONLY * len(task.forget_view)
+            self.compute.spent += FORWARD_ONLY * len(task.forget_view)
             return acc <= cfg.gamma
 
         while acc > cfg.gamma and epochs < cfg.flush_max_epochs:
@@ -225,19 +146,19 @@ class REMRun:
     def measure(self, iteration: int) -> dict:
         """Diagnostics and selection; the drop view's identified accuracy is measured once for both."""
         diagnostics = self.diagnose(self.model, self.expansion)
-        self.passes += FORWARD_ONLY * (self.diagnose.passes + len(self.selection.view))
+        self.compute.spent += FORWARD_ONLY * self.compute.measure
         return {**self.selection.consider(iteration, forget_acc=diagnostics["identified_drop_acc"]), **rounded(diagnostics)}
 
     # ---- the losses -------------------------------------------------------------------------
 
     def flush_loss(self, batch) -> torch.Tensor:
         ce = per_sample_ce(self.model(batch.inputs), batch.labels)
-        self.passes += len(batch.labels) * self.world
+        self.compute.spent += len(batch.labels) * self.world
         if self.cfg.flush == "ga":
             return -ce.mean()
         with torch.no_grad():
             ce_ref = per_sample_ce(self.reference(batch.inputs), batch.labels)
-        self.passes += FORWARD_ONLY * len(batch.labels) * self.world
+        self.compute.spent += FORWARD_ONLY * len(batch.labels) * self.world
         return npo_loss(ce, ce_ref, self.cfg.beta)
 
     def repair_loss(self, batch) -> torch.Tensor:
@@ -256,7 +177,7 @@ class REMRun:
         else:  # the no-redirect ablation: fit and removal in the drop view, whole batch
             fit_logits = model(batch.inputs)
             drop_logits = fit_logits[rows] if cfg.continued_removal else None
-        self.passes += len(batch.labels) * self.world
+        self.compute.spent += len(batch.labels) * self.world
         retain_loss = "ce" if cfg.retain_loss == "ce" else "npo"
         weight = self.repair_fraction if cfg.identified_weight == "fraction" else 1.0
         return rem_repair_loss(
@@ -276,11 +197,11 @@ class REMRun:
         """The frozen input model's CE on `rows` of the batch (None: all); zero elsewhere."""
         with torch.no_grad():
             if rows is None:
-                self.passes += FORWARD_ONLY * len(batch.labels) * self.world
+                self.compute.spent += FORWARD_ONLY * len(batch.labels) * self.world
                 return per_sample_ce(self.reference(batch.inputs), batch.labels)
             ce = torch.zeros(batch.labels.shape[0], device=batch.labels.device)
             if len(rows):
-                self.passes += FORWARD_ONLY * len(rows) * self.world
+                self.compute.spent += FORWARD_ONLY * len(rows) * self.world
                 ce[rows] = per_sample_ce(self.reference(batch.inputs[rows]), batch.labels[rows])
             return ce
 
@@ -293,81 +214,25 @@ class REMRun:
             with autocast(task.device, task.precision):
                 logits = self.reference(batch.inputs)
             cache[batch.indices] = per_sample_ce(logits, batch.labels)
-        self.passes += FORWARD_ONLY * len(task.train_view)
+        self.compute.spent += FORWARD_ONLY * len(task.train_view)
         return cache
 
     def drop_logits(self, batch, rows: torch.Tensor) -> torch.Tensor | None:
         """The drop view on the identified rows (module docstring): the whole batch's pass, sliced,
         for `drop_view="batch"` with batch statistics; else those rows alone on running statistics."""
         if self.cfg.drop_view == "batch" and self.cfg.bn == "batch":
-            self.passes += len(batch.labels) * self.world
+            self.compute.spent += len(batch.labels) * self.world
             return self.model(batch.inputs)[rows]
         if not len(rows):
             return None
-        self.passes += len(rows) * self.world
+        self.compute.spent += len(rows) * self.world
         with norms_in_eval(self.model):
             return self.model(batch.inputs[rows])
 
-    # ---- budget, data and statistics --------------------------------------------------------
-
-    def _recalibration_view(self) -> SampleView | None:
-        count = min(self.cfg.bn_recalibration, len(self.task.retain_view))
-        if self.cfg.drop_view != "identified" or self.cfg.bn != "batch" or count == 0:  # else gradient passes keep them
-            return None
-        order = torch.randperm(len(self.task.retain_view), generator=generator(self.seed, "unlearn/rem/bn-recalibration"))[:count]
-        return self.task.retain_view.subset(torch.sort(order).values)
+    # ---- data and statistics ----------------------------------------------------------------
 
     def recalibrate(self) -> None:
-        """Running statistics from the recalibration samples, augmented as in training: the statistics
-        training left were gathered on augmented batches, and on the memorising profile's untouched
-        models non-augmented statistics cost about a point of test accuracy (docs/rem.md)."""
-        if self.recalibration_view is not None:
-            augment = self.cfg.bn_recalibration_augment
-            batches = self.recalibration_view.batches(
-                self.task.spec, self.cfg.batch_size, self.recalibration_augment if augment else None, augment=augment
-            )
-            self.passes += FORWARD_ONLY * recalibrate_batchnorm(self.model, batches, self.task.precision, self.task.device)
-
-    def _iteration_passes(self, fraction: float) -> float:
-        """Sample-passes one iteration is expected to cost at `fraction` (a flush of one epoch)."""
-        cfg, task = self.cfg, self.task
-        n_id, n_retain = len(task.forget_view), len(task.retain_view)
-        whole_drop = cfg.drop_view == "batch" and cfg.bn == "batch"
-        per_retain = 1 + FORWARD_ONLY * (cfg.retain_loss == "npo") + whole_drop  # npo-cached: paid once, before the first iteration
-        per_identified = 1 + FORWARD_ONLY + (not whole_drop)  # fit, live reference, drop view on the row alone
-        flush = n_id * (1 + 2 * FORWARD_ONLY)  # one epoch: forward-backward, reference, accuracy check
-        recalibration = 2 * (len(self.recalibration_view) if self.recalibration_view is not None else 0)
-        measure = self.diagnose.passes + len(self.selection.view)
-        return fraction * n_retain * per_retain + n_id * per_identified + flush + FORWARD_ONLY * (recalibration + measure)
-
-    def _repair_fraction(self) -> float:
-        """`repair_fraction`, or with a `budget` the largest fraction whose iterations fit it."""
-        cfg = self.cfg
-        if cfg.budget is None:
-            return cfg.repair_fraction
-        if self.training_passes is None:
-            raise InputError(
-                "--budget is a fraction of the recorded training run, and this checkpoint records no training epochs; set repair_fraction instead"
-            )
-        one_off = self.passes + FORWARD_ONLY * (self.diagnose.passes + len(self.selection.view))  # so far + iteration 0's measurement
-        per_iteration = (cfg.budget * self.training_passes - one_off) / cfg.epochs
-        fixed = self._iteration_passes(0.0)
-        full = self._iteration_passes(1.0) - fixed
-        fraction = min(1.0, (per_iteration - fixed) / full) if full > 0 else 1.0
-        smallest = min(1.0, cfg.batch_size / max(len(self.task.retain_view), 1))
-        if fraction < smallest:
-            needed = (one_off + cfg.epochs * self._iteration_passes(smallest)) / self.training_passes
-            raise InputError(
-                f"--budget {cfg.budget:g} is too small for {cfg.epochs} iterations on this data: "
-                f"at least {needed:.3f} is needed; raise it or lower --epochs"
-            )
-        return fraction
-
-    def within_budget(self) -> bool:
-        """Whether one more iteration fits the budget (always, without one)."""
-        if self.cfg.budget is None:
-            return True
-        return self.passes + self._iteration_passes(self.repair_fraction) <= self.cfg.budget * self.training_passes * (1 + 1e-9)
+        self.compute.spent += FORWARD_ONLY * self.recalibration(self.model)
 
     def repair_view(self) -> SampleView:
         """Every identified row and a seeded `repair_fraction` of the retain rows, shuffled together
@@ -383,13 +248,6 @@ class REMRun:
 
     def patience_spent(self, iteration: int) -> bool:
         return self.cfg.patience > 0 and iteration - self.selection.best_iteration >= self.cfg.patience
-
-    def compute(self) -> dict:
-        spent = {"sample_passes": int(round(self.passes)), "repair_fraction": round(self.repair_fraction, 5)}
-        if self.training_passes is not None:
-            spent["training_sample_passes"] = self.training_passes
-            spent["fraction_of_training"] = round(self.passes / self.training_passes, 5)
-        return spent
 
 
 def clock(device: torch.device) -> float:
@@ -409,7 +267,7 @@ def rem(task: UnlearnTask, cfg: REMConfig) -> MethodResult:
             "the checkpoint was trained with"
         )
     for iteration in range(1, cfg.epochs + 1):
-        if not run.within_budget():
+        if not run.compute.fits_another(run.repair_fraction):
             run.stopped = "budget"
             break
         started = clock(task.device)
@@ -455,7 +313,7 @@ def rem(task: UnlearnTask, cfg: REMConfig) -> MethodResult:
         "redirecting_iterations": sum(1 for it in iterations[1:] if it["redirecting"]),
         "stopped": run.stopped,
         "warnings": warnings,
-        "compute": run.compute(),
+        "compute": run.compute.record(run.repair_fraction),
         "iterations": iterations,
     }
     return MethodResult(model=run.model, steps=run.engine.steps, log=log)
