@@ -34,7 +34,7 @@ from remcli.checkpoints import load_checkpoint, save_checkpoint
 from remcli.data import corrupt, identified_at, load_dataset
 from remcli.inputs import RunInputs
 from remcli.settings import parse_settings
-from remcli.train import TrainConfig, train
+from remcli.train import TrainConfig, train_model
 from remcli.unlearning import unlearn
 
 
@@ -79,7 +79,7 @@ def main() -> None:
             device=args.device,
             precision=precision,
         )
-        trained = train(dataset, cfg, manifest)
+        trained = train_model(dataset, cfg, manifest)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.safetensors"
             save_checkpoint(path, trained.model.state_dict(), trained.meta)

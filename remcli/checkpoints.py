@@ -48,6 +48,9 @@ _JSON_KEYS = ("arch_kwargs", "input_shape", "mean", "std", "classes", "validatio
 
 @dataclass
 class Checkpoint:
+    """A model's tensors and remcli's metadata about it (arch, data, corruption, validation split,
+    history): what every step after `train` reads. `path` and `sha256` are set when it came from a file."""
+
     state_dict: dict[str, torch.Tensor]
     meta: dict = field(default_factory=dict)
     path: Path | None = None

@@ -47,6 +47,8 @@ from remcli.seeding import generator, seeded_global_rng
 
 @dataclass
 class TrainConfig(Settings):
+    """The training recipe (`remcli train`'s options); defaults are the paper's, per model family."""
+
     CHOICES = {"optimizer": OPTIMIZERS, "precision": ("auto", *PRECISIONS)}
 
     arch: str = "resnet9"
@@ -65,7 +67,7 @@ class TrainConfig(Settings):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.init is not None:
-            check_init_arch(self.init, read_metadata(self.init).get("arch"), self.arch)  # header only: the weights load in train()
+            check_init_arch(self.init, read_metadata(self.init).get("arch"), self.arch)  # header only: the weights load in train_model()
 
     def optim(self) -> OptimConfig:
         name = self.optimizer or default_optimizer(self.arch)
@@ -74,6 +76,8 @@ class TrainConfig(Settings):
 
 @dataclass
 class TrainResult:
+    """What `train_model()` made: the model, the metadata to save it with, and its summary."""
+
     model: nn.Module
     meta: dict  # checkpoint metadata (history included)
     summary: dict  # what the CLI prints / --json emits
@@ -100,7 +104,7 @@ def model_metadata(
     }
 
 
-def train(
+def train_model(
     dataset: Dataset,
     cfg: TrainConfig,
     manifest: Manifest | None = None,

@@ -21,7 +21,7 @@ from remcli.data.datasets import load_dataset
 from remcli.errors import InputError
 from remcli.fileio import sha256_file
 from remcli.seeding import seeded_global_rng
-from remcli.train import TrainConfig, train
+from remcli.train import TrainConfig, train_model
 
 runner = CliRunner()
 TINY = ["--width", "0.125", "--epochs", "1", "--batch-size", "64", "--device", "cpu"]
@@ -127,7 +127,7 @@ def test_an_init_of_another_arch_or_width_is_refused_in_one_line(pretrained, cif
     with pytest.raises(InputError, match="is a resnet9 checkpoint"):  # the Python API refuses it the same way
         TrainConfig(arch="vit_cifar", init=str(pretrained))
     with pytest.raises(InputError, match="does not fit"):
-        train(load_dataset(cifar_spec), TrainConfig(arch_kwargs={"width": 0.25}, epochs=1, device="cpu", init=str(pretrained)))
+        train_model(load_dataset(cifar_spec), TrainConfig(arch_kwargs={"width": 0.25}, epochs=1, device="cpu", init=str(pretrained)))
 
 
 def test_retrain_of_a_finetuned_model_restarts_from_its_init(finetuned, tmp_path):

@@ -87,7 +87,7 @@ def test_a_killed_workers_claim_is_taken_over(single, cifar_spec, tmp_path):
 
 
 def test_a_live_claim_is_respected_and_a_stale_one_taken_over(tmp_path):
-    with Claims(tmp_path, ttl=0.5) as holder, Claims(tmp_path, ttl=0.5) as other:
+    with Claims(tmp_path / "claims", ttl=0.5) as holder, Claims(tmp_path / "claims", ttl=0.5) as other:
         assert holder.try_claim("cell-a")
         time.sleep(1.0)  # the holder's heartbeat keeps it fresh
         assert not other.try_claim("cell-a")
@@ -95,7 +95,7 @@ def test_a_live_claim_is_respected_and_a_stale_one_taken_over(tmp_path):
     orphan = tmp_path / "claims" / "cell-b.claim"
     orphan.write_text("host pid 1 dead\n")
     os.utime(orphan, (time.time() - 10, time.time() - 10))
-    with Claims(tmp_path, ttl=5) as taker:
+    with Claims(tmp_path / "claims", ttl=5) as taker:
         assert taker.try_claim("cell-b") and taker.holder("cell-b") == taker.token
         taker.release("cell-b")
     assert not orphan.exists()

@@ -1,28 +1,27 @@
 """Sweeps: corrupt -> train -> unlearn -> evaluate over kinds x discovery rates x methods x seeds.
 
-`run_sweep(SweepConfig(...), DIR)` runs (and resumes) a grid; `write_report(DIR, config, records)`
-writes summary.md (the paper's Table 1) and heatmaps (its Fig. 1); `rebuild_report(DIR)` does the
-latter from the files in DIR alone.
+`run_sweep(SweepConfig(...), DIR)` runs (and resumes) a grid with one or more workers and writes
+its report: summary.md (the paper's Table 1) and heatmaps (its Fig. 1); `rebuild_report(DIR)`
+rewrites the report from the files in DIR alone. `SweepFolder(DIR)` reads what a sweep folder holds.
 """
 
-from remcli.sweep.folder import load_config, load_records
+from pathlib import Path
+
+from remcli.errors import InputError
+from remcli.sweep.folder import SweepFolder
 from remcli.sweep.grid import ORIGINAL, Cell, SweepConfig
 from remcli.sweep.report import aggregate, summary_table, write_report
-from remcli.sweep.runner import SweepOutcome, run_sweep
+from remcli.sweep.workers import SweepOutcome, run_sweep
 
 
-def rebuild_report(out):
+def rebuild_report(out: str | Path) -> tuple[SweepConfig, list[dict], list[Path], list[str]]:
     """Rebuild results, summary.md and heatmaps from DIR's sweep.json and cell files: (config, rows, files, notes)."""
-    from pathlib import Path
-
-    from remcli.errors import InputError
-
-    out = Path(out)
-    config = load_config(out)
-    records = load_records(out)
+    folder = SweepFolder(out)
+    config = folder.config()
+    records = folder.records()
     if not records:
-        raise InputError(f"{out}/cells holds no finished cells yet; run the sweep first")
-    rows, files, notes = write_report(out, config, records)
+        raise InputError(f"{folder.cells} holds no finished cells yet; run the sweep first")
+    rows, files, notes = write_report(folder, config, records)
     return config, rows, files, notes
 
 
@@ -30,10 +29,9 @@ __all__ = [
     "ORIGINAL",
     "Cell",
     "SweepConfig",
+    "SweepFolder",
     "SweepOutcome",
     "aggregate",
-    "load_config",
-    "load_records",
     "rebuild_report",
     "run_sweep",
     "summary_table",

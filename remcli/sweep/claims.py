@@ -1,13 +1,13 @@
 """How several sweep workers share one folder: on one machine, on several GPUs, or on several
 machines that see the same filesystem (a SLURM array, or a few shells).
 
-A worker claims a piece of work (a cell, or the training of a model) by creating
-`DIR/claims/<name>.claim` exclusively (`O_CREAT | O_EXCL`: atomic on local and network
-filesystems). While it works, a heartbeat thread refreshes the file's modification time. A claim
-not refreshed for `ttl` seconds belongs to a worker that died (kill -9, a lost node) and may be
-taken over; takeovers are serialised by a `filelock` lock so two survivors cannot both take the
-same claim. Claims name the host, pid and a random token, never just a pid: pids mean nothing
-across hosts.
+A worker claims a piece of work (a cell, or the training of a model) by creating `<name>.claim` in
+the sweep folder's claims/ (`SweepFolder.claims`) exclusively (`O_CREAT | O_EXCL`: atomic on local
+and network filesystems). While it works, a heartbeat thread refreshes the file's modification time.
+A claim not refreshed for `ttl` seconds belongs to a worker that died (kill -9, a lost node) and may
+be taken over; takeovers are serialised by a `filelock` lock so two survivors cannot both take the
+same claim. Claims name the host, pid and a random token, never just a pid: pids mean nothing across
+hosts.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ DEFAULT_TTL_S = 300.0  # a claim whose heartbeat stopped this long ago is taken 
 
 
 class Claims:
-    """The claims one worker holds in one sweep folder; use it as a context manager."""
+    """The claims one worker holds in one folder of claims; use it as a context manager."""
 
-    def __init__(self, out: Path, ttl: float = DEFAULT_TTL_S):
-        self.folder = out / "claims"
+    def __init__(self, folder: Path, ttl: float = DEFAULT_TTL_S):
+        self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
         self.ttl = ttl
         self.token = f"{socket.gethostname()} pid {os.getpid()} {uuid.uuid4().hex[:12]}"

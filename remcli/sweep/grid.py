@@ -13,9 +13,8 @@ same for the folder's life, and so must a method's `--set` settings once it has 
 kinds, rates, methods and seeds may grow (new cells are added, finished ones are reused). Device
 and precision may change.
 
-A method may appear more than once under labels, `METHOD@LABEL` (e.g. `rem-redirect@bottleneck`), each
-with its own `--set rem-redirect@bottleneck.NAME=VALUE` settings: that is how ablations and tuned variants of one
-registered method sit side by side in one map.
+A grid's methods are sweep entries (`remcli.sweep.entries`): a registered method, a labelled variant
+of one (`METHOD@LABEL`) or one that detects first (`detect+METHOD`).
 """
 
 from __future__ import annotations
@@ -30,10 +29,10 @@ from remcli.data.corruption import (
     parse_rates,
     rate_label,
 )
-from remcli.detection import SIGNALS
 from remcli.errors import InputError
 from remcli.fileio import sha256_file
 from remcli.settings import parse_setting
+from remcli.sweep.entries import base_method, method_overrides, resolved_settings, split_detect_settings
 from remcli.unlearning import get_method
 from remcli.unlearning.base import build_config
 
@@ -75,52 +74,6 @@ class Cell:
         return f"{self.kind} seed {self.seed}: {self.method} at discovery {rate_label(self.rate)}"
 
 
-DETECT_PREFIX = "detect+"
-# `detect+METHOD` cells: which signal ranks (remcli.detection) and how many candidates to add; the
-# threshold is on the signal's own scale, so the default signal stays the one 0.3 was chosen for
-DETECT_DEFAULTS = {"detect_top": None, "detect_threshold": 0.3, "detect_signal": "similarity"}
-
-
-def base_method(name: str) -> str:
-    """`rem-redirect@bottleneck` -> `rem-redirect`, `detect+rem` -> `rem`: the registered method behind a sweep entry."""
-    name = name.split("@", 1)[0]
-    return name[len(DETECT_PREFIX) :] if name.startswith(DETECT_PREFIX) else name
-
-
-def detects(name: str) -> bool:
-    """`detect+METHOD[@LABEL]`: the cell runs `remcli detect` on the identified set first and hands
-    METHOD the identified samples plus the detected candidates."""
-    return name.split("@", 1)[0].startswith(DETECT_PREFIX)
-
-
-def resolved_settings(method: str, overrides: dict) -> dict:
-    """Every setting of a sweep entry's method, defaults filled in (and detection's, for detect+)."""
-    detection, own = split_detect_settings(method, overrides)
-    settings = asdict(build_config(get_method(base_method(method)), method_overrides(own)))
-    return {**settings, **(detection if detects(method) else {})}
-
-
-def split_detect_settings(method: str, settings: dict) -> tuple[dict, dict]:
-    """(detect settings with defaults, the method's own settings) from one entry's `--set` values."""
-    own = {k: v for k, v in settings.items() if k not in DETECT_DEFAULTS}
-    given = {k: v for k, v in settings.items() if k in DETECT_DEFAULTS}
-    if given and not detects(method):
-        raise InputError(f"--set {method}.{next(iter(given))} is a detection setting; use it with a detect+METHOD entry, e.g. detect+{method}")
-    chosen = {**DETECT_DEFAULTS, **given}
-    if "detect_top" in given and given["detect_top"] is not None and "detect_threshold" not in given:
-        chosen["detect_threshold"] = None  # a given top replaces the default threshold
-    top, threshold = chosen["detect_top"], chosen["detect_threshold"]
-    if (top is None) == (threshold is None):
-        raise InputError(f"{method}: give one of detect_top (an integer >= 0) or detect_threshold (a score in [-1, 1]), not both")
-    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 0):
-        raise InputError(f"{method}: detect_top={top!r} must be an integer >= 0")
-    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not -1 <= threshold <= 1):
-        raise InputError(f"{method}: detect_threshold={threshold!r} must be a number in [-1, 1]")
-    if chosen["detect_signal"] not in SIGNALS:
-        raise InputError(f"{method}: detect_signal={chosen['detect_signal']!r} must be one of: {', '.join(SIGNALS)}")
-    return chosen, own
-
-
 def model_id(kind: str, seed: int) -> str:
     return f"{kind}-s{seed}"
 
@@ -133,6 +86,8 @@ def kind_rank(kind: str) -> int:
 
 @dataclass
 class SweepConfig:
+    """A sweep's grid (kinds x rates x methods x seeds) and the recipe of its models (`remcli sweep`'s options)."""
+
     data: str
     kinds: tuple[str, ...] = KIND_ORDER
     rates: tuple[float, ...] = (0.1, 0.5, 1.0)
@@ -326,11 +281,6 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     if any(s < 0 for s in seeds):
         raise InputError(f"--seeds {text!r} must be non-negative integers")
     return tuple(dict.fromkeys(seeds))
-
-
-def method_overrides(settings: dict) -> dict:
-    """Stored settings (JSON: lists) -> what a method's config takes (tuples)."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
 
 
 def parse_method_settings(pairs: list[str]) -> dict[str, dict]:

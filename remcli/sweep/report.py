@@ -21,6 +21,7 @@ from rich.table import Table
 from remcli import __version__
 from remcli.data.corruption import kinds_by_regularity
 from remcli.fileio import atomic_write_text
+from remcli.sweep.folder import SweepFolder
 from remcli.sweep.grid import ORIGINAL, SCHEMA_VERSION, SweepConfig, kind_rank
 from remcli.sweep.heatmaps import heatmap_values, regularity_label, write_heatmaps
 
@@ -85,8 +86,8 @@ def columns_of(rows: list[dict]) -> list[str]:
     return [*ID_COLUMNS, *metrics, *(c for c in COST_COLUMNS if c in seen)]
 
 
-def write_results(out: Path, cfg: SweepConfig, records: dict[str, dict]) -> list[dict]:
-    """DIR/results.csv and DIR/results.json: one row per cell file."""
+def write_results(folder: SweepFolder, cfg: SweepConfig, records: dict[str, dict]) -> list[dict]:
+    """results.csv and results.json: one row per cell file."""
     rows = sorted_rows(records, cfg)
     columns = columns_of(rows)
     buffer = io.StringIO()
@@ -94,9 +95,9 @@ def write_results(out: Path, cfg: SweepConfig, records: dict[str, dict]) -> list
     writer.writeheader()
     for row in rows:
         writer.writerow({c: "" if row.get(c) is None else row.get(c) for c in columns})
-    atomic_write_text(out / "results.csv", buffer.getvalue())
+    atomic_write_text(folder.results_csv, buffer.getvalue())
     body = {"schema_version": SCHEMA_VERSION, "remcli_version": __version__, "config": cfg.to_dict(), "columns": columns, "rows": rows}
-    atomic_write_text(out / "results.json", json.dumps(body, indent=1) + "\n")
+    atomic_write_text(folder.results_json, json.dumps(body, indent=1) + "\n")
     return rows
 
 
@@ -308,15 +309,14 @@ def summary_table(rows: list[dict], title: str = "sweep: mean ± SE over cells a
 # --- the whole report ---------------------------------------------------------------------------
 
 
-def write_report(out: str | Path, cfg: SweepConfig, records: dict[str, dict]) -> tuple[list[dict], list[Path], list[str]]:
+def write_report(folder: SweepFolder, cfg: SweepConfig, records: dict[str, dict]) -> tuple[list[dict], list[Path], list[str]]:
     """results.csv/json, summary.md and (with matplotlib) heatmaps; returns (rows, files, notes)."""
-    out = Path(out)
-    rows = write_results(out, cfg, records)
-    atomic_write_text(out / "summary.md", summary_markdown(rows, cfg))
-    files = [out / "results.csv", out / "results.json", out / "summary.md"]
+    rows = write_results(folder, cfg, records)
+    atomic_write_text(folder.summary_md, summary_markdown(rows, cfg))
+    files = [folder.results_csv, folder.results_json, folder.summary_md]
     notes = []
     try:
-        files += write_heatmaps(out / "heatmaps", rows, kinds_present(rows) or list(kinds_by_regularity()))
+        files += write_heatmaps(folder.heatmaps, rows, kinds_present(rows) or list(kinds_by_regularity()))
     except ImportError:
         notes.append(
             "heatmaps skipped: matplotlib is not installed; install the plots extra (pip install 'remcli[plots]') and rerun with --report-only"

@@ -20,9 +20,16 @@ from remcli.unlearning.base import UnlearnTask, build_config, get_method, list_m
 
 @dataclass
 class UnlearnOutcome:
+    """What `unlearn()` made: the new checkpoint's tensors and metadata (history appended), and the
+    summary the CLI prints and a sweep cell records."""
+
     state_dict: dict[str, torch.Tensor]
     meta: dict
     summary: dict
+
+    def checkpoint(self) -> Checkpoint:
+        """The unlearned model as an in-memory checkpoint, for `evaluate` or `detect` without writing a file."""
+        return Checkpoint(state_dict=self.state_dict, meta=self.meta)
 
 
 def refuse_held_out(identified: torch.Tensor, checkpoint: Checkpoint) -> None:

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import os
-import signal
-import threading
-import time
-from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -18,114 +13,12 @@ from rich.markup import escape
 from remcli.cli.commands.train import parse_arch_args
 from remcli.cli.options import DATA_HELP, DeviceOpt, JsonOpt, PrecisionOpt, QuietOpt
 from remcli.cli.output import OneBarReporter, RichReporter, emit_json, errors_to_exit, stderr
-from remcli.engine import resolve_device
 from remcli.errors import InputError, RemcliError
 from remcli.models.recipes import describe_train_lr
-from remcli.progress import PrefixedReporter
-from remcli.sweep import (
-    SweepConfig,
-    aggregate,
-    rebuild_report,
-    run_sweep,
-    summary_table,
-    write_report,
-)
+from remcli.sweep import SweepConfig, aggregate, rebuild_report, run_sweep, summary_table
 from remcli.sweep.claims import DEFAULT_TTL_S
-from remcli.sweep.folder import load_config, load_records
-from remcli.sweep.grid import (
-    KIND_ORDER,
-    PAPER_RATES,
-    model_id,
-    parse_discovery,
-    parse_kinds,
-    parse_method_settings,
-    parse_methods,
-    parse_seeds,
-)
-from remcli.sweep.runner import SweepOutcome
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (e.g. `timeout`, a batch scheduler): stop like Ctrl-C, between two atomic writes."""
-
-
-@contextlib.contextmanager
-def stop_on_sigterm() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def parse_devices(text: str | None, workers: int) -> list[str | None]:
-    """'0,1' -> ['cuda:0', 'cuda:1'] round robin over `workers`; None -> [None] * workers (the --device)."""
-    if not text:
-        return [None] * workers
-    devices = []
-    for item in (v.strip() for v in text.split(",") if v.strip()):
-        device = f"cuda:{item}" if item.isdigit() else item
-        resolve_device(device)  # a one-line error for a device that does not exist here
-        devices.append(device)
-    if not devices:
-        raise InputError(f"--devices {text!r} must list devices, e.g. 0,1 or cuda:0,cpu")
-    return [devices[i % len(devices)] for i in range(workers)]
-
-
-def _worker(cfg: SweepConfig, out: Path, index: int, threads: int, claim_ttl: float, quiet: bool) -> None:
-    """One local worker process (spawned): plain progress lines, prefixed with its number."""
-    import torch
-
-    if not os.environ.get("OMP_NUM_THREADS"):
-        torch.set_num_threads(threads)
-    with stop_on_sigterm(), RichReporter(quiet, plain=True) as reporter:
-        run_sweep(cfg, out, PrefixedReporter(reporter, f"worker {index}:"), claim_ttl=claim_ttl)
-
-
-def run_local_workers(cfg: SweepConfig, out: Path, workers: int, devices: list[str | None], claim_ttl: float, quiet: bool) -> SweepOutcome:
-    """Start `workers` processes on one folder, wait for them, and count what they did from the folder."""
-    import multiprocessing
-
-    start = time.perf_counter()
-    before = run_sweep(cfg, out, dry_run=True)  # checks every option before anything starts
-    models_before = {p.parent.name for p in Path(out).glob("models/*/model.safetensors")}
-    context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch threads
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    processes = [
-        context.Process(target=_worker, args=(replace(cfg, device=device or cfg.device), Path(out), i + 1, threads, claim_ttl, quiet))
-        for i, device in enumerate(devices)
-    ]
-    try:
-        with stop_on_sigterm():
-            for process in processes:
-                process.start()
-            for process in processes:
-                process.join()
-    finally:
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout=30)
-    crashed = [f"worker {i + 1} exited with {p.exitcode}" for i, p in enumerate(processes) if p.exitcode not in (0, 1)]
-    records = load_records(Path(out))
-    finished = {cell_id for cell_id, record in records.items() if record["row"].get("status") == "ok"}
-    grid = {cell.id for cell in cfg.cells()}
-    models_after = {p.parent.name for p in Path(out).glob("models/*/model.safetensors")}
-    outcome = SweepOutcome(out=Path(out), config=load_config(Path(out)), cells=before.cells, records=records)
-    outcome.reused = before.reused
-    outcome.computed = len(grid & finished) - before.reused
-    outcome.failed = sorted(grid - finished) if not crashed else sorted(grid - finished) + crashed
-    outcome.models_trained = len(models_after - models_before)
-    outcome.models_reused = len({model_id(k, s) for k, s in cfg.models()} & models_before)
-    outcome.wall_time_s = round(time.perf_counter() - start, 3)
-    return outcome
+from remcli.sweep.grid import KIND_ORDER, PAPER_RATES, parse_discovery, parse_kinds, parse_method_settings, parse_methods, parse_seeds
+from remcli.sweep.workers import Terminated, parse_devices, stop_on_sigterm
 
 
 @errors_to_exit
@@ -252,18 +145,22 @@ def sweep_command(
                 )
             return
         try:
-            if workers > 1:
-                outcome = run_local_workers(cfg, out, workers, parse_devices(devices, workers), claim_timeout, quiet)
-            else:
-                if devices:
-                    cfg.device = parse_devices(devices, 1)[0]
-                with stop_on_sigterm(), OneBarReporter(quiet) as reporter:
-                    outcome = run_sweep(cfg, out, reporter, raise_errors=bool(os.environ.get("REMCLI_DEBUG")), claim_ttl=claim_timeout)
+            # with several workers each process prints its own lines (worker_reporter); this one only waits
+            with stop_on_sigterm(), OneBarReporter(quiet or workers > 1) as reporter:
+                outcome = run_sweep(
+                    cfg,
+                    out,
+                    reporter,
+                    workers=workers,
+                    devices=parse_devices(devices, workers),
+                    worker_reporter=functools.partial(RichReporter, quiet, plain=True),
+                    raise_errors=bool(os.environ.get("REMCLI_DEBUG")),
+                    claim_ttl=claim_timeout,
+                )
         except KeyboardInterrupt as stop:
             stderr.print(f"interrupted; finished cells are kept in {out}/cells: rerun the same command to continue", soft_wrap=True)
             raise typer.Exit(code=143 if isinstance(stop, Terminated) else 130) from None
-        config = outcome.config
-        rows, files, notes = write_report(out, config, outcome.records)
+        rows, files, notes = outcome.rows, outcome.files, outcome.notes
         result = {
             "out": str(out),
             "report_only": False,

@@ -26,7 +26,7 @@ from remcli.fileio import check_writable_output
 from remcli.inputs import load_corruption
 from remcli.models.recipes import describe_train_lr
 from remcli.settings import parse_settings
-from remcli.train import TrainConfig, train
+from remcli.train import TrainConfig, train_model
 
 
 def parse_arch_args(pairs: list[str], width: float | None) -> dict:
@@ -101,7 +101,7 @@ def train_command(
     dataset = load_dataset(data, download=download)
     manifest, digest = load_corruption(corruption, dataset)
     with data_parallel_from_environment(device) as group, RichReporter(quiet or (group is not None and not group.is_main)) as reporter:
-        result = train(dataset, cfg, manifest, digest, str(corruption.resolve()) if corruption else None, reporter, group, sync_bn)
+        result = train_model(dataset, cfg, manifest, digest, str(corruption.resolve()) if corruption else None, reporter, group, sync_bn)
     if group is not None and not group.is_main:
         return
     sha = save_checkpoint(out, result.model.state_dict(), result.meta, force=force)

@@ -1,0 +1,66 @@
+"""A sweep's method entries: what a name in `--methods` stands for, and its settings.
+
+An entry is a registered method (`rem`), a labelled variant of one (`METHOD@LABEL`, e.g.
+`rem-redirect@bottleneck`, with its own `--set rem-redirect@bottleneck.NAME=VALUE` settings: that
+is how ablations and tuned variants of one method sit side by side in one map), or a method that
+runs `remcli detect` first (`detect+METHOD`, with the detection settings below).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from remcli.detection import SIGNALS
+from remcli.errors import InputError
+from remcli.unlearning import get_method
+from remcli.unlearning.base import build_config
+
+DETECT_PREFIX = "detect+"
+# `detect+METHOD` cells: which signal ranks (remcli.detection) and how many candidates to add; the
+# threshold is on the signal's own scale, so the default signal stays the one 0.3 was chosen for
+DETECT_DEFAULTS = {"detect_top": None, "detect_threshold": 0.3, "detect_signal": "similarity"}
+
+
+def base_method(name: str) -> str:
+    """`rem-redirect@bottleneck` -> `rem-redirect`, `detect+rem` -> `rem`: the registered method behind a sweep entry."""
+    name = name.split("@", 1)[0]
+    return name[len(DETECT_PREFIX) :] if name.startswith(DETECT_PREFIX) else name
+
+
+def detects(name: str) -> bool:
+    """`detect+METHOD[@LABEL]`: the cell runs `remcli detect` on the identified set first and hands
+    METHOD the identified samples plus the detected candidates."""
+    return name.split("@", 1)[0].startswith(DETECT_PREFIX)
+
+
+def resolved_settings(method: str, overrides: dict) -> dict:
+    """Every setting of a sweep entry's method, defaults filled in (and detection's, for detect+)."""
+    detection, own = split_detect_settings(method, overrides)
+    settings = asdict(build_config(get_method(base_method(method)), method_overrides(own)))
+    return {**settings, **(detection if detects(method) else {})}
+
+
+def split_detect_settings(method: str, settings: dict) -> tuple[dict, dict]:
+    """(detect settings with defaults, the method's own settings) from one entry's `--set` values."""
+    own = {k: v for k, v in settings.items() if k not in DETECT_DEFAULTS}
+    given = {k: v for k, v in settings.items() if k in DETECT_DEFAULTS}
+    if given and not detects(method):
+        raise InputError(f"--set {method}.{next(iter(given))} is a detection setting; use it with a detect+METHOD entry, e.g. detect+{method}")
+    chosen = {**DETECT_DEFAULTS, **given}
+    if "detect_top" in given and given["detect_top"] is not None and "detect_threshold" not in given:
+        chosen["detect_threshold"] = None  # a given top replaces the default threshold
+    top, threshold = chosen["detect_top"], chosen["detect_threshold"]
+    if (top is None) == (threshold is None):
+        raise InputError(f"{method}: give one of detect_top (an integer >= 0) or detect_threshold (a score in [-1, 1]), not both")
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 0):
+        raise InputError(f"{method}: detect_top={top!r} must be an integer >= 0")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not -1 <= threshold <= 1):
+        raise InputError(f"{method}: detect_threshold={threshold!r} must be a number in [-1, 1]")
+    if chosen["detect_signal"] not in SIGNALS:
+        raise InputError(f"{method}: detect_signal={chosen['detect_signal']!r} must be one of: {', '.join(SIGNALS)}")
+    return chosen, own
+
+
+def method_overrides(settings: dict) -> dict:
+    """Stored settings (JSON: lists) -> what a method's config takes (tuples)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
