@@ -23,7 +23,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import remcli.sweep.runner as sweep_runner
+import remcli.sweep.cells as sweep_cells
 from remcli.cli.main import app
 from remcli.data import load_dataset, load_manifest
 from remcli.data.corruption import identified_at
@@ -92,7 +92,7 @@ def grown(tmp_path_factory, cifar_spec, one_thread):
     # 1. a first, small grid
     record(grid_sweep(cifar_spec, out, "1.0", "rem"))
     # 2. more rates and methods; ga fails at rate 1.0 (as a crashing method would)
-    real_unlearn = sweep_runner.unlearn
+    real_unlearn = sweep_cells.unlearn
 
     def flaky_unlearn(checkpoint, inputs, identified, method, *args, **kwargs):
         if method == "ga" and len(identified) == 60:
@@ -100,7 +100,7 @@ def grown(tmp_path_factory, cifar_spec, one_thread):
         return real_unlearn(checkpoint, inputs, identified, method, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sweep_runner, "unlearn", flaky_unlearn)
+        patch.setattr(sweep_cells, "unlearn", flaky_unlearn)
         record(grid_sweep(cifar_spec, out, "0.5,1.0", "rem,ga"))
     failed_rows = list(csv.DictReader(open(out / "results.csv")))
     # 3. the same command: only the failed cells run
@@ -524,21 +524,21 @@ def test_mismatching_sweep_json_is_refused_untouched(grown, change, needles):
 def test_sigterm_stops_between_cells_and_the_rerun_continues(cifar_spec, tmp_path, one_thread, monkeypatch):
     out = tmp_path / "killed"
     args = ["--data", cifar_spec, *TINY, "--kinds", "poison", "--discovery", "1.0", "--methods", "rem,ga", *BUDGET, "--out", out, "--quiet"]
-    real_unlearn = sweep_runner.unlearn
+    real_unlearn = sweep_cells.unlearn
 
     def terminated_during_ga(checkpoint, inputs, identified, method, *a, **kw):
         if method == "ga":
             os.kill(os.getpid(), signal.SIGTERM)  # e.g. `timeout` or a scheduler ending the job
         return real_unlearn(checkpoint, inputs, identified, method, *a, **kw)
 
-    monkeypatch.setattr(sweep_runner, "unlearn", terminated_during_ga)
+    monkeypatch.setattr(sweep_cells, "unlearn", terminated_during_ga)
     handler = signal.getsignal(signal.SIGTERM)
     result = sweep(*args)
     assert result.exit_code == 143, result.output
     assert "rerun the same command to continue" in result.stderr
     assert sorted(p.name for p in (out / "cells").iterdir()) == ["poison-s0-original.json", "poison-s0-rem-r1.0.json"]
     assert not (out / ".lock").exists() and signal.getsignal(signal.SIGTERM) is handler
-    monkeypatch.setattr(sweep_runner, "unlearn", real_unlearn)
+    monkeypatch.setattr(sweep_cells, "unlearn", real_unlearn)
     again = sweep(*args, "--json", "-")
     assert again.exit_code == 0, again.output
     assert summary_of(again)["cells"] == {"in_grid": 3, "computed": 1, "reused": 2, "failed": 0}
