@@ -235,6 +235,9 @@ def choose_signal(checks: dict) -> str:
 
 @dataclass
 class Detection:
+    """What `detect()` found: the samples to forget (the identified plus the detected), the detected
+    ones ranked with their scores, and the summary `detect --json` prints."""
+
     candidates: torch.Tensor  # sorted training positions: identified ∪ selected others
     ranked: list[dict]  # the selected others, best first: position, score (and path for folders)
     summary: dict

@@ -26,6 +26,9 @@ from remcli.fileio import sha256_file
 
 @dataclass
 class RunInputs:
+    """What a step after `train` runs on, checked against its checkpoint: the dataset as the checkpoint
+    sees it, and the corruption manifest it was trained on (with its path and sha256), if any."""
+
     dataset: Dataset
     manifest: Manifest | None
     manifest_sha256: str | None

@@ -19,6 +19,13 @@ def test_every_export_resolves_to_the_library_object():
     assert set(remcli.__all__) <= set(dir(remcli))
 
 
+def test_every_export_has_a_docstring():
+    """A dataclass without one gets its signature as __doc__; that says nothing about what it is."""
+    for name in remcli.__all__[1:]:
+        doc = getattr(remcli, name).__doc__ or ""
+        assert doc.strip() and not doc.startswith(f"{name}("), name
+
+
 def test_an_unknown_name_is_an_attribute_error():
     with pytest.raises(AttributeError, match="train_modle"):
         remcli.train_modle  # noqa: B018 - the lookup is the test

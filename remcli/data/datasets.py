@@ -58,6 +58,9 @@ class Split:
 
 @dataclass(frozen=True)
 class Dataset:
+    """A loaded dataset: train and test splits (uint8 images and labels), class names, normalisation
+    statistics, and the fingerprints of its labels and content that every later artefact records."""
+
     spec: str
     train: Split
     test: Split

@@ -54,6 +54,8 @@ def evaluate(
     batch_size: int = 1024,
     eval_sets: dict[str, Split] | None = None,
 ) -> dict:
+    """The corrective metrics of `checkpoint` (what each means: the module docstring) with their
+    sample counts, as the dict `remcli evaluate --json` writes and a sweep cell records."""
     start = time.perf_counter()
     dev = resolve_device(device)
     precision = resolve_precision("auto", dev, cpu_bf16=False)  # metrics in fp32 on CPUs: exact and comparable across machines
