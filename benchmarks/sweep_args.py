@@ -1,7 +1,8 @@
 """Turn a wish list of methods and budgets into `remcli sweep` arguments that the registry accepts.
 
-Reads `remcli methods --json -` on stdin; prints one argument per line (`--methods`, the list,
-then `--set`, `METHOD.name=value` pairs). Methods that are not registered and settings a method
+Reads `remcli methods --json -` on stdin (the registered methods, their settings, and the settings
+a `detect+METHOD` entry adds); prints one argument per line (`--methods`, the list, then `--set`,
+`METHOD.name=value` pairs). Methods that are not registered and settings a method
 does not have are dropped with a note on stderr, so a benchmark script keeps working while the
 set of baselines grows; `*.name=value` applies to every selected method that has the setting:
 
@@ -14,17 +15,21 @@ import argparse
 import json
 import sys
 
-DETECT_SETTINGS = ("detect_top", "detect_threshold")
 
+class Catalog:
+    """`remcli methods --json -`: each method's settings, and how a sweep entry adds detection."""
 
-def base(method: str) -> str:
-    """`rem-redirect@bottleneck` -> `rem-redirect`, `detect+rem` -> `rem`: variants take the settings of their registered method."""
-    name = method.split("@", 1)[0]
-    return name.removeprefix("detect+")
+    def __init__(self, body: dict):
+        self.settings = {m["name"]: m["settings"] for m in body["methods"]}
+        self.detect_prefix = body["sweep"]["detect_prefix"]
+        self.detect_settings = body["sweep"]["detect_settings"]
 
+    def base(self, method: str) -> str:
+        """`rem-redirect@bottleneck` -> `rem-redirect`, `detect+rem` -> `rem`: entries take the settings of their registered method."""
+        return method.split("@", 1)[0].removeprefix(self.detect_prefix)
 
-def has_setting(registry: dict, method: str, name: str) -> bool:
-    return name in registry[base(method)] or (method.startswith("detect+") and name in DETECT_SETTINGS)
+    def has_setting(self, method: str, name: str) -> bool:
+        return name in self.settings[self.base(method)] or (method.startswith(self.detect_prefix) and name in self.detect_settings)
 
 
 def main() -> None:
@@ -32,10 +37,10 @@ def main() -> None:
     parser.add_argument("--methods", required=True, help="comma-separated wish list")
     parser.add_argument("settings", nargs="*", help="METHOD.name=value budgets, applied where the method has that setting; METHOD may be *")
     args = parser.parse_args()
-    registry = {m["name"]: m["settings"] for m in json.load(sys.stdin)["methods"]}
+    catalog = Catalog(json.load(sys.stdin))
     wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
-    methods = [m for m in wanted if base(m) in registry]
-    for missing in (m for m in wanted if base(m) not in registry):
+    methods = [m for m in wanted if catalog.base(m) in catalog.settings]
+    for missing in (m for m in wanted if catalog.base(m) not in catalog.settings):
         print(f"note: method {missing} is not registered in this remcli; left out of the sweep", file=sys.stderr)
     if not methods:
         raise SystemExit(f"error: none of {args.methods} is registered; see `remcli methods`")
@@ -44,13 +49,14 @@ def main() -> None:
         key, _, value = pair.partition("=")
         method, _, name = key.rpartition(".")
         if method == "*":  # every selected method that has this setting, silently
-            out += [x for m in methods if has_setting(registry, m, name) for x in ("--set", f"{m}.{name}={value}")]
+            out += [x for m in methods if catalog.has_setting(m, name) for x in ("--set", f"{m}.{name}={value}")]
             continue
         if method not in methods:
             continue
-        if not has_setting(registry, method, name):
+        if not catalog.has_setting(method, name):
             print(
-                f"note: {method} has no setting {name!r}; {pair} dropped (its settings: {', '.join(sorted(registry[base(method)]))})", file=sys.stderr
+                f"note: {method} has no setting {name!r}; {pair} dropped (its settings: {', '.join(sorted(catalog.settings[catalog.base(method)]))})",
+                file=sys.stderr,
             )
             continue
         out += ["--set", pair]

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from remcli.checkpoints import Checkpoint
-from remcli.data.datasets import Dataset, load_dataset, parse_spec
+from remcli.data.datasets import Dataset, load_dataset
 from remcli.data.index_files import read_index_file, recorded_dataset
 from remcli.data.manifest import Manifest, check_manifest_matches, load_manifest
 from remcli.errors import InputError
@@ -159,5 +159,5 @@ def forget_outside_corruption(identified: torch.Tensor, manifest: Manifest | Non
 def read_identified(path: str | Path, dataset: Dataset) -> torch.Tensor:
     """The positions an index file names (`-` = stdin); lines may be image paths for imagefolder data."""
     paths = dataset.train.paths
-    root = parse_spec(dataset.spec)[1] if paths else None
+    root = dataset.root if paths else None
     return read_index_file(path, len(dataset.train), dataset.fingerprint, paths, root, content_sha256=dataset.content_sha256)

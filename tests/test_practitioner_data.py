@@ -20,7 +20,8 @@ import pytest
 from PIL import Image
 
 from remcli.checkpoints import load_checkpoint, read_metadata, save_checkpoint
-from remcli.data.datasets import IMAGE_EXTENSIONS, list_image_folder, load_dataset
+from remcli.data.datasets import load_dataset
+from remcli.data.image_folders import IMAGE_EXTENSIONS, list_image_folder
 from remcli.inputs import resolve_inputs
 from remcli.models import input_spec
 from tests.conftest import TINY_TRAIN, error_line, invoke

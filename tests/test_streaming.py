@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from remcli.cli.main import app
-from remcli.data.datasets import channel_statistics, load_dataset, split_spec_options
+from remcli.data.datasets import DataSpec, load_dataset, parse_data_spec
+from remcli.data.image_folders import channel_statistics
 from remcli.data.streaming import ImageFiles
 from remcli.data.views import clean_view
 from remcli.errors import InputError
@@ -26,12 +28,12 @@ CPU = torch.device("cpu")
 
 
 def test_stream_is_a_spec_option_next_to_size():
-    assert split_spec_options("imagefolder:/d?size=64&stream") == ("imagefolder:/d", {"size": 64, "stream": True})
-    assert split_spec_options("imagefolder:/d?stream") == ("imagefolder:/d", {"stream": True})
+    assert parse_data_spec("imagefolder:/d?size=64&stream") == DataSpec("imagefolder", Path("/d"), "imagefolder:/d?size=64&stream", 64, True)
+    assert parse_data_spec("imagefolder:/d?stream") == DataSpec("imagefolder", Path("/d"), "imagefolder:/d?stream", stream=True)
     with pytest.raises(InputError, match="unknown option 'fast'"):
-        split_spec_options("imagefolder:/d?fast")
-    with pytest.raises(InputError, match="only for imagefolder"):
-        split_spec_options("cifar10:/d?stream")
+        parse_data_spec("imagefolder:/d?fast")
+    with pytest.raises(InputError, match="only for imagefolder and sample"):
+        parse_data_spec("cifar10:/d?stream")
 
 
 def test_channel_statistics_match_torch_on_the_whole_tensor():

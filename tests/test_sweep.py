@@ -596,14 +596,18 @@ def test_benchmark_scripts_parse():
 
 
 def test_sweep_args_keeps_registered_methods_and_settings():
-    registry = {"methods": [{"name": "rem", "settings": {"epochs": 10}}, {"name": "ssd", "settings": {"alpha": 10}}]}
+    registry = {
+        "methods": [{"name": "rem", "settings": {"epochs": 10}}, {"name": "ssd", "settings": {"alpha": 10}}],
+        "sweep": {"detect_prefix": "detect+", "detect_settings": {"detect_top": None, "detect_signal": "similarity"}},
+    }
     result = subprocess.run(
         [
             sys.executable,
             str(REPO / "benchmarks" / "sweep_args.py"),
             "--methods",
-            "rem,retrain,ssd",
+            "rem,retrain,ssd,detect+rem",
             "rem.epochs=3",
+            "detect+rem.detect_signal=loss",
             "ssd.epochs=2",
             "retrain.epochs=9",
             "*.alpha=5",
@@ -613,7 +617,8 @@ def test_sweep_args_keeps_registered_methods_and_settings():
         text=True,
         check=True,
     )
-    assert result.stdout.split() == ["--methods", "rem,ssd", "--set", "rem.epochs=3", "--set", "ssd.alpha=5"]
+    sets = ["--set", "rem.epochs=3", "--set", "detect+rem.detect_signal=loss", "--set", "ssd.alpha=5"]
+    assert result.stdout.split() == ["--methods", "rem,ssd,detect+rem", *sets]
     assert "retrain is not registered" in result.stderr and "ssd has no setting 'epochs'" in result.stderr
 
 

@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from remcli.data.datasets import data_spec_help
+
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random choice of this step (recorded in the output).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N (one GPU) or mps.")]
 PrecisionOpt = Annotated[
@@ -19,12 +21,7 @@ PrecisionOpt = Annotated[
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display on stderr.")]
 JsonOpt = Annotated[Optional[str], typer.Option("--json", metavar="PATH", help="Write the result as one JSON object to PATH, or to stdout with '-'.")]
-DATA_HELP = (
-    "Dataset spec: sample, cifar10:ROOT, cifar100:ROOT, svhn:ROOT, mnist:ROOT, fashion-mnist:ROOT, imagefolder:ROOT "
-    "(ROOT/train/<class>/ and ROOT/test/<class>/, or ROOT/val/ when there is no test/). Append ?size=N to an imagefolder spec "
-    "(imagefolder:ROOT?size=64) to resize every image to N x N, e.g. for images of mixed sizes, and ?stream (or ?size=N&stream) to decode "
-    "batch by batch instead of into memory (automatic above REMCLI_STREAM_ABOVE_GIB, default 8). A relative ROOT is recorded as an absolute path."
-)
+DATA_HELP = data_spec_help()
 DataOpt = Annotated[Optional[str], typer.Option("--data", help=DATA_HELP + " Defaults to the checkpoint's.")]
 DownloadOpt = Annotated[bool, typer.Option("--download", help="Let torchvision download the dataset into ROOT (needs internet).")]
 CorruptionOpt = Annotated[

@@ -19,6 +19,7 @@ round(r * n) entries.
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -31,52 +32,51 @@ from remcli.data.manifest import Manifest
 from remcli.data.triggers import Trigger
 from remcli.errors import InputError
 from remcli.fileio import atomic_write_text, check_writable_output
+from remcli.registry import Registry
 from remcli.seeding import generator
 
 if TYPE_CHECKING:
     from remcli.data.datasets import Dataset
 
 # ---------------------------------------------------------------------------------------------
-# Corruption kinds, registered by name. Each returns (indices, new_labels, trigger | None).
+# Corruption kinds, registered by name. Each returns (indices, new_labels, trigger | None); the
+# keyword parameters after `seed` are the kind's own (recorded in the manifest, except `trigger`).
 
 KindFn = Callable[..., tuple[torch.Tensor, torch.Tensor, Trigger | None]]
 REGULARITIES = ("high", "medium", "low")  # how regular a kind's corrupted samples are, high first
-_KINDS: dict[str, KindFn] = {}
-_REGULARITY: dict[str, str] = {}
+KINDS = Registry[KindFn]("corruption kind")
+_COMMON_PARAMETERS = ("labels", "count", "num_classes", "seed")
 
 
-def register_kind(name: str, *, regularity: str):
-    """Decorator registering a corruption kind and its regularity (one of REGULARITIES)."""
+def register_kind(name: str, *, regularity: str, summary: str):
+    """Decorator registering a corruption kind, its regularity (one of REGULARITIES) and a
+    one-line summary (the `corrupt --kind` help)."""
     if regularity not in REGULARITIES:
         raise ValueError(f"corruption kind {name!r} has regularity {regularity!r}; use one of {', '.join(REGULARITIES)}")
-
-    def wrap(fn: KindFn) -> KindFn:
-        if name in _KINDS:
-            raise ValueError(f"corruption kind {name!r} registered twice")
-        _KINDS[name] = fn
-        _REGULARITY[name] = regularity
-        return fn
-
-    return wrap
+    return KINDS.register(name, regularity=regularity, summary=summary)
 
 
-def kind_names() -> list[str]:
-    return sorted(_KINDS)
+def kind_names() -> tuple[str, ...]:
+    return KINDS.names()
 
 
 def kind_regularity(name: str) -> str:
     """The regularity ("high", "medium" or "low") of a registered kind."""
-    if name not in _REGULARITY:
-        raise InputError(f"unknown corruption kind {name!r}; use one of: {', '.join(kind_names())}")
-    return _REGULARITY[name]
+    return KINDS.meta(name)["regularity"]
+
+
+def kind_parameters(name: str) -> tuple[str, ...]:
+    """The kind's own keyword parameters (`target`, `trigger` for poison), in signature order."""
+    parameters = inspect.signature(KINDS.get(name)).parameters.values()
+    return tuple(p.name for p in parameters if p.name not in _COMMON_PARAMETERS and p.kind is not inspect.Parameter.VAR_KEYWORD)
 
 
 def kinds_by_regularity() -> tuple[str, ...]:
     """Registered kinds from high to low regularity (the paper's Fig. 1 rows); registration order within a level."""
-    return tuple(sorted(_KINDS, key=lambda name: REGULARITIES.index(_REGULARITY[name])))
+    return tuple(sorted(KINDS.names(), key=lambda name: REGULARITIES.index(kind_regularity(name))))
 
 
-@register_kind("poison", regularity="high")
+@register_kind("poison", regularity="high", summary="trigger patch + target label")
 def _poison(labels: torch.Tensor, count: int, num_classes: int, seed: int, target: int = 0, trigger: Trigger = Trigger(), **_):
     if not 0 <= target < num_classes:
         raise InputError(f"poison target class {target} is outside 0..{num_classes - 1}; pick a valid --target")
@@ -84,7 +84,7 @@ def _poison(labels: torch.Tensor, count: int, num_classes: int, seed: int, targe
     return chosen, torch.full((count,), target, dtype=torch.int64), trigger
 
 
-@register_kind("interclass", regularity="medium")
+@register_kind("interclass", regularity="medium", summary="swap two classes")
 def _interclass(labels: torch.Tensor, count: int, num_classes: int, seed: int, classes: tuple[int, int] = (3, 5), **_):
     first, second = classes
     if first == second or not all(0 <= c < num_classes for c in classes):
@@ -101,7 +101,7 @@ def _interclass(labels: torch.Tensor, count: int, num_classes: int, seed: int, c
     return chosen, new, None
 
 
-@register_kind("label-noise", regularity="low")
+@register_kind("label-noise", regularity="low", summary="random wrong labels")
 def _label_noise(labels: torch.Tensor, count: int, num_classes: int, seed: int, **_):
     if num_classes < 2:
         raise InputError("label-noise needs at least two classes")
@@ -136,9 +136,7 @@ def corrupt(
     **params,
 ) -> Manifest:
     """Choose the corrupted samples and their new labels. Pure: same inputs, same manifest."""
-    if kind not in _KINDS:
-        raise InputError(f"unknown corruption kind {kind!r}; use one of: {', '.join(kind_names())}")
-    chosen, new, trigger = _KINDS[kind](labels, count, num_classes, seed, **params)
+    chosen, new, trigger = KINDS.get(kind)(labels, count, num_classes, seed, **params)
     order = torch.argsort(chosen)
     chosen, new = chosen[order], new[order]
     recorded = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items() if k != "trigger"}
@@ -174,14 +172,11 @@ def corrupt_dataset(
     the same manifest: the kind's parameters checked against the data and recorded (only the chosen
     kind's), and the dataset's spec, label fingerprint and content hash recorded, which later steps
     check positions against."""
-    params: dict = {}
-    if kind == "poison":
-        side = min(dataset.input_shape[1:])
-        if trigger.size > side:
-            raise InputError(f"--patch-size {trigger.size} must be between 1 and the image side {side}")
-        params = {"target": target, "trigger": trigger}
-    elif kind == "interclass":
-        params = {"classes": classes}
+    offered = {"target": target, "trigger": trigger, "classes": classes}
+    params = {name: offered[name] for name in kind_parameters(kind)}
+    side = min(dataset.input_shape[1:])
+    if "trigger" in params and trigger.size > side:
+        raise InputError(f"--patch-size {trigger.size} must be between 1 and the image side {side}")
     return corrupt(
         dataset.train.labels,
         dataset=dataset.spec,

@@ -1,14 +1,18 @@
 """Dataset specs -> whole splits in memory as uint8 tensors.
 
-A dataset spec is `NAME:ROOT` (or just `sample`); an imagefolder spec may end in `?size=N` to
-resize every image to N x N pixels. A relative ROOT is made absolute when the data is loaded, so
-the spec recorded in checkpoints and manifests works from any directory. Each loader decodes its split once into
-`(N, C, H, W)` uint8 images plus int64 labels; everything downstream (augmentation, triggers,
-batching) is batched tensor work on these. A sample's identity is its position in the training
-split as the loader orders it, so index files and corruption manifests refer to positions.
+A dataset spec is `NAME:ROOT`, or just NAME for a dataset with a fixed root (`sample`); the
+datasets made of image files (imagefolder, sample) take `?size=N` (resize every image to N x N)
+and `?stream` (decode per batch). `parse_data_spec` turns the text into a `DataSpec` once, at the
+edge; loaders get the parsed spec. A relative ROOT is made absolute when the spec is parsed, so
+the spec recorded in checkpoints and manifests works from any directory. Each loader decodes its
+split once into `(N, C, H, W)` uint8 images plus int64 labels; everything downstream
+(augmentation, triggers, batching) is batched tensor work on these. A sample's identity is its
+position in the training split as the loader orders it, so index files and corruption manifests
+refer to positions.
 
-Loaders use torchvision's own dataset classes (`download=False` unless asked), so the on-disk
-layouts are the ones torchvision documents.
+A dataset is one loader registered in `DATASETS` (`register_dataset`): `torchvision_sets.py`
+holds torchvision's (whose on-disk layouts torchvision documents), `image_folders.py` the folder
+datasets. Importing `remcli.data` registers them all.
 """
 
 from __future__ import annotations
@@ -23,21 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from remcli.data.streaming import (
-    UNREADABLE,
-    ImageFiles,
-    decode_images,
-    stream_threshold_bytes,
-    unreadable_images_error,
-    unreadable_reason,
-)
+from remcli.data.streaming import ImageFiles
 from remcli.errors import InputError
+from remcli.registry import Registry
 
 # CIFAR statistics: the corrective-unlearning benches reuse them for CIFAR-100 and SVHN too.
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
-
-SAMPLE_DATA = Path(__file__).resolve().parents[2] / "sample_data" / "cifar10"
 
 
 @dataclass(frozen=True)
@@ -56,6 +52,12 @@ class Split:
         return int(self.labels.shape[0])
 
 
+def split_from_hwc(data: np.ndarray, labels) -> Split:
+    """A split from (N, H, W, C) uint8 pixels, the layout image decoders and CIFAR's arrays use."""
+    images = torch.from_numpy(np.ascontiguousarray(data)).permute(0, 3, 1, 2).contiguous()
+    return Split(images, torch.as_tensor(np.asarray(labels), dtype=torch.int64))
+
+
 @dataclass(frozen=True)
 class Dataset:
     """A loaded dataset: train and test splits (uint8 images and labels), class names, normalisation
@@ -69,6 +71,7 @@ class Dataset:
     std: tuple[float, ...]
     content_sha256: str | None = None  # of the decoded training images; `load_dataset` fills it
     test_split: str = "test"  # the folder the test split came from (imagefolder: `test` or `val`)
+    root: Path | None = None  # the spec's ROOT: what `Split.paths` are relative to
 
     @property
     def num_classes(self) -> int:
@@ -108,253 +111,48 @@ def content_fingerprint(images: torch.Tensor) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Loaders, one per dataset name. Each returns (train, test, classes, mean, std).
-
-Loader = Callable[[Path, bool], tuple[Split, Split, tuple[str, ...], tuple, tuple]]
-_LOADERS: dict[str, Loader] = {}
-_EXPECTED_FILES: dict[str, str] = {}
-
-
-def _register(name: str, expected: str):
-    def wrap(fn: Loader) -> Loader:
-        _LOADERS[name] = fn
-        _EXPECTED_FILES[name] = expected
-        return fn
-
-    return wrap
-
-
-def dataset_names() -> list[str]:
-    return ["sample", *sorted(_LOADERS)]
-
-
-def _split_from_hwc(data: np.ndarray, labels) -> Split:
-    images = torch.from_numpy(np.ascontiguousarray(data)).permute(0, 3, 1, 2).contiguous()
-    return Split(images, torch.as_tensor(np.asarray(labels), dtype=torch.int64))
-
-
-def _split_from_nhw(data, labels) -> Split:
-    images = torch.as_tensor(data, dtype=torch.uint8).unsqueeze(1).contiguous()
-    return Split(images, torch.as_tensor(labels, dtype=torch.int64).clone())
-
-
-def _torchvision(key: str, name: str, root: Path, download: bool, **kwargs):
-    """Instantiate torchvision's dataset class `name`, turning its 'not found' into a one-line fix."""
-    import torchvision.datasets as tvd
-
-    cls = getattr(tvd, name)
-    try:
-        return cls(str(root), download=download, **kwargs)
-    except RuntimeError as err:
-        if "not found" in str(err).lower() or "download" in str(err).lower():
-            raise InputError(f"{name} files not found under {root}: expected {_EXPECTED_FILES[key]}; point ROOT at them or pass --download") from None
-        raise
-
-
-@_register("cifar10", "ROOT/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}")
-def _load_cifar10(root: Path, download: bool):
-    train = _torchvision("cifar10", "CIFAR10", root, download, train=True)
-    test = _torchvision("cifar10", "CIFAR10", root, download, train=False)
-    return _split_from_hwc(train.data, train.targets), _split_from_hwc(test.data, test.targets), tuple(train.classes), CIFAR_MEAN, CIFAR_STD
-
-
-@_register("cifar100", "ROOT/cifar-100-python/{train,test,meta}")
-def _load_cifar100(root: Path, download: bool):
-    train = _torchvision("cifar100", "CIFAR100", root, download, train=True)
-    test = _torchvision("cifar100", "CIFAR100", root, download, train=False)
-    return _split_from_hwc(train.data, train.targets), _split_from_hwc(test.data, test.targets), tuple(train.classes), CIFAR_MEAN, CIFAR_STD
-
-
-@_register("svhn", "ROOT/{train_32x32.mat,test_32x32.mat}")
-def _load_svhn(root: Path, download: bool):
-    train = _torchvision("svhn", "SVHN", root, download, split="train")
-    test = _torchvision("svhn", "SVHN", root, download, split="test")
-
-    def split(ds) -> Split:
-        return Split(torch.from_numpy(np.ascontiguousarray(ds.data)), torch.as_tensor(ds.labels, dtype=torch.int64))
-
-    return split(train), split(test), tuple(str(i) for i in range(10)), CIFAR_MEAN, CIFAR_STD
-
-
-@_register("mnist", "ROOT/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte")
-def _load_mnist(root: Path, download: bool):
-    train = _torchvision("mnist", "MNIST", root, download, train=True)
-    test = _torchvision("mnist", "MNIST", root, download, train=False)
-    return _split_from_nhw(train.data, train.targets), _split_from_nhw(test.data, test.targets), tuple(train.classes), (0.1307,), (0.3081,)
-
-
-@_register("fashion-mnist", "ROOT/FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte")
-def _load_fashion_mnist(root: Path, download: bool):
-    train = _torchvision("fashion-mnist", "FashionMNIST", root, download, train=True)
-    test = _torchvision("fashion-mnist", "FashionMNIST", root, download, train=False)
-    return _split_from_nhw(train.data, train.targets), _split_from_nhw(test.data, test.targets), tuple(train.classes), (0.2860,), (0.3530,)
-
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's IMG_EXTENSIONS
+# The spec grammar, parsed once.
 
 
 @dataclass(frozen=True)
-class FolderListing:
-    """A class-per-folder split's files in torchvision ImageFolder's order, which defines sample
-    positions: classes sorted, then each class's directory tree walked in sorted order (links
-    followed), files sorted, image extensions only (case-insensitive)."""
+class DataSpec:
+    """A parsed dataset spec. `text` is the spec as recorded (relative ROOT made absolute;
+    absolute roots, `~` roots and fixed-root names kept exactly as given, so specs already
+    recorded in checkpoints and manifests still compare equal; symlinks are not resolved)."""
 
-    files: list[str]
-    targets: list[int]
+    name: str
+    root: Path
+    text: str
+    size: int | None = None  # every image resized to size x size (image-file datasets)
+    stream: bool = False  # decoded batch by batch instead of into memory (remcli.data.streaming)
+
+
+@dataclass(frozen=True)
+class LoadedSplits:
+    """What a loader returns; `load_dataset` adds the spec and the fingerprints."""
+
+    train: Split
+    test: Split
     classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    test_split: str = "test"
 
 
-def list_image_folder(folder: Path) -> FolderListing:
-    """ImageFolder's listing without importing torchvision (its import costs about a second). A
-    folder without class folders, or a class folder without images, is an InputError."""
-    classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
-    if not classes:
-        raise InputError(f"{folder} has no class folders; put each class's images in {folder}/<class>/")
-    files: list[str] = []
-    targets: list[int] = []
-    empty = []
-    for index, name in enumerate(classes):
-        before = len(files)
-        for root, _, names in sorted(os.walk(os.path.join(folder, name), followlinks=True)):
-            files.extend(os.path.join(root, n) for n in sorted(names) if n.lower().endswith(IMAGE_EXTENSIONS))
-        targets.extend([index] * (len(files) - before))
-        if len(files) == before:
-            empty.append(name)
-    if empty:
-        raise InputError(
-            f"class folders without images under {folder}: {', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''}; "
-            f"add images ({' '.join(IMAGE_EXTENSIONS)}) or remove the folders"
-        )
-    return FolderListing(files, targets, tuple(classes))
+Loader = Callable[[DataSpec, bool], LoadedSplits]  # (spec, download) -> splits
+DATASETS = Registry[Loader]("dataset")
 
 
-def _decode_folder(
-    folder: Path, size: int | None = None, stream: bool = False, listing: FolderListing | None = None
-) -> tuple[Split, tuple[str, ...]]:
-    """A class-per-folder split, decoded into memory, or (`stream`) listed for decoding per batch."""
-    listing = listing or list_image_folder(folder)
-    files = listing.files
-    paths = tuple(Path(path).relative_to(folder.parent).as_posix() for path in files)
-    labels = torch.as_tensor(listing.targets, dtype=torch.int64)
-    if stream:
-        return Split(ImageFiles(files, (3, *_common_size(folder, files, size)), size), labels, paths), listing.classes
-    arrays, unreadable = decode_images(files, size)  # decoded once at load time, never in a training loop
-    if unreadable:
-        raise _unreadable_images(folder, unreadable)
-    shapes = {a.shape[:2] for a in arrays}
-    if len(shapes) > 1:
-        raise _mixed_sizes(folder, shapes)
-    split = _split_from_hwc(np.stack(arrays), listing.targets)
-    return Split(split.images, split.labels, paths), listing.classes
+def register_dataset(name: str, *, layout: str, image_files: bool = False, downloads: bool = False, root: Path | None = None):
+    """Decorator registering a loader as NAME. `layout`: the files it expects under ROOT (quoted
+    in errors and help); `image_files`: the data is image files, so the spec takes ?size=N and
+    ?stream; `downloads`: --download can fetch it; `root`: a fixed root, written as just NAME."""
+    return DATASETS.register(name, layout=layout, image_files=image_files, downloads=downloads, root=root)
 
 
-def _common_size(folder: Path, files: list[str], size: int | None) -> tuple[int, int]:
-    """(H, W) every image will decode to. Every file's header is read: to check the sizes agree
-    (without ?size=N) and to refuse files that are not images before a run starts. A file whose
-    header reads but whose pixels are cut short is only found when its batch is decoded."""
-    from PIL import Image
-
-    shapes, unreadable = set(), []
-    for path in files:
-        try:
-            with Image.open(path) as img:  # the header only: nothing is decoded
-                shapes.add((img.height, img.width))
-        except UNREADABLE as err:
-            unreadable.append((path, unreadable_reason(path, err)))
-    if unreadable:
-        raise _unreadable_images(folder, unreadable)
-    if size is not None:
-        return size, size
-    if len(shapes) > 1:
-        raise _mixed_sizes(folder, shapes)
-    return next(iter(shapes))
-
-
-def _unreadable_images(folder: Path, unreadable: list[tuple[str, str]]) -> InputError:
-    named = [(Path(path).relative_to(folder.parent).as_posix(), reason) for path, reason in unreadable]
-    return unreadable_images_error(named, f"under {folder}")
-
-
-def _mixed_sizes(folder: Path, shapes: set[tuple[int, int]]) -> InputError:
-    sizes = [f"{w}x{h}" for h, w in sorted(shapes)[:3]]
-    return InputError(
-        f"images under {folder} have different sizes ({', '.join(sizes)}{', ...' if len(shapes) > 3 else ''}); "
-        f"add ?size=N to the data spec (e.g. imagefolder:{folder.parent}?size=32) to resize every image to N x N"
-    )
-
-
-def imagefolder_test_split(root: Path) -> str:
-    """`test`, or `val` when ROOT has no test folder (the common train/val layout)."""
-    for part in ("test", "val"):
-        if (root / part).is_dir():
-            return part
-    raise InputError(f"imagefolder root {root} has no 'test' (or 'val') folder: expected {_EXPECTED_FILES['imagefolder']}")
-
-
-@_register("imagefolder", "ROOT/train/<class>/<image> and ROOT/test/<class>/<image> (or ROOT/val/<class>/<image>)")
-def _load_imagefolder(root: Path, download: bool, size: int | None = None, stream: bool = False):
-    if download:
-        raise InputError("--download is not available for imagefolder datasets; copy the images under ROOT/train and ROOT/test")
-    if not (root / "train").is_dir():
-        raise InputError(f"imagefolder root {root} has no 'train' folder: expected {_EXPECTED_FILES['imagefolder']}")
-    test_part = imagefolder_test_split(root)
-    listings = [list_image_folder(root / part) for part in ("train", test_part)]
-    stream = stream or _estimated_decoded_bytes(listings, size) > stream_threshold_bytes()
-    train, classes = _decode_folder(root / "train", size, stream, listings[0])
-    test, test_classes = _decode_folder(root / test_part, size, stream, listings[1])
-    if test_classes != classes:
-        raise InputError(f"train and {test_part} class folders differ under {root}; make ROOT/train and ROOT/{test_part} hold the same class names")
-    if root.resolve() == SAMPLE_DATA.resolve():
-        return train, test, classes, CIFAR_MEAN, CIFAR_STD
-    if stream:  # statistics from an evenly spaced sample of at most STATISTICS_SAMPLE images
-        rows = torch.linspace(0, len(train) - 1, min(len(train), STATISTICS_SAMPLE)).round().long().unique()
-        chunks = train.images[rows].batches(list(torch.arange(len(rows)).split(statistics_chunk(train.images))), torch.device("cpu"))
-    else:
-        chunks = iter(train.images.split(statistics_chunk(train.images)))
-    mean, std = channel_statistics(chunks)
-    return train, test, classes, mean, std
-
-
-def statistics_chunk(images) -> int:
-    """Images per chunk of the statistics pass: about 256 KiB of uint8 (2 MiB as float64). Larger
-    float64 temporaries fragment the C heap: 33 MB chunks grew peak RSS by 240 MB over 2,000 images."""
-    return max(1, 2**18 // int(np.prod(images.shape[1:])))
-
-
-def channel_statistics(chunks) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and (unbiased) std of uint8 (B, C, H, W) chunks in [0, 1], rounded to 4
-    decimals; float64 sums chunk by chunk, so memory stays at one chunk's size."""
-    total = squares = None
-    count = 0
-    for chunk in chunks:
-        pixels = chunk.to(torch.float64).div_(255.0)
-        sums, sq = pixels.sum(dim=(0, 2, 3)), pixels.square().sum(dim=(0, 2, 3))
-        total, squares = (sums, sq) if total is None else (total + sums, squares + sq)
-        count += pixels.numel() // pixels.shape[1]
-    mean = total / count
-    var = (squares - count * mean.square()) / max(count - 1, 1)
-    return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in var.clamp_min(0).sqrt().tolist())
-
-
-STATISTICS_SAMPLE = 2000
-
-
-def _estimated_decoded_bytes(listings: list[FolderListing], size: int | None) -> int:
-    """Decoded size of the listed images, from their count and the first image's size."""
-    from PIL import Image
-
-    files = [path for listing in listings for path in listing.files]
-    if not files:
-        return 0
-    if size is None:
-        try:
-            with Image.open(files[0]) as img:
-                height, width = img.height, img.width
-        except OSError:
-            return 0  # not an image: the loader reports it
-    else:
-        height = width = size
-    return len(files) * 3 * height * width
+def spec_form(name: str) -> str:
+    """How a spec for NAME is written: `cifar10:ROOT`, or `sample` for a fixed root."""
+    return name if DATASETS.meta(name)["root"] is not None else f"{name}:ROOT"
 
 
 _SIZE_OPTION = re.compile(r"\?size=(\S*)$")
@@ -371,108 +169,72 @@ def split_size(spec: str, where: str, hint: str = "") -> tuple[str, int | None]:
     return spec[: match.start()], int(text)
 
 
-def split_spec_options(spec: str) -> tuple[str, dict]:
-    """`imagefolder:ROOT?size=64&stream` -> ('imagefolder:ROOT', {'size': 64, 'stream': True}); other specs -> (spec, {}).
-
-    Options: `size=N` resizes every image to N x N; `stream` decodes the files batch by batch
-    instead of into memory (remcli.data.streaming).
-    """
-    base, sep, query = spec.partition("?")
-    if not sep:
-        return spec, {}
-    if not base.startswith("imagefolder:") and base != "sample":
-        raise InputError(f"?{query} in data spec {spec!r}: options are only for imagefolder data (and sample); remove it")
+def parse_data_spec(text: str) -> DataSpec:
+    """`cifar10:/data` -> DataSpec('cifar10', Path('/data'), ...); `imagefolder:ds?size=64&stream`
+    -> the absolute root, size 64, streamed; `sample` -> the shipped sample."""
+    base, sep, query = text.partition("?")
+    name, colon, root = base.partition(":")
+    known = name in DATASETS
+    fixed = DATASETS.meta(name)["root"] if known else None
+    well_formed = not colon if fixed is not None else bool(colon and root)
+    if not known or not well_formed:
+        raise InputError(f"unknown dataset spec {text!r}; use one of: {', '.join(spec_form(n) for n in DATASETS.names())}")
     options: dict = {}
-    for part in query.split("&"):
-        if part == "stream":
-            options["stream"] = True
-        elif part.startswith("size="):
-            options["size"] = split_size(f"{base}?{part}", "data spec ", ", e.g. imagefolder:ROOT?size=32")[1]
-        else:
-            raise InputError(f"unknown option {part!r} in data spec {spec!r}; use ?size=N, ?stream or both (?size=N&stream)")
-    return base, options
+    if sep:
+        if not DATASETS.meta(name)["image_files"]:
+            image_files = " and ".join(n for n in DATASETS.names() if DATASETS.meta(n)["image_files"])
+            raise InputError(f"?{query} in data spec {text!r}: options are only for {image_files} data; remove it")
+        for part in query.split("&"):
+            if part == "stream":
+                options["stream"] = True
+            elif part.startswith("size="):
+                options["size"] = split_size(f"{base}?{part}", "data spec ", ", e.g. imagefolder:ROOT?size=32")[1]
+            else:
+                raise InputError(f"unknown option {part!r} in data spec {text!r}; use ?size=N, ?stream or both (?size=N&stream)")
+    if fixed is not None:
+        return DataSpec(name, fixed, text, **options)
+    if not root.startswith("~") and not os.path.isabs(root):
+        root = os.path.abspath(root)
+        text = f"{name}:{root}{sep}{query}"
+    return DataSpec(name, Path(root).expanduser(), text, **options)
 
 
-def parse_spec(spec: str) -> tuple[str, Path]:
-    """`cifar10:/data` -> ('cifar10', Path('/data')); `sample` -> the shipped sample. A `?size=N` suffix is ignored here."""
-    spec, _ = split_spec_options(spec)
-    if spec == "sample":
-        if not SAMPLE_DATA.is_dir():
-            raise InputError(f"the shipped sample data is missing at {SAMPLE_DATA}; run from a remcli checkout or use imagefolder:ROOT")
-        return "imagefolder", SAMPLE_DATA
-    name, sep, root = spec.partition(":")
-    if name not in _LOADERS or not sep or not root:
-        raise InputError(
-            f"unknown dataset spec {spec!r}; use one of: sample, "
-            + ", ".join(f"{n}:ROOT" for n in sorted(_LOADERS))
-            + " (imagefolder:ROOT?size=N resizes)"
-        )
-    return name, Path(root).expanduser()
-
-
-def canonical_spec(spec: str) -> str:
-    """The spec with a relative ROOT made absolute (`imagefolder:ds` -> `imagefolder:/home/me/ds`).
-
-    Absolute roots, `~` roots and `sample` are kept exactly as given, so specs already recorded in
-    checkpoints and manifests still compare equal; symlinks are not resolved.
-    """
-    base, options = split_spec_options(spec)
-    if base == "sample":
-        return spec
-    name, sep, root = base.partition(":")
-    if not sep or not root or root.startswith("~") or os.path.isabs(root):
-        return spec
-    suffix = spec[len(base) :]
-    return f"{name}:{os.path.abspath(root)}{suffix}"
-
-
-EVAL_SET_LAYOUT = "FOLDER/<class>/<image>, class names as in the training data (a subset is fine)"
-
-
-def load_labelled_folder(spec: str, classes: tuple[str, ...]) -> Split:
-    """An extra labelled set a user keeps (`FOLDER` or `FOLDER?size=N`): FOLDER/<class>/<image>,
-    labelled by class *name* against `classes`, so a folder holding only some classes (all the
-    triggered images of one class, say) gets the training data's label numbers."""
-    base, size = split_size(spec, "")
-    folder = Path(base).expanduser()
-    if not folder.is_dir():
-        raise InputError(f"labelled set {folder} is not a folder: expected {EVAL_SET_LAYOUT}")
-    found = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    unknown = [name for name in found if name not in classes]
-    if not found or unknown:
-        what = f"class folders {unknown[:3]} are not" if unknown else "no class folders are"
-        raise InputError(
-            f"{what} classes of the training data under {folder}; expected {EVAL_SET_LAYOUT}: "
-            f"{', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''}"
-        )
-    split, own_classes = _decode_folder(folder, size)
-    to_training_label = torch.tensor([classes.index(name) for name in own_classes])
-    return Split(split.images, to_training_label[split.labels], split.paths)
+def data_spec_help() -> str:
+    """The `--data` help: every registered spec form, the layouts users arrange themselves, the options."""
+    names = DATASETS.names()
+    image_files = [n for n in names if DATASETS.meta(n)["image_files"]]
+    arranged = [f"{n} expects {DATASETS.meta(n)['layout']}" for n in image_files if DATASETS.meta(n)["root"] is None]
+    return (
+        f"Dataset spec: {', '.join(spec_form(n) for n in names)}. {'; '.join(arranged)}. "
+        f"Append ?size=N to an image-file spec ({', '.join(image_files)}; imagefolder:ROOT?size=64) to resize every image to N x N, e.g. for images "
+        "of mixed sizes, and ?stream (or ?size=N&stream) to decode batch by batch instead of into memory (automatic above "
+        "REMCLI_STREAM_ABOVE_GIB, default 8). A relative ROOT is recorded as an absolute path."
+    )
 
 
 def load_dataset(spec: str, download: bool = False) -> Dataset:
-    """Decode a spec's splits. `Dataset.spec` is the canonical spec (relative roots made absolute)."""
-    spec = canonical_spec(spec)
-    name, root = parse_spec(spec)
-    options = split_spec_options(spec)[1]
-    if not root.exists() and not download:
-        raise InputError(f"dataset root {root} does not exist: expected {_EXPECTED_FILES[name]}; fix the path or pass --download")
+    """Decode a spec's splits. `Dataset.spec` is the recorded spec (relative roots made absolute)."""
+    data = parse_data_spec(spec)
+    meta = DATASETS.meta(data.name)
+    if download and not meta["downloads"]:
+        raise InputError(f"--download is not available for {data.name} data; put the files in place: {meta['layout']}")
+    if not data.root.exists() and not download:
+        fix = "fix the path or pass --download" if meta["downloads"] else "fix the path"
+        raise InputError(f"dataset root {data.root} does not exist: expected {meta['layout']}; {fix}")
     if download:
-        root.mkdir(parents=True, exist_ok=True)
-    if options:
-        train, test, classes, mean, std = _LOADERS[name](root, download, **options)
-    else:
-        train, test, classes, mean, std = _LOADERS[name](root, download)
-    if len(train) == 0 or len(test) == 0:
-        raise InputError(f"dataset {spec} has an empty train or test split; add images to both")
-    test_split = imagefolder_test_split(root) if name == "imagefolder" else "test"
+        data.root.mkdir(parents=True, exist_ok=True)
+    loaded = DATASETS.get(data.name)(data, download)
+    if len(loaded.train) == 0 or len(loaded.test) == 0:
+        raise InputError(f"dataset {data.text} has an empty train or test split; add images to both")
+    train = loaded.train
     return Dataset(
-        spec=spec,
+        spec=data.text,
         train=train,
-        test=test,
-        classes=classes,
-        mean=tuple(mean),
-        std=tuple(std),
+        test=loaded.test,
+        classes=loaded.classes,
+        mean=tuple(loaded.mean),
+        std=tuple(loaded.std),
         content_sha256=content_fingerprint(train.images) if isinstance(train.images, torch.Tensor) else None,  # not hashed when streamed
-        test_split=test_split,
+        test_split=loaded.test_split,
+        root=data.root,
     )

@@ -69,7 +69,7 @@ def evaluate(
     test_preds = preds_of(test)
     test_labels = dataset.test.labels
     metrics: dict[str, float | None] = {"test_acc": accuracy(test_preds, test_labels)}
-    excluded = tuple(manifest.params.get("classes", ())) if manifest and manifest.kind == "interclass" else ()
+    excluded = tuple(manifest.params.get("classes", ())) if manifest else ()  # the classes a kind swaps (interclass's `classes`)
     metrics["utility"] = accuracy(test_preds, test_labels, utility_mask(test_labels, excluded))
 
     counts: dict[str, int] = {"test": len(test_labels)}

@@ -20,19 +20,15 @@ from remcli.data.datasets import Dataset
 from remcli.data.pipeline import InputSpec
 from remcli.errors import InputError
 from remcli.models.resnet9 import ResNet9
+from remcli.registry import Registry
 
 Builder = Callable[..., nn.Module]
-_ARCHS: dict[str, Builder] = {}
+ARCHS = Registry[Builder]("architecture")
 
 
 def register_arch(name: str):
-    def wrap(fn: Builder) -> Builder:
-        if name in _ARCHS:
-            raise ValueError(f"architecture {name!r} registered twice")
-        _ARCHS[name] = fn
-        return fn
-
-    return wrap
+    """Decorator registering a builder `(num_classes, in_channels, image_size, **options)` as NAME."""
+    return ARCHS.register(name)
 
 
 @register_arch("resnet9")
@@ -109,12 +105,12 @@ def torchvision_archs() -> list[str]:
 
 
 def list_archs() -> list[str]:
-    return sorted(_ARCHS) + torchvision_archs()
+    return list(ARCHS.names()) + torchvision_archs()
 
 
 def model_channels(arch: str, data_channels: int) -> int:
     """remcli's nets and timm models take the data's channels; torchvision classifiers expect RGB."""
-    return data_channels if arch in _ARCHS or timm_name(arch) is not None else 3
+    return data_channels if arch in ARCHS or timm_name(arch) is not None else 3
 
 
 def input_spec(dataset: Dataset, arch: str) -> InputSpec:
@@ -126,8 +122,8 @@ def input_spec(dataset: Dataset, arch: str) -> InputSpec:
 def resolve_arch_kwargs(arch: str, image_size: int, user_kwargs: dict | None = None) -> dict:
     """The constructor arguments to record: user ones plus what the input size requires."""
     kwargs = dict(user_kwargs or {})
-    if arch in _ARCHS:
-        allowed = set(inspect.signature(_ARCHS[arch]).parameters) - {"num_classes", "in_channels", "image_size"}
+    if arch in ARCHS:
+        allowed = set(inspect.signature(ARCHS.get(arch)).parameters) - {"num_classes", "in_channels", "image_size"}
     elif timm_name(arch) is not None:
         allowed = None  # timm's constructors validate their own keyword arguments
         pretrained = timm_pretrained_config(arch)
@@ -139,14 +135,14 @@ def resolve_arch_kwargs(arch: str, image_size: int, user_kwargs: dict | None = N
             kwargs["image_size"] = image_size  # ViTs need the input size; 32 is divisible by their patches
     else:
         raise InputError(
-            f"unknown arch {arch!r}; use one of {', '.join(sorted(_ARCHS))}, a torchvision classifier such as resnet18, mobilenet_v3_small, "
+            f"unknown arch {arch!r}; use one of {', '.join(ARCHS.names())}, a torchvision classifier such as resnet18, mobilenet_v3_small, "
             "vit_b_16 (`remcli archs` lists all), or timm:NAME"
         )
     if allowed is not None:
         unknown = set(kwargs) - allowed
         if unknown:
             raise InputError(f"arch {arch} does not take {sorted(unknown)}; valid options: {sorted(allowed) or 'none'}")
-        defaults = inspect.signature(_ARCHS[arch]).parameters
+        defaults = inspect.signature(ARCHS.get(arch)).parameters
         for name, value in kwargs.items():
             expected = type(defaults[name].default)
             if expected in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
@@ -161,11 +157,11 @@ def build_model(arch: str, num_classes: int, in_channels: int = 3, input_size: i
     torchvision ViT's `image_size`), so it is a separate name and the two never collide.
     """
     size = input_size if input_size is not None else int(kwargs.get("image_size", 32))
-    if arch in _ARCHS:
+    if arch in ARCHS:
         kwargs.pop("image_size", None)  # remcli's nets take the size from `input_size`
     kwargs = resolve_arch_kwargs(arch, size, kwargs)
-    if arch in _ARCHS:
-        return _ARCHS[arch](num_classes=num_classes, in_channels=in_channels, image_size=size, **kwargs)
+    if arch in ARCHS:
+        return ARCHS.get(arch)(num_classes=num_classes, in_channels=in_channels, image_size=size, **kwargs)
     if timm_name(arch) is not None:
         try:
             return _timm().create_model(timm_name(arch), pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs)

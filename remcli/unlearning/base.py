@@ -32,6 +32,7 @@ from remcli.distributed import DataParallel
 from remcli.engine import predict
 from remcli.errors import InputError
 from remcli.progress import NullReporter
+from remcli.registry import Registry
 from remcli.seeding import seeded_global_rng
 
 
@@ -138,7 +139,7 @@ class MethodInfo:
     data_parallel: bool = False  # runs under torchrun (every gradient step goes through the Engine)
 
 
-_METHODS: dict[str, MethodInfo] = {}
+METHODS = Registry[MethodInfo]("method", hint="see `remcli methods`")
 
 
 def register_method(name: str, config_cls: type, summary: str, data: str, budget: str, cost: str, data_parallel: bool = False):
@@ -148,22 +149,19 @@ def register_method(name: str, config_cls: type, summary: str, data: str, budget
     budget = budget.format(**{f.name: f.default for f in dataclasses.fields(config_cls) if f.default is not dataclasses.MISSING})
 
     def wrap(fn):
-        if name in _METHODS:
-            raise ValueError(f"unlearning method {name!r} registered twice")
-        _METHODS[name] = MethodInfo(name, fn, config_cls, summary, data, budget, cost, data_parallel)
+        METHODS.add(name, MethodInfo(name, fn, config_cls, summary, data, budget, cost, data_parallel))
         return fn
 
     return wrap
 
 
 def get_method(name: str) -> MethodInfo:
-    if name not in _METHODS:
-        raise InputError(f"unknown method {name!r}; use one of: {', '.join(sorted(_METHODS))} (see `remcli methods`)")
-    return _METHODS[name]
+    return METHODS.get(name)
 
 
 def list_methods() -> list[MethodInfo]:
-    return [_METHODS[k] for k in sorted(_METHODS)]
+    """Every registered method, by name (the order of `remcli methods` and of `--method`'s help)."""
+    return [METHODS.get(name) for name in sorted(METHODS.names())]
 
 
 def build_config(info: MethodInfo, overrides: dict):

@@ -11,6 +11,7 @@ from remcli.cli.options import JsonOpt
 from remcli.cli.output import emit_json, stdout_console
 from remcli.models import list_archs
 from remcli.models.registry import TIMM_EXTRA
+from remcli.sweep.grid import DETECT_DEFAULTS, DETECT_PREFIX
 from remcli.unlearning import list_methods
 
 
@@ -30,7 +31,9 @@ def methods_command(json_out: JsonOpt = None) -> None:
         for m in list_methods()
     ]
     if json_out:
-        emit_json({"methods": rows}, json_out)
+        # `sweep`: how `remcli sweep --methods` entries add detection to a method, and the settings that adds
+        sweep = {"detect_prefix": DETECT_PREFIX, "detect_settings": DETECT_DEFAULTS}
+        emit_json({"methods": rows, "sweep": sweep}, json_out)
         return
     table = Table()
     table.add_column("method", no_wrap=True)  # names are what users type: never folded

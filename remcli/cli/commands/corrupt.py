@@ -9,10 +9,12 @@ import typer
 
 from remcli.cli.options import DATA_HELP, DownloadOpt, ForceOpt, JsonOpt, SeedOpt
 from remcli.cli.output import emit_json, errors_to_exit, stderr
-from remcli.data.corruption import corrupt_dataset, parse_rates, resolve_count, write_corruption
+from remcli.data.corruption import KINDS, corrupt_dataset, kind_parameters, parse_rates, resolve_count, write_corruption
 from remcli.data.datasets import load_dataset
 from remcli.data.triggers import COLOURS, POSITIONS, Trigger
 from remcli.errors import InputError
+
+KIND_HELP = ", ".join(f"{entry.name} ({entry.meta['summary']})" for entry in KINDS.entries()) + "."
 
 
 def parse_classes(text: str) -> tuple[int, int]:
@@ -26,9 +28,7 @@ def parse_classes(text: str) -> tuple[int, int]:
 @errors_to_exit
 def corrupt_command(
     data: Annotated[str, typer.Argument(help=DATA_HELP, show_default=False)],
-    kind: Annotated[
-        str, typer.Option("--kind", help="poison (trigger patch + target label), interclass (swap two classes) or label-noise (random wrong labels).")
-    ],
+    kind: Annotated[str, typer.Option("--kind", help=KIND_HELP)],
     out: Annotated[Path, typer.Option("--out", help="Output directory for corruption.json and forget-<rate>.txt.")],
     count: Annotated[Optional[int], typer.Option("--count", help="Number of corrupted samples.")] = None,
     fraction: Annotated[Optional[float], typer.Option("--fraction", help="Corrupted fraction of the training split (instead of --count).")] = None,
@@ -51,11 +51,12 @@ def corrupt_command(
     dataset = load_dataset(data, download=download)
     size = resolve_count(len(dataset.train), count, fraction)
     rates = parse_rates(discovery)
-    params: dict = {}
-    if kind == "poison":
-        params = {"target": target, "trigger": Trigger(patch_size, position, colour)}  # checks position, size and colour
-    elif kind == "interclass":
-        params = {"classes": parse_classes(classes)}
+    options = {  # built only when the kind takes them, so options another kind ignores are never parsed
+        "target": lambda: target,
+        "trigger": lambda: Trigger(patch_size, position, colour),  # checks position, size and colour
+        "classes": lambda: parse_classes(classes),
+    }
+    params = {name: options[name]() for name in kind_parameters(kind)}
     manifest = corrupt_dataset(dataset, kind, size, seed, **params)
     written = write_corruption(manifest, out, rates, force=force)
     summary = {"kind": kind, "corrupted": len(manifest.indices), "files": {k: str(v) for k, v in written.items()}, "discovery": manifest.discovery}

@@ -21,7 +21,8 @@ from remcli.cli.options import (
     JsonOpt,
 )
 from remcli.cli.output import emit_json, errors_to_exit, stderr, stdout_console
-from remcli.data.datasets import Dataset, load_labelled_folder
+from remcli.data.datasets import Dataset
+from remcli.data.image_folders import load_labelled_folder
 from remcli.errors import InputError, ThresholdError
 from remcli.evaluation import compare, evaluate, gates_summary, missed_gates, parse_gates
 from remcli.evaluation.evaluate import GATE_EXAMPLE

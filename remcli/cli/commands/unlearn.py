@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -30,15 +31,23 @@ from remcli.fileio import check_writable_output
 from remcli.inputs import forget_outside_corruption, read_identified, resolve_inputs
 from remcli.models.recipes import unlearn_lr
 from remcli.settings import parse_settings
-from remcli.unlearning import get_method, unlearn
+from remcli.unlearning import get_method, list_methods, unlearn
 from remcli.unlearning.base import build_config
-from remcli.unlearning.methods.cf_k import CFKConfig
 from remcli.unlearning.methods.rem import REMConfig
-from remcli.unlearning.methods.salun import SalUnConfig
-from remcli.unlearning.methods.scrub import SCRUBConfig
 from remcli.unlearning.run import refuse_held_out
 
 REM = REMConfig()  # the defaults the help text quotes
+
+
+def methods_with(setting: str) -> list:
+    """The registered methods that have `setting`, by name: the options' help names them from the
+    registry, so a new method is listed without editing this file."""
+    return [m for m in list_methods() if setting in {f.name for f in dataclasses.fields(m.config_cls)}]
+
+
+def names_with(setting: str, exclude: type = type(None)) -> str:
+    """`methods_with(setting)` as `a / b / c`, leaving out those whose config is an `exclude`."""
+    return " / ".join(m.name for m in methods_with(setting) if not issubclass(m.config_cls, exclude))
 
 
 def collect_overrides(settings: list[str], **named) -> dict:
@@ -55,7 +64,9 @@ def unlearn_command(
     checkpoint: CheckpointArg,
     forget: Annotated[Path, typer.Option("--forget", metavar="FILE", help=FORGET_HELP)],
     out: Annotated[Path, typer.Option("--out", help="Output checkpoint (.safetensors); same tensor names and shapes as the input.")],
-    method: Annotated[str, typer.Option("--method", help="Unlearning method (see `remcli methods`).")] = "rem",
+    method: Annotated[
+        str, typer.Option("--method", help=f"Unlearning method: {', '.join(m.name for m in list_methods())} (see `remcli methods`).")
+    ] = "rem",
     data: DataOpt = None,
     corruption: CorruptionOpt = None,
     arch: Annotated[Optional[str], typer.Option("--arch", help="Architecture, for checkpoints without remcli metadata.")] = None,
@@ -68,7 +79,7 @@ def unlearn_command(
         typer.Option(
             "--epochs",
             help=f"Budget in passes: REM outer iterations (default {REM.epochs}), retain epochs for "
-            "retrain/finetune/cf-k/eu-k/scrub/salun/neggrad+/badteacher (defaults in `remcli methods`).",
+            f"{names_with('epochs', exclude=REMConfig)} (defaults in `remcli methods`).",
         ),
     ] = None,
     lr: Annotated[
@@ -84,12 +95,17 @@ def unlearn_command(
     variant: Annotated[
         Optional[str],
         typer.Option(
-            "--variant", help=f"Method variant: scrub {'|'.join(SCRUBConfig.CHOICES['variant'])}, salun {'|'.join(SalUnConfig.CHOICES['variant'])}."
+            "--variant",
+            help="Method variant: " + ", ".join(f"{m.name} {'|'.join(m.config_cls.CHOICES['variant'])}" for m in methods_with("variant")) + ".",
         ),
     ] = None,
     k: Annotated[
         Optional[int],
-        typer.Option("--k", help=f"cf-k / eu-k: how many trailing blocks train (see `remcli inspect --blocks`; -1 = all). Default {CFKConfig().k}."),
+        typer.Option(
+            "--k",
+            help=f"{names_with('k')}: how many trailing blocks train (see `remcli inspect --blocks`; -1 = all). "
+            f"Default {methods_with('k')[0].config_cls().k}.",
+        ),
     ] = None,
     capacity: Annotated[
         Optional[float], typer.Option("--capacity", help=f"REM: new units per target layer, as a multiple of its width. Default {REM.capacity:g}.")
@@ -100,9 +116,9 @@ def unlearn_command(
     ] = None,
     gamma: Annotated[
         Optional[float],
-        typer.Option("--gamma", help=f"REM / ga / npo: remove until identified accuracy (corrupted labels) <= gamma. Default {REM.gamma:g}."),
+        typer.Option("--gamma", help=f"{names_with('gamma')}: remove until identified accuracy (corrupted labels) <= gamma. Default {REM.gamma:g}."),
     ] = None,
-    beta: Annotated[Optional[float], typer.Option("--beta", help=f"REM / npo: NPO inverse temperature. Default {REM.beta:g}.")] = None,
+    beta: Annotated[Optional[float], typer.Option("--beta", help=f"{names_with('beta')}: NPO inverse temperature. Default {REM.beta:g}.")] = None,
     flush_max_epochs: Annotated[
         Optional[int], typer.Option("--flush-max-epochs", help=f"REM: cap on flush epochs per outer iteration. Default {REM.flush_max_epochs}.")
     ] = None,
@@ -114,7 +130,8 @@ def unlearn_command(
     select_on: Annotated[
         Optional[str],
         typer.Option(
-            "--select-on", help="REM / ga / npo model selection data: auto (validation if recorded, else retain), validation or retain. Never test."
+            "--select-on",
+            help=f"{names_with('select_on')}: model selection data: auto (validation if recorded, else retain), validation or retain. Never test.",
         ),
     ] = None,
     budget: Annotated[
@@ -149,7 +166,7 @@ def unlearn_command(
     setting, the seed, the per-iteration trace, wall time and gradient steps.
 
     Data parallel: `torchrun --nproc-per-node N -m remcli unlearn ...` for the methods that support
-    it (rem, rem-full, rem-redirect, rem-ga, retrain, finetune, ga, npo); with others rank 0 prints a one-line
+    it (the torchrun column of `remcli methods`); with others rank 0 prints a one-line
     error and exits 2, and torchrun reports the failed ranks and exits 1, as it does for any failure.
     Rank 0 alone writes and prints.
     """
