@@ -11,7 +11,7 @@ from remcli.cli.options import JsonOpt
 from remcli.cli.output import emit_json, stdout_console
 from remcli.models import list_archs
 from remcli.models.registry import TIMM_EXTRA
-from remcli.sweep.grid import DETECT_DEFAULTS, DETECT_PREFIX
+from remcli.sweep.entries import DETECT_DEFAULTS, DETECT_PREFIX
 from remcli.unlearning import list_methods
 
 
