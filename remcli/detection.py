@@ -25,14 +25,8 @@ images as trained: triggers on, labels as trained):
   bring scikit-learn and SciPy for it.
 
 `auto` (the default) lets the identified samples choose: the signal under which held-out
-identified samples rank highest among the other samples of their labels wins (for `similarity`
-the centroid comes from the other half of the identified set, so an identified sample never
-scores itself; the other two do not use the identified samples' features). The summary reports
-every check, the signal used, and its lead over the next one with that lead's noise
-(`signal_margin`): a lead within noise is a near-tie, which the CLI warns about. Measured recall
-per kind (docs/detection.md): `similarity` finds poison,
-`label-quality` does best on label noise, and `spectral` lost to `similarity` on the CPU
-profile's poison, whose triggered images come from nine source classes.
+identified samples rank highest among the other samples of their labels wins (`choose_signal`,
+`signal_margin`); measured recall per kind and signal: docs/detection.md.
 
 Candidates: the identified samples, always, plus the best-scored others (`top`) or every other with
 a score >= `threshold` (in the chosen signal's range). Held-out validation samples (never trained
@@ -50,6 +44,8 @@ from torch import nn
 
 from remcli import __version__
 from remcli.checkpoints import Checkpoint
+from remcli.data.manifest import Manifest
+from remcli.data.pipeline import InputSpec
 from remcli.data.views import as_trained_view
 from remcli.engine import autocast, resolve_device, resolve_precision
 from remcli.errors import InputError
@@ -190,16 +186,9 @@ def held_out_evidence(features: torch.Tensor, labels: torch.Tensor, identified: 
     return {"similarity": similarity, **{name: held_out_percentiles(values, identified, others) for name, values in scores.items()}}
 
 
-def signal_checks(features: torch.Tensor, labels: torch.Tensor, identified: torch.Tensor, scores: dict[str, torch.Tensor], seed: int = 0) -> dict:
-    """How high held-out identified samples rank under each signal: their mean percentile (1 = top)
-    among the non-identified samples of the labels they carry, the evidence `auto` chooses by. The
-    pool is those labels for every signal, so that a signal searching only them (similarity,
-    spectral) does not look better than label-quality merely by leaving the other labels at -1."""
-    return checks_of(held_out_evidence(features, labels, identified, scores, seed))
-
-
 def checks_of(evidence: dict) -> dict:
-    """Mean percentile per signal (None where it could not be checked)."""
+    """Mean percentile per signal (1 = top, among the other samples of the identified samples'
+    labels, for every signal alike; None where it could not be checked): what `auto` chooses by."""
     return {name: None if values is None else round(float(values.mean()), 4) for name, values in evidence.items()}
 
 
@@ -233,6 +222,40 @@ def choose_signal(checks: dict) -> str:
     return max(SIGNALS[1:], key=lambda name: checks[name])  # max keeps the first of equals
 
 
+def check_selection(top: int | None, threshold: float | None) -> None:
+    """Exactly one of `top` (>= 0) and `threshold`: how many to keep, or how good a score must be."""
+    if (top is None) == (threshold is None):
+        raise InputError("give exactly one of --top N (how many more samples to keep) or --threshold T (a minimum score in [-1, 1])")
+    if top is not None and top < 0:
+        raise InputError(f"--top {top} must be >= 0")
+
+
+@dataclass
+class TrainedFeatures:
+    """The model in eval mode and the classifier-input features of every trained-on sample
+    (validation samples excluded: never trained on, never candidates), as trained."""
+
+    model: nn.Module
+    spec: InputSpec
+    precision: str
+    positions: torch.Tensor  # training positions of the rows
+    features: torch.Tensor  # (N, D) float32, on the CPU
+    labels: torch.Tensor  # the labels trained on, on the CPU
+
+
+def trained_features(checkpoint: Checkpoint, inputs: RunInputs, device: str, batch_size: int) -> TrainedFeatures:
+    dev = resolve_device(device)
+    precision = resolve_precision("auto", dev, cpu_bf16=False)  # scores in fp32 on CPUs: exact and comparable
+    model = checkpoint.build().to(dev).to(memory_format=torch.channels_last).eval()
+    trained = torch.ones(len(inputs.dataset.train), dtype=torch.bool)
+    trained[checkpoint.validation_indices] = False
+    positions = torch.nonzero(trained).flatten()
+    view = as_trained_view(inputs.dataset, inputs.manifest, positions, dev)
+    spec = input_spec(inputs.dataset, checkpoint.arch or "")
+    features = penultimate_features(model, view.batches(spec, batch_size), precision)
+    return TrainedFeatures(model, spec, precision, positions, features, view.labels.cpu())
+
+
 @dataclass
 class Detection:
     """What `detect()` found: the samples to forget (the identified plus the detected), the detected
@@ -258,24 +281,14 @@ def detect(
     precision and recall."""
     if signal not in SIGNALS:
         raise InputError(f"unknown signal {signal!r}; use one of: {', '.join(SIGNALS)}")
-    if (top is None) == (threshold is None):
-        raise InputError("give exactly one of --top N (how many more samples to keep) or --threshold T (a minimum score in [-1, 1])")
-    if top is not None and top < 0:
-        raise InputError(f"--top {top} must be >= 0")
+    check_selection(top, threshold)
     if len(identified) == 0:
         raise InputError("the index file lists no samples; detect starts from at least one identified sample")
     start = time.perf_counter()
-    dev = resolve_device(device)
-    precision = resolve_precision("auto", dev, cpu_bf16=False)  # scores in fp32 on CPUs: exact and comparable
     dataset, manifest = inputs.dataset, inputs.manifest
-    model = checkpoint.build().to(dev).to(memory_format=torch.channels_last).eval()
-    trained = torch.ones(len(dataset.train), dtype=torch.bool)
-    trained[checkpoint.validation_indices] = False
-    positions = torch.nonzero(trained).flatten()
-    view = as_trained_view(dataset, manifest, positions, dev)
-    features = penultimate_features(model, view.batches(input_spec(dataset, checkpoint.arch or ""), batch_size), precision)
+    trained = trained_features(checkpoint, inputs, device, batch_size)
+    positions, features, labels = trained.positions, trained.features, trained.labels
     is_identified = torch.isin(positions, identified)
-    labels = view.labels.cpu()
     unguided = {
         "spectral": spectral_scores(features, labels, is_identified),
         "label-quality": label_quality_scores(features, labels, dataset.num_classes),
@@ -319,13 +332,19 @@ def detect(
     trained_for = [h.get("wall_time_s") for h in checkpoint.meta.get("history", []) if h.get("command") == "train" and h.get("wall_time_s")]
     if trained_for:  # what detection cost against the recorded training run (a retrain costs about that)
         summary["wall_time_vs_training"] = round(summary["wall_time_s"] / trained_for[-1], 4)
-    if manifest is not None:  # ground truth: the recorded corruption, as trained on
-        corrupted = manifest.index_tensor[torch.isin(manifest.index_tensor, positions)]
-        hits = int(torch.isin(candidates, corrupted).sum())
-        summary["ground_truth"] = {
-            "corrupted": len(corrupted),
-            "precision": round(hits / max(len(candidates), 1), 6),
-            "recall": round(hits / max(len(corrupted), 1), 6),
-            "found_beyond_identified": int(torch.isin(positions[chosen], corrupted).sum()),
-        }
+    if manifest is not None:
+        summary["ground_truth"] = ground_truth(manifest, positions, candidates, positions[chosen])
     return Detection(candidates, ranked, summary)
+
+
+def ground_truth(manifest: Manifest, positions: torch.Tensor, candidates: torch.Tensor, detected: torch.Tensor) -> dict:
+    """Precision and recall of `candidates` against the recorded corruption, as trained on (a
+    corrupted sample held out for validation was never learnt, so it cannot be found)."""
+    corrupted = manifest.index_tensor[torch.isin(manifest.index_tensor, positions)]
+    hits = int(torch.isin(candidates, corrupted).sum())
+    return {
+        "corrupted": len(corrupted),
+        "precision": round(hits / max(len(candidates), 1), 6),
+        "recall": round(hits / max(len(corrupted), 1), 6),
+        "found_beyond_identified": int(torch.isin(detected, corrupted).sum()),
+    }

@@ -14,6 +14,7 @@ LAYERS = [
     {"checkpoints", "engine", "distributed"},
     {"inputs"},
     {"train", "unlearning", "evaluation", "detection"},
+    {"query_detection"},
     {"sweep"},
     {"cli", "__main__"},
 ]
