@@ -37,6 +37,7 @@ import sys
 from pathlib import Path
 from statistics import mean
 
+from remcli.models.recipes import default_optimizer, train_lr
 from remcli.sweep.report import mean_sem
 
 BLOCK = re.compile(r"(<!-- generated: (.*?) -->\n)(.*?)(<!-- /generated -->)", re.DOTALL)
@@ -77,16 +78,26 @@ def load_cells(folder: Path) -> dict[tuple, dict]:
 
 
 def pretrained(folder: Path, args: list[str]) -> str:
+    """The backbone record: one row per pretraining stage, the clean test accuracy on the last (the backbone)."""
     record = json.loads(Path(args[0]).read_text(encoding="utf-8"))
-    train, images = record["train"], record["training_images"]
+    images = record["training_images"]
     first, last = images["first_image_per_class"], images["first_image_per_class"] + images["per_class"] - 1
-    header = "| training images | epochs | steps | train s | images/s | precision | val acc | clean test acc | sha256 |"
-    row = (
-        f"| {train['train_samples']:,} (+{train['validation_samples']:,} held out; images {first}..{last} of every class) | {train['epochs']} "
-        f"| {train['steps']} | {train['wall_time_s']:.0f} | {train['images_per_s']:.0f} | {train['precision']} | {train['val_acc']:.3f} "
-        f"| **{record['test_acc']:.3f}** ({record['test_samples']:,} test images) | `{record['sha256'][:12]}` |"
-    )
-    return f"{header}\n|---|---:|---:|---:|---:|---|---:|---:|---|\n{row}\n\n`{record['command']}` (then `{record['evaluate_command']}`)"
+    header = "| stage | training images | epochs | peak lr | steps | train s | images/s | precision | val acc | clean test acc | sha256 |"
+    rows, stages = [], record["stages"]
+    for n, stage in enumerate(stages, 1):
+        train, final = stage["train"], n == len(stages)
+        lr = re.search(r"--lr (\S+)", stage["command"])
+        arch = re.search(r"--arch (\S+)", stage["command"])
+        peak_lr = lr.group(1) if lr else f"{train_lr(default_optimizer(arch.group(1) if arch else 'resnet9')):g} (default)"
+        scored = f"**{record['test_acc']:.3f}** ({record['test_samples']:,} test images)" if final else "–"
+        rows.append(
+            f"| {n} | {train['train_samples']:,} (+{train['validation_samples']:,} held out; images {first}..{last} of every class) "
+            f"| {train['epochs']} | {peak_lr} | {train['steps']} | {train['wall_time_s']:.0f} | {train['images_per_s']:.0f} "
+            f"| {train['precision']} | {train['val_acc']:.3f} | {scored} | {'`' + record['sha256'][:12] + '`' if final else '–'} |"
+        )
+    commands = "\n".join(f"{n}. `{stage['command']}`" for n, stage in enumerate(stages, 1))
+    table = "\n".join([header, "|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---|", *rows])
+    return f"{table}\n\n{commands}\n\nthen `{record['evaluate_command']}`"
 
 
 def coverage(folder: Path, args: list[str]) -> str:

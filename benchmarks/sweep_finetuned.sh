@@ -9,9 +9,10 @@
 #
 # Profile (why: docs/results-finetuned.md, "Choosing the profile"):
 # * pretraining: ResNet-9 width 0.5 on 48,500 clean training images (4,850 per class: images
-#   150..4999 of every class, so never one the fine-tuning set holds), 10 epochs at batch 128 (the
-#   memorising profile's recipe, 5 % held out for validation), seed 0, bf16 on CPUs with native
-#   bf16: about 20 minutes of one core. The backbone is committed at
+#   150..4999 of every class, so never one the fine-tuning set holds) in two stages at batch 128:
+#   10 epochs from scratch (the memorising profile's recipe, peak lr 0.025, seed 0, 5 % held out for
+#   validation), then 10 more from those weights at peak lr 0.01 (seed 1), bf16 on CPUs with native
+#   bf16: about 20 minutes of one core per stage. The backbone is committed at
 #   benchmarks/results/finetuned/pretrained.safetensors with its sha256 and clean test accuracy in
 #   pretrained.json beside it; the script reuses it when the sha256 matches and pretrains only when
 #   neither file is there (a backbone without a matching record is refused, never overwritten);
@@ -55,7 +56,7 @@ if [ "${TINY:-0}" = 1 ]; then
   CACHE_DIR=${CACHE_DIR:-$CACHE_ROOT/cifar10-tiny}
   PRETRAIN_CACHE_DIR=${PRETRAIN_CACHE_DIR:-$CACHE_DIR-pretrain}
   PER_CLASS=30; TEST_PER_CLASS=10; SEEDS=${TINY_SEEDS:-0}; KINDS=poison,label-noise  # two kinds: the plumbing, in under a minute
-  PRE_PER_CLASS=40; PRE_EPOCHS=1; WIDTH=0.125
+  PRE_PER_CLASS=40; PRE_EPOCHS=1; PRE_MORE_EPOCHS=1; WIDTH=0.125
   PRETRAINED=${PRETRAINED:-${OUT%/}-pretrained.safetensors}  # a toy backbone beside its run (the sweep wants OUT to itself), never the committed one
   FT_EPOCHS=${FT_EPOCHS:-1}; FT_LR=${FT_LR:-0.025}; COUNT=6; BATCH=64
   FIRST_RATES=1.0; MORE_RATES=0.5
@@ -65,7 +66,7 @@ else
   CACHE_DIR=${CACHE_DIR:-$CACHE_ROOT/cifar10-1500}  # the memorising profile's subset (benchmarks/sweep_cpu.sh)
   PRETRAIN_CACHE_DIR=${PRETRAIN_CACHE_DIR:-$CACHE_ROOT/cifar10-pretrain-48500}
   PER_CLASS=150; TEST_PER_CLASS=200; KINDS=poison,interclass,label-noise
-  PRE_PER_CLASS=4850; PRE_EPOCHS=10; WIDTH=0.5
+  PRE_PER_CLASS=4850; PRE_EPOCHS=10; PRE_MORE_EPOCHS=10; WIDTH=0.5
   PRETRAINED=${PRETRAINED:-benchmarks/results/finetuned/pretrained.safetensors}
   FT_EPOCHS=${FT_EPOCHS:-40}; FT_LR=${FT_LR:-0.01}; COUNT=30; BATCH=128
   FIRST_RATES=0.1,0.5,1.0; MORE_RATES=0.3,0.7
@@ -76,23 +77,35 @@ fi
 PRETRAIN_RECORD=${PRETRAINED%.safetensors}.json
 
 # --- pretraining: one clean backbone, reused whenever its recorded sha256 matches ---------------
+# Two stages: PRE_EPOCHS from scratch at the default peak learning rate, then PRE_MORE_EPOCHS more from
+# those weights (`train --init`) at peak PRE_MORE_LR; the second stage's output is the backbone.
+PRE_MORE_LR=${PRE_MORE_LR:-0.01}
+STAGE1=${PRETRAINED%.safetensors}-stage1.safetensors
 pretrain_cmd=("$REMCLI" train --data "imagefolder:$PRETRAIN_CACHE_DIR" --arch resnet9 --width "$WIDTH" --epochs "$PRE_EPOCHS"
-              --batch-size "$BATCH" --seed 0 --device "$DEVICE" --json "$PRETRAIN_RECORD.train" --out "$PRETRAINED")
+              --batch-size "$BATCH" --seed 0 --device "$DEVICE" --json "$PRETRAIN_RECORD.stage1" --out "$STAGE1")
+continue_cmd=("$REMCLI" train --data "imagefolder:$PRETRAIN_CACHE_DIR" --arch resnet9 --width "$WIDTH" --epochs "$PRE_MORE_EPOCHS"
+              --batch-size "$BATCH" --lr "$PRE_MORE_LR" --seed 1 --init "$STAGE1" --device "$DEVICE" --json "$PRETRAIN_RECORD.stage2"
+              --out "$PRETRAINED")
 if [ -f "$PRETRAINED" ]; then
   "$PYTHON" benchmarks/pretrained_record.py check "$PRETRAINED" "$PRETRAIN_RECORD" || exit 2
 elif [ "${DRY_RUN:-0}" = 1 ]; then
-  echo "pretrain command (dry run: $PRETRAINED does not exist yet, so the fine-tuning commands cannot be checked): $(printf '%q ' "${pretrain_cmd[@]}")"
+  echo "pretrain commands (dry run: $PRETRAINED does not exist yet, so the fine-tuning commands cannot be checked):"
+  echo "  $(printf '%q ' "${pretrain_cmd[@]}")"
+  echo "  $(printf '%q ' "${continue_cmd[@]}")"
   exit 0
 else
   [ ! -f "$PRETRAIN_RECORD" ] || { echo "error: $PRETRAIN_RECORD exists without $PRETRAINED; restore the backbone or delete the record" >&2; exit 2; }
   "$PYTHON" benchmarks/prepare_cifar_subset.py --source "$SOURCE" --per-class $PRE_PER_CLASS --offset $PER_CLASS \
     --test-per-class $TEST_PER_CLASS --out "$PRETRAIN_CACHE_DIR"
   mkdir -p "$(dirname "$PRETRAINED")"
-  echo "pretrain command: $(printf '%q ' "${pretrain_cmd[@]}")"
+  echo "pretrain command, stage 1: $(printf '%q ' "${pretrain_cmd[@]}")"
   "${pretrain_cmd[@]}"
+  echo "pretrain command, stage 2: $(printf '%q ' "${continue_cmd[@]}")"
+  "${continue_cmd[@]}"
   "$PYTHON" benchmarks/pretrained_record.py write "$PRETRAINED" "$PRETRAIN_RECORD" --remcli "$REMCLI" --device "$DEVICE" \
-    --command "$(printf '%q ' "${pretrain_cmd[@]}")" --offset $PER_CLASS --per-class $PRE_PER_CLASS
-  rm -f "$PRETRAIN_RECORD.train"
+    --stage "$PRETRAIN_RECORD.stage1" "$(printf '%q ' "${pretrain_cmd[@]}")" \
+    --stage "$PRETRAIN_RECORD.stage2" "$(printf '%q ' "${continue_cmd[@]}")" --offset $PER_CLASS --per-class $PRE_PER_CLASS
+  rm -f "$PRETRAIN_RECORD.stage1" "$PRETRAIN_RECORD.stage2" "$STAGE1"  # the record keeps both stages' summaries and commands
 fi
 
 # --- fine-tuning sweep ------------------------------------------------------------------------------

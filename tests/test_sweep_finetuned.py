@@ -33,14 +33,17 @@ def test_script_parses():
 
 
 def test_tiny_profile_runs_end_to_end(tmp_path):
-    """Pretrain on images 30..69 of every class, fine-tune on images 0..29, four phases resuming one folder;
+    """Pretrain in two stages on images 30..69 of every class, fine-tune on images 0..29, four phases resuming one folder;
     a second run reuses the recorded backbone, and one whose sha256 changed is refused (exit 2, one line)."""
     result = run(tmp_path, TINY="1")
     assert result.returncode == 0, result.stderr[-3000:]
     backbone, record_path = tmp_path / "out-pretrained.safetensors", tmp_path / "out-pretrained.json"
     record = json.loads(record_path.read_text())
     assert record["sha256"] == hashlib.sha256(backbone.read_bytes()).hexdigest()
-    assert 0.0 <= record["test_acc"] <= 1.0 and record["train"]["epochs"] == 1 and record["test_samples"] == 100
+    assert 0.0 <= record["test_acc"] <= 1.0 and record["test_samples"] == 100
+    assert [stage["train"]["epochs"] for stage in record["stages"]] == [1, 1]  # from scratch, then on from those weights
+    assert "--init" not in record["stages"][0]["command"] and "--lr 0.01 --seed 1 --init" in record["stages"][1]["command"]
+    assert not list(tmp_path.glob("out-pretrained-stage1*")) and not list(tmp_path.glob("out-pretrained.json.stage*"))
     pretrain_files = {p.name for p in (tmp_path / "data-pretrain" / "train" / "cat").iterdir()}
     finetune_files = {p.name for p in (tmp_path / "data" / "train" / "cat").iterdir()}
     assert len(pretrain_files) == 40 and len(finetune_files) == 30 and not pretrain_files & finetune_files  # disjoint sets
