@@ -148,10 +148,19 @@ def main() -> None:
     parser.add_argument("--base", default="rem")
     parser.add_argument("--variants", default="rem-redirect,rem@conv10,rem@fresh")
     parser.add_argument("--rates", help="comma-separated discovery rates to include (default: all)")
+    parser.add_argument("--kinds", help="comma-separated corruption kinds to include (default: all)")
+    parser.add_argument("--also", type=Path, action="append", default=[], help="another sweep folder whose cells join the first's (more seeds)")
     parser.add_argument("--headroom", action="store_true", help="also print the best-of-all-methods-per-cell margin over --base")
     parser.add_argument("--non-inferior", metavar="MEAN,LOWER,CELL", help="margins in points: paired mean, mean - 2 SE, worst kind x rate mean")
     args = parser.parse_args()
     cells = load(args.folder)
+    for other in args.also:
+        more = load(other)
+        if set(more) & set(cells):
+            raise SystemExit(f"error: {other} repeats cells of {args.folder}; --also adds seeds, it does not replace cells")
+        cells.update(more)
+    if args.kinds:
+        cells = {k: v for k, v in cells.items() if k[1] in args.kinds.split(",")}
     if args.rates:
         wanted = {float(r) for r in args.rates.split(",")}
         cells = {k: v for k, v in cells.items() if k[0] == "original" or k[2] in wanted}
