@@ -8,6 +8,12 @@ A settings class inherits `Settings`; its `__post_init__` checks every field aga
 * the class's `CHOICES`, the closed set of each enumerated setting (`optimizer`: sgd or adam).
 
 `None` passes wherever the annotation allows it (it means "the recipe's default").
+
+Variant defaults follow one pattern: a table `{variant: {setting: value}}`. A variant chosen by a
+`variant` setting (scrub, salun) leaves its settings None in the config, so the recorded settings
+say what the user chose, and `with_variant_defaults()` fills them in for the run; a variant
+registered as a method of its own (`rem-full`) is `with_defaults(Base, table)`, a config class
+whose defaults are the table's, so `remcli methods` shows them.
 """
 
 from __future__ import annotations
@@ -117,6 +123,24 @@ class Settings:
     """Mixin for settings dataclasses: validated on construction (see the module docstring)."""
 
     CHOICES: ClassVar[dict[str, tuple]] = {}
+    VARIANTS: ClassVar[dict[str, dict[str, Any]]] = {}  # the `variant` setting's values -> their defaults
 
     def __post_init__(self) -> None:
         check_settings(self)
+
+    def with_variant_defaults(self):
+        """A copy with each None setting that the chosen `variant` defines set to the variant's value."""
+        names = {field.name for field in dataclasses.fields(self)}
+        chosen = self.VARIANTS[self.variant]  # type: ignore[attr-defined]  (a class with VARIANTS has a variant setting)
+        return dataclasses.replace(self, **{name: value for name, value in chosen.items() if name in names and getattr(self, name) is None})
+
+
+def with_defaults(base: type, name: str, defaults: dict[str, Any]) -> type:
+    """Settings class `base` with other defaults (same fields, same order): a variant registered
+    as a method of its own."""
+    fields = {field.name: field for field in dataclasses.fields(base)}
+    variant = dataclasses.make_dataclass(
+        name, [(key, fields[key].type, dataclasses.field(default=value)) for key, value in defaults.items()], bases=(base,)
+    )
+    variant.__module__ = base.__module__
+    return variant

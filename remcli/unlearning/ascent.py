@@ -9,26 +9,21 @@ from dataclasses import dataclass
 
 import torch
 
-from remcli.config import Settings
 from remcli.data.pipeline import Batch
-from remcli.engine import OPTIMIZERS
 from remcli.seeding import generator
 from remcli.unlearning.base import UnlearnTask
 from remcli.unlearning.selection import SELECT_ON, ProxySelection
-from remcli.unlearning.training import FitConfig, make_engine
+from remcli.unlearning.training import OptimiserSettings, make_engine
 
 
 @dataclass
-class AscentConfig(Settings):
+class AscentConfig(OptimiserSettings):
     """The REM paper's Ascent / NPO protocol: one identified-set epoch at a time until gamma."""
 
-    CHOICES = {"optimizer": OPTIMIZERS, "select_on": SELECT_ON}
+    CHOICES = {**OptimiserSettings.CHOICES, "select_on": SELECT_ON}
 
     lr: float = 0.005
     batch_size: int = 512
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
     gamma: float = 0.2  # stop once identified-set accuracy (corrupted labels) <= gamma
     max_epochs: int = 100  # hard cap (the research code had none: its step counter did not advance)
     select_on: str = "auto"
@@ -37,18 +32,9 @@ class AscentConfig(Settings):
 def ascend_until(task: UnlearnTask, cfg: AscentConfig, loss_fn: Callable[[Batch], torch.Tensor], name: str) -> tuple[int, dict]:
     """Epochs of `loss_fn` over the identified set until its accuracy <= gamma or `max_epochs`;
     keeps the best iterate by the proxy (the input model itself is a candidate)."""
-    budget = FitConfig(
-        epochs=max(cfg.max_epochs, 1),
-        lr=cfg.lr,
-        batch_size=cfg.batch_size,
-        optimizer=cfg.optimizer,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-        schedule="constant",
-    )
     model = task.model
     selection = ProxySelection(task, model, cfg.gamma, cfg.select_on)
-    engine = make_engine(task, model.parameters(), budget, 0, (model,))
+    engine = make_engine(task, model.parameters(), cfg.optim(), synced_modules=(model,))
     order = generator(task.seed, f"unlearn/{name}/batches", task.device)
     epochs = [{"epoch": 0, **selection.consider(0)}]
     task.reporter.phase(f"{name}: ascend until forget acc <= {cfg.gamma}", None)

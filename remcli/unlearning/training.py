@@ -31,26 +31,53 @@ SCHEDULES = ("warmup-linear", "constant")
 
 
 @dataclass
-class FitConfig(Settings):
-    """The budget every gradient-based baseline shares; methods subclass it with their defaults."""
+class OptimiserSettings(Settings):
+    """The optimiser part of a method's settings, defined once: `--lr`, `--optimizer` and the
+    `momentum` / `weight_decay` settings mean the same in every method that has them. A method
+    whose default comes from its recipe, variant or recorded training redeclares the field as
+    `| None` (None: that default), and resolves it before `optim()`."""
 
-    CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES}
+    CHOICES = {"optimizer": OPTIMIZERS}
 
-    epochs: int = 10  # passes over the method's main data (~980 steps on CIFAR-10 at batch 512)
     lr: float = 0.025
-    batch_size: int = 512
     optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 5e-4
+
+    def optim(self) -> OptimConfig:
+        """The Engine's optimiser (every field resolved)."""
+        return OptimConfig(name=self.optimizer, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+
+
+@dataclass
+class BudgetSettings(Settings):
+    """The budget part: passes over the method's main data (~980 steps on CIFAR-10 at batch 512),
+    and the samples per step."""
+
+    epochs: int = 10
+    batch_size: int = 512
+
+
+@dataclass
+class FitConfig(BudgetSettings, OptimiserSettings):
+    """The budget every gradient-based baseline shares; methods subclass it with their defaults."""
+
+    CHOICES = {**OptimiserSettings.CHOICES, "schedule": SCHEDULES}
+
     schedule: str = "warmup-linear"  # the benches' 1% warm-up + linear decay, or constant
+
+    def lr_schedule(self, total_steps: int) -> Callable[[int], float] | None:
+        return warmup_linear_decay(total_steps) if self.schedule == "warmup-linear" else None
 
 
 def make_engine(
-    task: UnlearnTask, params: Iterable[nn.Parameter], cfg: FitConfig, total_steps: int, synced_modules: Iterable[nn.Module] = ()
+    task: UnlearnTask,
+    params: Iterable[nn.Parameter],
+    optim: OptimConfig,
+    schedule: Callable[[int], float] | None = None,
+    synced_modules: Iterable[nn.Module] = (),
 ) -> Engine:
     """The method's Engine; `synced_modules` hold the BatchNorm statistics kept equal across torchrun ranks."""
-    optim = OptimConfig(name=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    schedule = warmup_linear_decay(total_steps) if cfg.schedule == "warmup-linear" else None
     return Engine(make_optimizer(params, optim), task.device, task.precision, schedule, task.reporter, task.group, synced_modules)
 
 
@@ -84,7 +111,8 @@ def fit(
     if len(view) == 0:
         raise InputError(f"{name}: no training samples to fit on (the retain set is empty)")
     per_epoch = steps_per_epoch(view, cfg.batch_size)
-    engine = engine or make_engine(task, params if params is not None else model.parameters(), cfg, per_epoch * cfg.epochs, (model,))
+    trained = params if params is not None else model.parameters()
+    engine = engine or make_engine(task, trained, cfg.optim(), cfg.lr_schedule(per_epoch * cfg.epochs), (model,))
     order = generator(task.seed, f"unlearn/{name}/batches", task.device)
 
     def validation_accuracy() -> dict:

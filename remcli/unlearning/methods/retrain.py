@@ -15,22 +15,19 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from remcli.config import Settings
-from remcli.engine import OPTIMIZERS
 from remcli.models.recipes import train_lr
 from remcli.unlearning.base import MethodResult, UnlearnTask, register_method
-from remcli.unlearning.training import FitConfig, fit
+from remcli.unlearning.training import BudgetSettings, FitConfig, OptimiserSettings, fit
 
 
 @dataclass
-class RetrainConfig(Settings):
-    CHOICES = {"optimizer": OPTIMIZERS}
+class RetrainConfig(BudgetSettings, OptimiserSettings):
+    """Every budget and optimiser setting defaults to the checkpoint's recorded training (None)."""
 
     epochs: int | None = None  # None: the recorded training epochs (else 40)
     lr: float | None = None  # None: the recorded training lr (else 0.025 SGD / 1e-4 Adam)
     batch_size: int | None = None  # None: the recorded training batch size (else 512)
     optimizer: str | None = None  # None: the recorded optimiser (else sgd)
-    momentum: float = 0.9
     weight_decay: float | None = None  # None: the recorded weight decay (else 5e-4)
 
 

@@ -17,7 +17,7 @@ exactly fine-tuning on the retain set; it is offered only to reproduce that code
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -37,12 +37,13 @@ from remcli.unlearning.training import (
     steps_per_epoch,
 )
 
-DEFAULT_LR = {"original": 0.01, "rem-code": 0.005}  # per variant, when lr is None
+VARIANTS = {"original": {"lr": 0.01}, "rem-code": {"lr": 0.005}}  # the settings left None take the variant's value
 
 
 @dataclass
 class SalUnConfig(FitConfig):
-    CHOICES = {**FitConfig.CHOICES, "variant": ("original", "rem-code")}
+    CHOICES = {**FitConfig.CHOICES, "variant": tuple(VARIANTS)}
+    VARIANTS = VARIANTS
 
     variant: str = "original"  # original | rem-code
     epochs: int = 10
@@ -76,11 +77,11 @@ def random_label_view(task: UnlearnTask) -> SampleView:
     SalUnConfig,
     "Random labels on identified samples, updating only the most salient 50% of weights",
     data="identified set + retain set",
-    budget=f"{{epochs}} epochs, lr {DEFAULT_LR['original']:g} (rem-code: {DEFAULT_LR['rem-code']:g}), mask {{mask_fraction:.0%}}",
+    budget=f"{{epochs}} epochs, lr {VARIANTS['original']['lr']:g} (rem-code: {VARIANTS['rem-code']['lr']:g}), mask {{mask_fraction:.0%}}",
     cost="~25%",
 )
 def salun(task: UnlearnTask, cfg: SalUnConfig) -> MethodResult:
-    budget = replace(cfg, lr=cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.variant])
+    budget = cfg.with_variant_defaults()
     model = task.model
 
     def ce(batch):
@@ -96,7 +97,7 @@ def salun(task: UnlearnTask, cfg: SalUnConfig) -> MethodResult:
     named = dict(model.named_parameters())
     frozen = {n: p.detach().clone() for n, p in named.items()}
     hooks = [named[n].register_hook(lambda g, m=m: g * m.to(g.dtype)) for n, m in masks.items()]
-    engine = make_engine(task, model.parameters(), budget, steps_per_epoch(view, budget.batch_size) * budget.epochs)
+    engine = make_engine(task, model.parameters(), budget.optim(), budget.lr_schedule(steps_per_epoch(view, budget.batch_size) * budget.epochs))
 
     def restore_masked(*_):
         with torch.no_grad():

@@ -34,7 +34,7 @@ from remcli.unlearning.training import (
     steps_per_epoch,
 )
 
-VARIANTS = {
+VARIANTS = {  # the settings left None take the variant's value; `schedule` is fixed per variant
     "original": dict(epochs=3, lr=5e-4, batch_size=128, forget_batch_size=32, max_steps=2, schedule="constant"),
     "bench": dict(epochs=10, lr=0.0025, batch_size=512, forget_batch_size=512, max_steps=100, schedule="warmup-linear"),
 }
@@ -42,7 +42,10 @@ VARIANTS = {
 
 @dataclass
 class SCRUBConfig(Settings):
-    CHOICES = {"variant": ("original", "bench")}
+    """SCRUB's optimiser is SGD in both variants, as in its reference code: no `optimizer` setting."""
+
+    CHOICES = {"variant": tuple(VARIANTS)}
+    VARIANTS = VARIANTS
 
     variant: str = "original"  # original | bench
     epochs: int | None = None  # retain passes; None: 3 (original) / 10 (bench)
@@ -66,19 +69,18 @@ def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tempe
 
 
 def resolve(cfg: SCRUBConfig) -> tuple[FitConfig, int, int]:
-    d = VARIANTS[cfg.variant]
-    pick = lambda name: getattr(cfg, name) if getattr(cfg, name) is not None else d[name]  # noqa: E731
+    """The retain budget the run uses, its forget batch size and its max-step limit."""
+    run = cfg.with_variant_defaults()
     budget = FitConfig(
-        epochs=pick("epochs"),
-        lr=pick("lr"),
-        batch_size=pick("batch_size"),
+        epochs=run.epochs,
+        lr=run.lr,
+        batch_size=run.batch_size,
         optimizer="sgd",
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-        schedule=d["schedule"],
+        momentum=run.momentum,
+        weight_decay=run.weight_decay,
+        schedule=VARIANTS[cfg.variant]["schedule"],
     )
-    forget_batch, max_steps = pick("forget_batch_size"), pick("max_steps")
-    return budget, forget_batch, max_steps
+    return budget, run.forget_batch_size, run.max_steps
 
 
 def run_scrub(task: UnlearnTask, cfg: SCRUBConfig, teacher: nn.Module) -> MethodResult:
@@ -86,7 +88,7 @@ def run_scrub(task: UnlearnTask, cfg: SCRUBConfig, teacher: nn.Module) -> Method
     budget, forget_batch, max_steps = resolve(cfg)
     student = task.model
     retain_steps = steps_per_epoch(task.retain_view, budget.batch_size)
-    engine: Engine = make_engine(task, student.parameters(), budget, budget.epochs * retain_steps)
+    engine: Engine = make_engine(task, student.parameters(), budget.optim(), budget.lr_schedule(budget.epochs * retain_steps))
     order = generator(task.seed, "unlearn/scrub/batches", task.device)
 
     def kl(batch):

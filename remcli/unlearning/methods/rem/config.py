@@ -1,6 +1,7 @@
 """REM's settings, validated on construction (`remcli.config`).
 
-Three registered methods share them, each a dataclass of defaults (one pattern for variants):
+Four registered methods share them; each variant is a table of defaults over `REMConfig`
+(`remcli.config.with_defaults`, the one pattern for variants):
 
 * `rem` (the default): the research code's mechanism (batch-statistics BatchNorm, one optimiser
   across phases, gamma checked once per flush epoch, 1x1 bottleneck units) with a repair that does
@@ -21,11 +22,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from remcli.config import Settings
-from remcli.engine import OPTIMIZERS
+from remcli.config import with_defaults
 from remcli.unlearning.losses import REMOVALS
 from remcli.unlearning.methods.rem.expansion import UNIT_KINDS
 from remcli.unlearning.selection import SELECT_ON
+from remcli.unlearning.training import BudgetSettings, OptimiserSettings
 
 BN_POLICIES = ("frozen", "batch")
 FLUSH_STOPS = ("step", "epoch")
@@ -38,9 +39,9 @@ REDIRECTING = {"bn": "frozen", "fresh_optimizer": True, "flush_stop": "step", "u
 
 
 @dataclass
-class REMConfig(Settings):
+class REMConfig(BudgetSettings, OptimiserSettings):
     CHOICES = {
-        "optimizer": OPTIMIZERS,
+        **OptimiserSettings.CHOICES,
         "flush_stop": FLUSH_STOPS,
         "removal": REMOVALS,
         "retain_loss": RETAIN_LOSSES,
@@ -53,12 +54,9 @@ class REMConfig(Settings):
         "keep": ("best", "last"),
     }
 
-    epochs: int = 10  # outer iterations; each = flush-until-gamma + one repair epoch over D_tr
+    # epochs (10): outer iterations; each = flush-until-gamma + one repair epoch over D_tr
     lr: float | None = None  # None: 0.005 (SGD, CNNs) or 2e-5 (Adam, ViTs), the paper's values
     optimizer: str | None = None  # None: sgd for CNNs, adam for ViTs
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 512
     beta: float = 1.0  # NPO inverse temperature
     gamma: float = 0.2  # flush until identified-set accuracy (corrupted labels) <= gamma
     flush_max_epochs: int = 100  # cap per outer iteration
@@ -91,29 +89,6 @@ class REMConfig(Settings):
     bn_recalibration_augment: bool = True  # augment them as in training (non-augmented statistics cost ~1 point of accuracy)
 
 
-@dataclass
-class REMFullConfig(REMConfig):
-    """`rem-full`: the research code's repair, every row through every view, every iteration (`FULL`)."""
-
-    drop_view: str = FULL["drop_view"]
-    retain_loss: str = FULL["retain_loss"]
-    repair_fraction: float = FULL["repair_fraction"]
-    patience: int = FULL["patience"]
-    bn_recalibration: int = FULL["bn_recalibration"]
-
-
-@dataclass
-class REMRedirectConfig(REMFullConfig):
-    """`rem-redirect`: the research code's repair (`FULL`, as measured) with the five changes that
-    make the redirect real (`REDIRECTING`)."""
-
-    flush_stop: str = REDIRECTING["flush_stop"]
-    bn: str = REDIRECTING["bn"]
-    fresh_optimizer: bool = REDIRECTING["fresh_optimizer"]
-    units: str = REDIRECTING["units"]
-    new_units_lr_scale: float = REDIRECTING["new_units_lr_scale"]
-
-
-@dataclass
-class REMGAConfig(REMConfig):
-    flush: str = "ga"
+REMFullConfig = with_defaults(REMConfig, "REMFullConfig", FULL)  # `rem-full`: the research code's repair, every row, every iteration
+REMRedirectConfig = with_defaults(REMFullConfig, "REMRedirectConfig", REDIRECTING)  # `rem-redirect`: `rem-full` redirecting for real
+REMGAConfig = with_defaults(REMConfig, "REMGAConfig", {"flush": "ga"})  # `rem-ga`: a gradient-ascent flush
