@@ -134,6 +134,9 @@ def _test_split(root: Path) -> str:
 @register_dataset("sample", layout=f"the shipped sample_data/cifar10 of a remcli checkout, {FOLDER_LAYOUT}", image_files=True, root=SAMPLE_DATA)
 @register_dataset("imagefolder", layout=FOLDER_LAYOUT, image_files=True)
 def _load_image_folders(spec: DataSpec, download: bool) -> LoadedSplits:
+    """ROOT/train and ROOT/test (or val), class per folder. Statistics are measured on the training
+    images, except for the shipped sample: it is CIFAR-10, so it keeps CIFAR-10's statistics,
+    whichever spec names it (`sample` or its path)."""
     root, size = spec.root, spec.size
     if not (root / "train").is_dir():
         raise InputError(f"imagefolder root {root} has no 'train' folder: expected {FOLDER_LAYOUT}")
@@ -144,7 +147,7 @@ def _load_image_folders(spec: DataSpec, download: bool) -> LoadedSplits:
     test, test_classes = _decode_folder(root / test_part, size, stream, listings[1])
     if test_classes != classes:
         raise InputError(f"train and {test_part} class folders differ under {root}; make ROOT/train and ROOT/{test_part} hold the same class names")
-    if root.resolve() == SAMPLE_DATA.resolve():  # whichever spec names it: `sample` or its path
+    if root.resolve() == SAMPLE_DATA.resolve():
         return LoadedSplits(train, test, classes, CIFAR_MEAN, CIFAR_STD, test_part)
     if stream:  # statistics from an evenly spaced sample of at most STATISTICS_SAMPLE images
         rows = torch.linspace(0, len(train) - 1, min(len(train), STATISTICS_SAMPLE)).round().long().unique()
