@@ -21,6 +21,8 @@ from remcli.seeding import seeded_global_rng
 from remcli.unlearning import build_task, unlearn
 from remcli.unlearning.methods.scrub import SCRUBConfig, run_scrub
 
+pytestmark = pytest.mark.slow  # each method run at its behaviour's budget
+
 FAST = {"batch_size": 128}
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -18,6 +19,7 @@ from remcli.seeding import seeded_global_rng
 runner = CliRunner()
 
 
+@pytest.mark.slow
 def test_bring_your_own_model(cifar_root, tmp_path, monkeypatch):
     with seeded_global_rng(0, "test/byom"):
         weights = build_model("resnet18", 10).state_dict()

@@ -252,6 +252,7 @@ def test_usage_errors_without_a_terminal_are_plain_unwrapped_lines():
     assert "╭" not in result.stderr and "Try 'remcli unlearn -h' for help." in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_train_progress_and_summary_are_unwrapped_lines(cifar_spec, tmp_path):
     out = tmp_path / ("a-long-output-directory-name-so-the-summary-line-is-longer-than-eighty-columns") / "model.safetensors"
     out.parent.mkdir()

@@ -82,6 +82,7 @@ def test_trigger_on_grayscale_uses_colour_intensity(mnist):
     assert torch.allclose(pixels[:, :, :3, :3], torch.full((64, 1, 3, 3), 1 / 3), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_corrupt_then_evaluate_on_mnist(mnist, mnist_root, tmp_path):
     spec = f"mnist:{mnist_root}"
     out = tmp_path / "c"

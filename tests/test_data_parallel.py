@@ -18,6 +18,8 @@ from remcli.checkpoints import load_checkpoint
 from remcli.data.pipeline import Batch
 from remcli.distributed import DataParallel, is_main_process, launched_by_torchrun, shared_batch
 
+pytestmark = pytest.mark.slow  # torchrun process groups, and the single-process runs they match
+
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "remcli"]
 SINGLE = [sys.executable, "-m", "remcli"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -82,6 +82,7 @@ def test_held_out_rank_is_the_mean_percentile_among_the_candidates():
 
 
 @pytest.mark.parametrize("signal", ["label-quality", "spectral"])
+@pytest.mark.slow
 def test_signal_on_request(poisoned_run, found, tmp_path, signal):
     result = invoke(
         "detect",
@@ -107,6 +108,7 @@ def test_signal_on_request(poisoned_run, found, tmp_path, signal):
     assert bad.exit_code == 2 and "unknown signal 'loss'" in bad.output and not (tmp_path / "d.txt").exists()
 
 
+@pytest.mark.slow
 def test_detect_finds_most_of_the_poison_from_ten_percent(poisoned_run, found, tmp_path):
     manifest = load_manifest(poisoned_run / "c" / "corruption.json")
     ckpt = load_checkpoint(poisoned_run / "model.safetensors")
@@ -146,6 +148,7 @@ def test_detect_finds_most_of_the_poison_from_ten_percent(poisoned_run, found, t
     assert metrics["forget_recall"] == pytest.approx(recall, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_auto_warns_when_its_choice_is_within_noise_of_another_signal(poisoned_run, tmp_path):
     """Clean samples listed as 'found' share nothing: no signal ranks them well, auto's choice is a
     coin toss, and it says so on stderr and in the JSON, naming the signal to compare with."""
@@ -167,6 +170,7 @@ def test_auto_warns_when_its_choice_is_within_noise_of_another_signal(poisoned_r
     assert json.loads(forced.stdout)["signal"] == summary["signal_runner_up"]
 
 
+@pytest.mark.slow
 def test_threshold_keeps_every_sample_above_it(poisoned_run, found, tmp_path):
     result = invoke("detect", poisoned_run / "model.safetensors", "--forget", found, "--threshold", "0.5", "--out", tmp_path / "c.txt", "--json", "-")
     assert result.exit_code == 0, result.output

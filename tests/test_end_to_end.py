@@ -9,6 +9,8 @@ from typer.testing import CliRunner
 
 from remcli.cli.main import app
 
+pytestmark = pytest.mark.slow  # REM and NPO at working budgets, then evaluated
+
 runner = CliRunner()
 
 

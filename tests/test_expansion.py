@@ -128,6 +128,7 @@ def test_vit_cifar_views_and_unit_counts():
     assert isinstance(adapter.act, nn.GELU)
 
 
+@pytest.mark.slow
 def test_vit_b_16_views_and_unit_counts():
     model = make("vit_b_16", image_size=32)
     targets = default_targets(model, "vit_b_16")

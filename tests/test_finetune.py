@@ -23,6 +23,8 @@ from remcli.fileio import sha256_file
 from remcli.seeding import seeded_global_rng
 from remcli.train import TrainConfig, train_model
 
+pytestmark = pytest.mark.slow  # trains a backbone, fine-tunes and retrains from it
+
 runner = CliRunner()
 TINY = ["--width", "0.125", "--epochs", "1", "--batch-size", "64", "--device", "cpu"]
 STILL = ["--lr", "1e-12"]  # lr ~0: the weights stay where training started

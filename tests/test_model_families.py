@@ -99,6 +99,7 @@ def save_weights(arch: str, path: Path, **kwargs) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_torchvision_vit_through_import_unlearn_evaluate(small_root, tmp_path):
     weights = save_weights("vit_b_16", tmp_path / "vit.pth", input_size=32)
     unlearned, evaluated = import_unlearn_evaluate("vit_b_16", weights, small_root, tmp_path, ["--input-shape", "3,32,32"])
@@ -115,6 +116,7 @@ def test_torchvision_vit_through_import_unlearn_evaluate(small_root, tmp_path):
         ("test_vit", [f"blocks.{i}.mlp" for i in range(6)], "adam"),
     ],
 )
+@pytest.mark.slow
 def test_timm_models_through_import_unlearn_evaluate(small_root, tmp_path, name, targets, optimizer):
     import timm
 

@@ -24,6 +24,8 @@ from remcli.unlearning.methods.rem import REMConfig, REMFullConfig
 from remcli.unlearning.methods.rem.batchnorm import recalibrate_batchnorm
 from remcli.unlearning.methods.rem.method import REMRun
 
+pytestmark = pytest.mark.slow  # REM runs on the session's poisoned model
+
 runner = CliRunner()
 SMALL = {"epochs": 1, "batch_size": 64}
 

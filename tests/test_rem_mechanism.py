@@ -19,6 +19,8 @@ from remcli.unlearning import losses, unlearn
 from remcli.unlearning.methods.rem import REMConfig
 from remcli.unlearning.methods.rem import method as rem_method
 
+pytestmark = pytest.mark.slow  # REM runs on the session's poisoned model
+
 
 @pytest.fixture(scope="module")
 def fully_identified(poisoned_run, poisoned_setup):

@@ -31,6 +31,8 @@ from remcli.unlearning import build_task, unlearn
 from remcli.unlearning.methods.rem import REMConfig
 from remcli.unlearning.methods.rem.batchnorm import frozen_bn_stats
 
+pytestmark = pytest.mark.slow  # REM runs on the session's poisoned model
+
 runner = CliRunner()
 SMALL = {"epochs": 1, "batch_size": 64}
 

@@ -66,6 +66,7 @@ def test_streamed_samples_batches_and_logits_equal_the_in_memory_ones(cifar_spec
                     assert torch.equal(model(a.inputs), model(b.inputs))
 
 
+@pytest.mark.slow
 def test_training_on_a_streamed_folder_gives_the_in_memory_checkpoint(cifar_spec, tmp_path):
     args = ["train", "--width", "0.125", "--epochs", "1", "--batch-size", "128", "--device", "cpu", "--quiet", "--json", "-"]
     runner = CliRunner()
@@ -102,6 +103,7 @@ def write_folder(root, count: int, side: int = 128) -> str:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads VmHWM from /proc/self/status")
+@pytest.mark.slow
 def test_peak_memory_stays_flat_when_a_streamed_folder_grows_tenfold(tmp_path):
     small, large = write_folder(tmp_path / "small", 200), write_folder(tmp_path / "large", 2000)  # 9.8 MB and 98 MB decoded
     # decode in this process, so its RSS holds it all; a fixed mmap threshold makes glibc return freed

@@ -40,6 +40,8 @@ from remcli.sweep.report import aggregate, mean_sem
 from remcli.unlearning import list_methods
 from tests.conftest import profile_script_env
 
+pytestmark = pytest.mark.slow  # sweeps train models and unlearn per cell; the profile scripts run them
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = Path(os.environ.get("REMCLI_SHARED_DATA", REPO.parent / "shared" / "data")) / "cifar10"
 PNG = b"\x89PNG\r\n\x1a\n"

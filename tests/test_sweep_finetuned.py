@@ -32,6 +32,7 @@ def test_script_parses():
     subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
 
 
+@pytest.mark.slow
 def test_tiny_profile_runs_end_to_end(tmp_path):
     """Pretrain in two stages on images 30..69 of every class, fine-tune on images 0..29, four phases resuming one folder;
     a second run reuses the recorded backbone, and one whose sha256 changed is refused (exit 2, one line)."""
@@ -85,6 +86,7 @@ def test_tiny_profile_runs_end_to_end(tmp_path):
 
 
 @pytest.mark.skipif(not COMMITTED.is_file(), reason="the committed backbone is not in this checkout")
+@pytest.mark.slow
 def test_real_profile_dry_run(tmp_path):
     """The real profile reuses the committed backbone (its sha256 matches its record) and every phase's
     command passes every check: the memorising profile's data, 2 % corrupted, budgets x FT_EPOCHS/41."""

@@ -16,6 +16,8 @@ import pytest
 
 from remcli.sweep.claims import Claims
 
+pytestmark = pytest.mark.slow  # worker processes each running a sweep
+
 REPO = Path(__file__).resolve().parents[1]
 GRID = ["--width", "0.125", "--count", "40", "--train-epochs", "1", "--train-batch-size", "64", "--device", "cpu",
         "--kinds", "poison,label-noise", "--discovery", "1.0", "--methods", "ga,npo",
