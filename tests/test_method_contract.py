@@ -29,6 +29,16 @@ def tiny(method: str) -> list[str]:
     return [arg for name, value in TINY_BUDGETS.items() if name in fields for arg in ("--set", f"{name}={value}")]
 
 
+def variants_slow() -> list:
+    """Every method; a variant (a registration of a function already registered, e.g. rem-full of
+    rem's) is marked slow: the quick subset runs each function once, the whole suite every name."""
+    seen, params = set(), []
+    for info in list_methods():
+        params.append(pytest.param(info.name, marks=pytest.mark.slow) if info.fn in seen else info.name)
+        seen.add(info.fn)
+    return params
+
+
 def test_every_issue_method_is_registered():
     expected = {"rem", "retrain", "finetune", "cf-k", "eu-k", "ga", "neggrad+", "npo", "scrub", "badteacher", "ssd", "potion", "salun"}
     assert expected <= set(METHODS)
@@ -48,7 +58,7 @@ def test_methods_lists_each_method_with_data_budget_and_cost():
     assert all(name in table.stdout for name in METHODS)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", variants_slow())
 def test_method_contract(poisoned_run, tmp_path, method):
     source = poisoned_run / "model.safetensors"
     out = tmp_path / f"{method}.safetensors"
@@ -73,13 +83,15 @@ def test_method_contract(poisoned_run, tmp_path, method):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    if not summary["changed"]:  # a tiny budget may change nothing: that is said, never passed off as unlearning
-        assert "left the model unchanged" in result.stderr
-    assert summary["method"] == method and summary["checkpoint"] == str(out)
-    assert isinstance(summary["steps"], int) and summary["steps"] >= 0 and summary["wall_time_s"] > 0
+    assert summary["method"] == method and summary["checkpoint"] == str(out) and summary["wall_time_s"] > 0
+    # even at a tiny budget every method changes the model, and one that learns takes gradient steps
+    # (a dampening method registers gradient_steps=False and reports none)
+    assert summary["changed"] and "left the model unchanged" not in result.stderr
+    assert summary["steps"] > 0 if get_method(method).gradient_steps else summary["steps"] == 0, summary["steps"]
 
     before, after = load_file(source), load_file(out)
     assert {k: (v.shape, v.dtype) for k, v in before.items()} == {k: (v.shape, v.dtype) for k, v in after.items()}
+    assert any(not torch.equal(before[k], after[k]) for k in before)
     meta = read_metadata(out)
     entry = meta["history"][-1]
     assert entry["method"] == method and entry["steps"] == summary["steps"] and entry["parent_sha256"]

@@ -137,19 +137,24 @@ class MethodInfo:
     budget: str  # default budget
     cost: str  # rough cost relative to retrain
     data_parallel: bool = False  # runs under torchrun (every gradient step goes through the Engine)
+    gradient_steps: bool = True  # False: it edits the weights without a gradient step (dampening), so it reports 0 steps
 
 
 METHODS = Registry[MethodInfo]("method", hint="see `remcli methods`")
 
 
-def register_method(name: str, config_cls: type, summary: str, data: str, budget: str, cost: str, data_parallel: bool = False):
+def register_method(
+    name: str, config_cls: type, summary: str, data: str, budget: str, cost: str, data_parallel: bool = False, gradient_steps: bool = True
+):
     """Register `fn(task, cfg) -> MethodResult` as NAME. `budget` may name the config's fields,
     `"{epochs} epochs, lr {lr:g}"`: it is filled in from the defaults, so it never goes stale.
-    `data_parallel`: the method's every update goes through the Engine, so it runs under torchrun."""
+    `data_parallel`: the method's every update goes through the Engine, so it runs under torchrun.
+    `gradient_steps=False`: it changes the model without a gradient step (SSD and Potion dampen
+    weights), so 0 steps is its normal report rather than a run that did nothing."""
     budget = budget.format(**{f.name: f.default for f in dataclasses.fields(config_cls) if f.default is not dataclasses.MISSING})
 
     def wrap(fn):
-        METHODS.add(name, MethodInfo(name, fn, config_cls, summary, data, budget, cost, data_parallel))
+        METHODS.add(name, MethodInfo(name, fn, config_cls, summary, data, budget, cost, data_parallel, gradient_steps))
         return fn
 
     return wrap

@@ -48,6 +48,7 @@ def selection_percentile(s: float) -> float:
     data="identified set + retain set",
     budget="1 importance pass, <= {max_tries} dampening tries",
     cost="~3-5%",
+    gradient_steps=False,
 )
 def potion(task: UnlearnTask, cfg: PotionConfig) -> MethodResult:
     model = task.model

@@ -38,6 +38,7 @@ class SSDConfig(Settings):
     data="identified set + training set (importance only)",
     budget="2 gradient passes, no optimiser",
     cost="~2.5%",
+    gradient_steps=False,
 )
 def ssd(task: UnlearnTask, cfg: SSDConfig) -> MethodResult:
     model = task.model
