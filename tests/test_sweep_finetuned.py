@@ -96,7 +96,7 @@ def test_real_profile_dry_run(tmp_path):
     assert len(list((tmp_path / "data" / "train").rglob("*.jpg"))) == 1500
     commands = [line for line in result.stdout.splitlines() if line.startswith("phase ")]
     assert [c.split()[1] for c in commands] == ["1", "2", "3", "4"]
-    size = f"--width 0.5 --count 30 --train-epochs 40 --train-batch-size 128 --train-lr 0.01 --init {COMMITTED.relative_to(REPO)}"
+    size = f"--width 0.5 --count 30 --train-epochs 40 --train-batch-size 128 --train-lr 0.005 --init {COMMITTED.relative_to(REPO)}"
     assert all(size in c for c in commands)
     assert all("--seeds 0\\,1\\,2" in c for c in commands)
     assert "--set rem.epochs=10" in commands[1] and "--set rem-redirect.epochs=10" in commands[1]
