@@ -165,6 +165,8 @@ EXAMPLES = {
     "detect": [
         "remcli detect run/model.safetensors --forget run/c/forget-0.1.txt --top 900 --out candidates.txt --json -",
         "remcli detect model.safetensors --forget found.txt --signal label-quality --threshold 0.5 --out candidates.txt",
+        "remcli detect model.safetensors --query misbehaving/ --top 30 --out candidates.txt",
+        "remcli detect model.safetensors --confused cat,dog --top 30 --out candidates.txt",
     ],
     "unlearn": [
         "remcli unlearn run/model.safetensors --forget run/c/forget-0.5.txt --out run/healed.safetensors",

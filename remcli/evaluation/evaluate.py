@@ -16,6 +16,9 @@
   models are at ~0.99; unlearning comparisons are only meaningful where this is high.
 * NAME_acc: accuracy on each extra labelled set (`evaluate --eval-set NAME=FOLDER`), such as the
   user's own triggered images labelled with their true classes.
+* NAME_wrong: the share of an unlabelled query set (`--eval-set 'NAME=PATH?wrong=LABEL'`, images
+  that misbehaved) still predicted as the wrong label: what `detect --query` started from, gated
+  with a ceiling to check that unlearning stopped it.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ def evaluate(
     device: str = "auto",
     batch_size: int = 1024,
     eval_sets: dict[str, Split] | None = None,
+    wrong_sets: dict[str, tuple[Split, int]] | None = None,
 ) -> dict:
     """The corrective metrics of `checkpoint` (what each means: the module docstring) with their
     sample counts, as the dict `remcli evaluate --json` writes and a sweep cell records."""
@@ -109,6 +113,9 @@ def evaluate(
                 f"add ?size={dataset.input_shape[-1]} to its folder to resize"
             )
         metrics[f"{name}_acc"] = accuracy(preds_of(clean_view(split, None, dev)), split.labels)
+        counts[name] = len(split)
+    for name, (split, wrong) in (wrong_sets or {}).items():  # shapes checked when loaded (data.queries)
+        metrics[f"{name}_wrong"] = float((preds_of(clean_view(split, None, dev)) == wrong).float().mean())
         counts[name] = len(split)
 
     return {

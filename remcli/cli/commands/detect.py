@@ -5,22 +5,47 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
+import torch
 import typer
 
 from remcli.checkpoints import load_checkpoint
 from remcli.cli.options import FORGET_HELP, CheckpointArg, CorruptionOpt, DataOpt, DeviceOpt, DownloadOpt, ForceOpt, JsonOpt
 from remcli.cli.output import emit_json, errors_to_exit, stderr
 from remcli.data.index_files import write_index_file
+from remcli.data.queries import class_index, load_queries
 from remcli.detection import detect
+from remcli.errors import InputError
 from remcli.fileio import check_writable_output
 from remcli.inputs import read_identified, resolve_inputs
+from remcli.query_detection import detect_confused, detect_from_queries
 
 
 @errors_to_exit
 def detect_command(
     checkpoint: CheckpointArg,
-    forget: Annotated[Path, typer.Option("--forget", metavar="FILE", help="The samples you found. " + FORGET_HELP)],
     out: Annotated[Path, typer.Option("--out", help="Candidates index file (the identified samples plus the detected ones), for unlearn --forget.")],
+    forget: Annotated[Optional[Path], typer.Option("--forget", metavar="FILE", help="The samples you found. " + FORGET_HELP)] = None,
+    query: Annotated[
+        Optional[str],
+        typer.Option(
+            "--query",
+            metavar="PATH",
+            help="Start instead from test-time images that misbehave (not training samples): a folder of images, or a file listing "
+            "image paths (one per line, relative to the file). They must have the model's input size; PATH?size=N resizes.",
+        ),
+    ] = None,
+    query_label: Annotated[
+        Optional[str],
+        typer.Option(
+            "--query-label",
+            metavar="L",
+            help="The label the --query images wrongly get (name or number); default: the model's majority prediction on them.",
+        ),
+    ] = None,
+    confused: Annotated[
+        Optional[str],
+        typer.Option("--confused", metavar="A,B", help="Start instead from two classes the model mixes up (names or numbers, e.g. cat,dog)."),
+    ] = None,
     top: Annotated[Optional[int], typer.Option("--top", metavar="N", help="Keep the N best-scored samples beyond the identified ones.")] = None,
     threshold: Annotated[
         Optional[float],
@@ -34,9 +59,10 @@ def detect_command(
         str,
         typer.Option(
             "--signal",
-            help="auto (the signal under which held-out identified samples rank highest; a near-tie is warned about), similarity (a "
-            "shared trigger or concept), spectral (a label's strongest direction of variance: a backdoor trigger) "
-            "or label-quality (labels a model not trained on the sample would not predict: random label noise). A name forces that signal.",
+            help="auto (with --forget: the signal under which held-out identified samples rank highest, a near-tie is warned about; "
+            "with --query: similarity; with --confused: label-quality, the measured best, as queries and pairs give no identified samples "
+            "to check signals on), similarity (a shared trigger or concept), spectral (a label's strongest direction of variance: a backdoor "
+            "trigger) or label-quality (labels a model not trained on the sample would not predict). A name forces that signal.",
         ),
     ] = "auto",
     data: DataOpt = None,
@@ -60,14 +86,42 @@ def detect_command(
     samples), a warning on stderr names the other signal: the choice is then close to a coin toss,
     and --signal NAME forces one. With a recorded corruption the summary reports precision and
     recall against it. Validation samples are never candidates.
+
+    Without identified samples, start from what you saw. --query PATH: images that misbehave at
+    test time (e.g. with a sticker); the training samples of the label they wrongly get are ranked
+    by similarity to them (what the queries share is what the corruption shares). --confused A,B:
+    the training samples labelled A or B are ranked by how strongly an out-of-fold probe places them
+    in the other class. Then unlearn the candidates and check the queries with evaluate --eval-set
+    'NAME=PATH?wrong=LABEL'.
     """
-    check_writable_output(out, force, (checkpoint, forget))
+    starts = [name for name, given in (("--forget", forget), ("--query", query), ("--confused", confused)) if given is not None]
+    if len(starts) != 1:
+        raise InputError("give exactly one of --forget FILE (samples you found), --query PATH (images that misbehave) or --confused A,B")
+    if query_label is not None and query is None:
+        raise InputError("--query-label goes with --query PATH; drop it or add the misbehaving images")
+    check_writable_output(out, force, (checkpoint, forget, query and query.partition("?")[0]))
     ckpt = load_checkpoint(checkpoint)
     inputs = resolve_inputs(ckpt, data, corruption, download)
-    identified = read_identified(forget, inputs.dataset)
-    result = detect(ckpt, inputs, identified, top=top, threshold=threshold, device=device, signal=signal)
+    classes = inputs.dataset.classes
+    identified = torch.empty(0, dtype=torch.int64)
+    if forget is not None:
+        identified = read_identified(forget, inputs.dataset)
+        result = detect(ckpt, inputs, identified, top=top, threshold=threshold, device=device, signal=signal)
+        source = f"from {forget}"
+    elif query is not None:
+        images, _ = load_queries(query, inputs.dataset.input_shape)
+        label = None if query_label is None else class_index(query_label, classes, "--query-label")
+        result = detect_from_queries(ckpt, inputs, images, label, top=top, threshold=threshold, device=device, signal=signal)
+        source = f"from {len(images)} query images {query} (wrongly {result.summary['query']['label_name']})"
+    else:
+        parts = [p.strip() for p in (confused or "").split(",")]
+        if len(parts) != 2:
+            raise InputError(f"--confused {confused!r} must name two classes, A,B, e.g. --confused cat,dog")
+        pair = (class_index(parts[0], classes, "--confused"), class_index(parts[1], classes, "--confused"))
+        result = detect_confused(ckpt, inputs, pair, top=top, threshold=threshold, device=device, signal=signal)
+        source = f"from the confused classes {classes[pair[0]]},{classes[pair[1]]}"
     summary = result.summary
-    comments = [f"remcli detect: {summary['identified']} identified + {summary['selected']} detected by {summary['signal']} from {forget}"]
+    comments = [f"remcli detect: {summary['identified']} identified + {summary['selected']} detected by {summary['signal']} {source}"]
     write_index_file(
         out,
         result.candidates,
@@ -80,7 +134,7 @@ def detect_command(
             **{r["position"]: f"{summary['signal']} {r['score']:.4f}" for r in result.ranked},
         },
     )
-    if summary["signal_chosen_by"] == "auto" and summary["signal_near_tie"]:
+    if summary["signal_chosen_by"] == "auto" and summary.get("signal_near_tie"):
         checks, other = summary["signal_checks"], summary["signal_runner_up"]
         stderr.print(
             f"[bold yellow]warning:[/] --signal auto chose {summary['signal']} ({checks[summary['signal']]:.4f}) within noise of {other} "

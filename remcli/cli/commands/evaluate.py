@@ -23,6 +23,7 @@ from remcli.cli.options import (
 from remcli.cli.output import emit_json, errors_to_exit, stderr, stdout_console
 from remcli.data.datasets import Dataset
 from remcli.data.image_folders import load_labelled_folder
+from remcli.data.queries import class_index, load_queries
 from remcli.errors import InputError, ThresholdError
 from remcli.evaluation import compare, evaluate, gates_summary, missed_gates, parse_gates
 from remcli.evaluation.evaluate import GATE_EXAMPLE
@@ -106,8 +107,9 @@ def evaluate_command(
             "--eval-set",
             metavar="NAME=FOLDER",
             help="An extra labelled set to measure, reported as NAME_acc (and gateable): FOLDER/<class>/<image> with the training data's "
-            "class names, "
-            "e.g. your own triggered images under their true classes. FOLDER?size=N resizes. Repeatable.",
+            "class names, e.g. your own triggered images under their true classes. FOLDER?size=N resizes. Repeatable. "
+            "NAME=PATH?wrong=LABEL measures unlabelled images that misbehaved (a folder or a list file, as detect --query reads them): "
+            "NAME_wrong is the share still predicted as LABEL, e.g. --gate 'NAME_wrong<=0.1'.",
         ),
     ] = [],
     against: Annotated[
@@ -139,12 +141,15 @@ def evaluate_command(
         stderr.print(f"[bold yellow]warning:[/] {escape(outside)}", soft_wrap=True)
     if inputs.dataset.test_split != "test":
         stderr.print(f"note: {inputs.dataset.spec} has no test/ folder; test metrics are measured on its {inputs.dataset.test_split}/ split")
-    extra = {name: load_labelled_folder(folder, inputs.dataset.classes) for name, folder in eval_folders.items()}
-    result = evaluate(ckpt, inputs.dataset, inputs.manifest, identified, device=device, eval_sets=extra)
+    classes, shape = inputs.dataset.classes, inputs.dataset.input_shape
+    queries = {name: load_queries(path, shape, f"--eval-set {name}") for name, path in eval_folders.items() if "wrong=" in path.partition("?")[2]}
+    wrong = {name: (images, class_index(label, classes, f"--eval-set {name} ?wrong=")) for name, (images, label) in queries.items()}
+    extra = {name: load_labelled_folder(folder, classes) for name, folder in eval_folders.items() if name not in queries}
+    result = evaluate(ckpt, inputs.dataset, inputs.manifest, identified, device=device, eval_sets=extra, wrong_sets=wrong)
     if against is not None:
         baseline, baseline_data = load_baseline(against, ckpt, inputs.dataset)
         parent = ckpt.history[-1].get("parent_sha256") if ckpt.history else None
-        measured = evaluate(baseline, baseline_data, inputs.manifest, identified, device=device, eval_sets=extra)
+        measured = evaluate(baseline, baseline_data, inputs.manifest, identified, device=device, eval_sets=extra, wrong_sets=wrong)
         result = compare(result, measured, None if parent is None else parent == baseline.sha256)
     missed = missed_gates(result, gates, GATE_OPTION)
     result["thresholds"] = gates_summary(gates, missed)
