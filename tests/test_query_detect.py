@@ -18,6 +18,8 @@ from remcli.inputs import resolve_inputs
 from remcli.query_detection import misbehaving_test_images
 from tests.conftest import error_line, invoke
 
+pytestmark = pytest.mark.slow  # every test reads a model trained for it (the poisoned fixture, a swapped one); one unlearns with REM
+
 
 def save_images(images: torch.Tensor, folder: Path) -> Path:
     folder.mkdir(parents=True)
