@@ -640,20 +640,24 @@ def test_prepare_cifar_subset(tmp_path):
 
 
 def test_gpu_script_tiny_mode(tmp_path):
-    """benchmarks/sweep_gpu.sh with TINY=1: the paper-scale script's phases at toy size on CPU."""
+    """benchmarks/sweep_gpu.sh with TINY=1: the paper-scale script's phases at toy size on CPU: rate 1.0
+    first, then every rate in the same folder; commands.sh replays them."""
     env = profile_script_env(tmp_path, TINY="1", METHODS="rem")
     result = subprocess.run(
         ["bash", str(REPO / "benchmarks" / "sweep_gpu.sh"), str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    commands = [line for line in result.stdout.splitlines() if line.startswith("phase seeds=")]
-    assert len(commands) == 2 and "--discovery 1.0 " in commands[0] and "--discovery 0.5\\,1.0 " in commands[1]
-    assert "--set rem.epochs=1" in commands[0]
-    assert "9 cells, 6 already finished, 3 to run" in result.stderr  # the second phase resumed the first
+    assert "9 cells, 6 already finished, 3 to run" in result.stderr  # the second phase (rates 0.5, 1.0) resumed the first (1.0)
     rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv")))
     assert len(rows) == 9 and all(r["status"] == "ok" for r in rows)
-    recorded = (tmp_path / "out" / "commands.sh").read_text().splitlines()
-    assert (tmp_path / "out" / "summary.md").is_file() and len([line for line in recorded if not line.startswith("#")]) == 2
+    assert sorted(r["rate"] for r in rows if r["method"] == "rem") == ["0.5"] * 3 + ["1.0"] * 3
+    cell = json.loads((tmp_path / "out" / "cells" / "poison-s0-rem-r0.5.json").read_text())
+    assert cell["unlearn"]["config"]["epochs"] == 1 and cell["unlearn"]["config"]["batch_size"] == 64  # TINY's budgets reached REM
+    assert (tmp_path / "out" / "summary.md").is_file()
+    recorded = [line for line in (tmp_path / "out" / "commands.sh").read_text().splitlines() if not line.startswith("#")]
+    assert len(recorded) == 2
+    replay = subprocess.run(["bash", "-c", recorded[-1]], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert replay.returncode == 0 and "9 cells, 9 already finished, 0 to run" in replay.stderr, replay.stderr[-3000:]
 
 
 def test_cpu_script_dry_run(tmp_path):
@@ -696,7 +700,8 @@ def test_cpu_script_tiny_mode_runs_every_phase(tmp_path):
     assert "do they memorise their corrupted samples?" in summary and "Wall time relative to retrain" in summary
     recorded = (tmp_path / "out" / "commands.sh").read_text().splitlines()
     assert [line.split(",")[0] for line in recorded[::2]] == [f"# phase {n}" for n in range(1, 8)]
-    assert all(line.startswith(str(Path(sys.executable).parent / "remcli") + " sweep ") for line in recorded[1::2])
+    replay = subprocess.run(["bash", "-c", recorded[-1]], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert replay.returncode == 0 and "already finished, 0 to run" in replay.stderr, replay.stderr[-3000:]  # phase 7, as recorded
 
 
 def test_memorisation_check_passes_a_trained_model_and_flags_an_undertrained_one(poisoned_run, tmp_path):

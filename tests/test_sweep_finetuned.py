@@ -59,7 +59,8 @@ def test_tiny_profile_runs_end_to_end(tmp_path):
     assert f"fine-tuned from `{backbone}`" in (tmp_path / "out" / "summary.md").read_text()
     recorded = (tmp_path / "out" / "commands.sh").read_text().splitlines()
     assert [line.split(",")[0] for line in recorded[::2]] == [f"# phase {n}" for n in range(1, 5)]
-    assert all(f"--init {backbone}" in line for line in recorded[1::2])
+    cells = [json.loads(p.read_text()) for p in (tmp_path / "out" / "cells").glob("*.json")]
+    assert len(cells) == len(rows) and all(c["config"]["model"]["init_sha256"] == record["sha256"] for c in cells)  # every phase fine-tuned
 
     doc = tmp_path / "doc.md"
     blocks = [f"pretrained {record_path}", "coverage --methods rem,scrub --rates 0.5,1.0 --kinds poison,label-noise --seeds 0", "commands"]
