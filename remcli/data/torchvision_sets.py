@@ -72,15 +72,11 @@ def _load_svhn(spec: DataSpec, download: bool) -> LoadedSplits:
 def _load_mnist(spec: DataSpec, download: bool) -> LoadedSplits:
     train = _torchvision("MNIST", spec, download, train=True)
     test = _torchvision("MNIST", spec, download, train=False)
-    return LoadedSplits(
-        _split_from_nhw(train.data, train.targets), _split_from_nhw(test.data, test.targets), tuple(train.classes), (0.1307,), (0.3081,)
-    )
+    return LoadedSplits(_split_from_nhw(train), _split_from_nhw(test), tuple(train.classes), (0.1307,), (0.3081,))
 
 
 @register_dataset("fashion-mnist", layout="ROOT/FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte", downloads=True)
 def _load_fashion_mnist(spec: DataSpec, download: bool) -> LoadedSplits:
     train = _torchvision("FashionMNIST", spec, download, train=True)
     test = _torchvision("FashionMNIST", spec, download, train=False)
-    return LoadedSplits(
-        _split_from_nhw(train.data, train.targets), _split_from_nhw(test.data, test.targets), tuple(train.classes), (0.2860,), (0.3530,)
-    )
+    return LoadedSplits(_split_from_nhw(train), _split_from_nhw(test), tuple(train.classes), (0.2860,), (0.3530,))
