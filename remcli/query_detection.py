@@ -16,7 +16,7 @@ candidates) with a signal built on `remcli.detection`'s features:
   Only queries the model does put in the label feed the centroid: a query the model gets right
   says nothing about what the corruption taught it. A last-layer TracIn product
   ((p - onehot) x features, query against sample) was measured and not kept: a memorised sample's
-  gradient is near zero, so it ranks the corrupted samples last (recall 0.27-0.33 against 0.83
+  gradient is near zero, so it ranks the corrupted samples low (recall 0.27-0.33 against 0.83
   for `similarity` on the fine-tuned poison models).
 * `detect_confused`: two classes the model mixes up (`--confused cat,dog`). Signal
   `label-quality`: a binary linear probe on the two classes' samples, fitted out of fold
@@ -44,6 +44,7 @@ from remcli.data.views import clean_view
 from remcli.detection import (
     PROBE_FOLDS,
     Detection,
+    TrainedFeatures,
     check_selection,
     ground_truth,
     label_quality_scores,
@@ -60,7 +61,8 @@ from remcli.seeding import generator
 
 QueryScore = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (features, label rows, query features) -> scores
 QUERY_SIGNALS = Registry[QueryScore]("--query signal", hint="or auto")
-CONFUSED_SIGNALS = Registry[Callable[..., torch.Tensor]]("--confused signal", hint="or auto")
+ConfusedScore = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]  # (features of the pair's rows, 1 = second class, seed) -> scores
+CONFUSED_SIGNALS = Registry[ConfusedScore]("--confused signal", hint="or auto")
 AUTO = {"query": "similarity", "confused": "label-quality"}
 
 
@@ -70,7 +72,7 @@ def query_similarity(features: torch.Tensor, rows: torch.Tensor, queries: torch.
     the queries' mean centred, normalised direction nominates as many training rows as there are
     queries (the rows most like them), and those rows' direction ranks every row. Test-time images
     are not what the model trained on; the nominated rows are, so their direction fits the
-    corrupted training rows better (recall 0.77 -> 0.86 on the fine-tuned poison models,
+    corrupted training rows better (recall 0.77 -> 0.87 on the fine-tuned poison models,
     docs/detection.md)."""
     centre = features[rows].mean(dim=0, keepdim=True)
     centred = F.normalize(features[rows] - centre, dim=1)
@@ -142,7 +144,7 @@ def detect_from_queries(
             "misbehaving": int(misbehaving.sum()),
         }
     }
-    return finish(checkpoint, inputs, trained, scores, rows, top, threshold, signal, chosen_by, start, about)
+    return finish(inputs, trained, scores, rows, top, threshold, signal, chosen_by, start, about)
 
 
 def detect_confused(
@@ -172,7 +174,7 @@ def detect_confused(
     scores = torch.full((len(rows),), -1.0)
     scores[rows] = CONFUSED_SIGNALS.get(signal)(trained.features[rows], (trained.labels[rows] == pair[1]).long(), seed)
     about = {"confused": {"labels": list(pair), "names": [inputs.dataset.classes[c] for c in pair], "samples": counts}}
-    return finish(checkpoint, inputs, trained, scores, rows, top, threshold, signal, chosen_by, start, about)
+    return finish(inputs, trained, scores, rows, top, threshold, signal, chosen_by, start, about)
 
 
 def misbehaving_test_images(checkpoint: Checkpoint, inputs: RunInputs, count: int, seed: int = 0, device: str = "auto") -> Split:
@@ -197,7 +199,18 @@ def misbehaving_test_images(checkpoint: Checkpoint, inputs: RunInputs, count: in
     return Split(triggered.images[keep], triggered.labels[keep])
 
 
-def finish(checkpoint, inputs, trained, scores, pool, top, threshold, signal, chosen_by, start, about) -> Detection:
+def finish(
+    inputs: RunInputs,
+    trained: TrainedFeatures,
+    scores: torch.Tensor,
+    pool: torch.Tensor,
+    top: int | None,
+    threshold: float | None,
+    signal: str,
+    chosen_by: str,
+    start: float,
+    about: dict,
+) -> Detection:
     """The selection, ranked list and summary shared by both starting points (the same contract as
     `detection.detect`, with no identified samples: the candidates are the selected samples)."""
     rows = torch.nonzero(pool).flatten()
