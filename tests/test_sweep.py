@@ -445,6 +445,29 @@ def test_detect_then_unlearn_cells(cifar_spec, tmp_path, one_thread):
     assert 0.0 <= detected["row"]["detect_recall"] <= 1.0
 
 
+def test_query_and_confused_detect_cells(cifar_spec, tmp_path, one_thread):
+    """`query-detect+ga` starts from triggered test images the model sends to the target and has
+    cells only for poison; `confused-detect+ga` starts from the swapped pair, only for interclass."""
+    out = tmp_path / "symptoms"
+    names = ("max_epochs=2", "batch_size=64", "detect_top=10")
+    settings = [f"--set={entry}+ga.{name}" for entry in ("query-detect", "confused-detect") for name in names]
+    result = sweep(
+        "--data", cifar_spec, *TINY, "--train-epochs", "4", "--kinds", "poison,interclass", "--discovery", "0.5",
+        "--methods", "query-detect+ga,confused-detect+ga", *settings, "--out", out, "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    cells = sorted(p.name for p in (out / "cells").glob("*detect*"))
+    assert cells == ["interclass-s0-confused-detect+ga-r0.5.json", "poison-s0-query-detect+ga-r0.5.json"]  # one kind each
+    query = json.loads((out / "cells" / "poison-s0-query-detect+ga-r0.5.json").read_text())
+    confused = json.loads((out / "cells" / "interclass-s0-confused-detect+ga-r0.5.json").read_text())
+    for record in (query, confused):
+        assert record["row"]["status"] == "ok" and record["row"]["detected"] == 10, record["row"]
+        assert 0.0 <= record["row"]["detect_recall"] <= 1.0 and record["unlearn"]["identified"] >= record["row"]["identified"]
+    assert query["detect"]["signal"] == "similarity" and 1 <= query["detect"]["query"]["misbehaving"] <= 8
+    assert query["detect"]["query"]["label"] == 0 and query["detect"]["labels_searched"] == [0]  # the poison's target
+    assert confused["detect"]["signal"] == "label-quality" and confused["detect"]["confused"]["labels"] == [3, 5]
+
+
 # --- bad input: exit 2, one line, nothing written -----------------------------------------------
 
 
@@ -475,6 +498,8 @@ def assert_input_error(result, *needles):
         (["--methods", "detect+rem", "--set", "detect+rem.detect_top=5", "--set", "detect+rem.detect_threshold=0.2"], ["give one of detect_top"]),
         (["--methods", "detect+rem", "--set", "detect+rem.detect_top=-1"], ["detect_top=-1 must be an integer >= 0"]),
         (["--methods", "detect+nosuch"], ["unknown method 'nosuch'"]),
+        (["--methods", "confused-detect+rem", "--set", "confused-detect+rem.detect_signal=similarity"], ["must be one of: auto, label-quality"]),
+        (["--methods", "query-detect+nosuch"], ["unknown method 'nosuch'"]),
     ],
 )
 def test_bad_input_writes_nothing(cifar_spec, tmp_path, args, needles):

@@ -13,17 +13,20 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from remcli.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from remcli.data.corruption import write_corruption, write_forget_file
 from remcli.data.datasets import Dataset
 from remcli.data.manifest import Manifest
-from remcli.detection import detect
+from remcli.detection import Detection, detect
 from remcli.engine import resolve_device
 from remcli.errors import InputError
 from remcli.evaluation import evaluate
 from remcli.fileio import atomic_write_text, sha256_file
 from remcli.inputs import RunInputs, fit_dataset_to, load_corruption, read_identified
-from remcli.sweep.entries import base_method, detects, method_overrides, split_detect_settings
+from remcli.query_detection import detect_confused, detect_from_queries, misbehaving_test_images
+from remcli.sweep.entries import SWEEP_QUERIES, base_method, detect_prefix, detects, method_overrides, split_detect_settings
 from remcli.sweep.folder import SweepFolder
 from remcli.sweep.grid import ORIGINAL, SCHEMA_VERSION, Cell, SweepConfig
 from remcli.train import TrainConfig, train_model
@@ -113,16 +116,8 @@ def run_cell(cfg: SweepConfig, folder: SweepFolder, cell: Cell, base: TrainedChe
             detection, own = split_detect_settings(cell.method, cfg.overrides.get(cell.method, {}))
             forget = identified
             if detects(cell.method):
-                found = detect(
-                    base.checkpoint,
-                    base.inputs,
-                    identified,
-                    top=detection["detect_top"],
-                    threshold=detection["detect_threshold"],
-                    device=cfg.device,
-                    signal=detection["detect_signal"],
-                )
-                forget = found.candidates
+                found = detect_step(cell, base, identified, detection, cfg.device)
+                forget = torch.unique(torch.cat([identified, found.candidates]))  # the found samples stay, as with detect+
                 record["detect"] = found.summary
                 row.update(detected=found.summary["selected"], detect_recall=found.summary.get("ground_truth", {}).get("recall"))
             outcome = unlearn(
@@ -155,6 +150,21 @@ def run_cell(cfg: SweepConfig, folder: SweepFolder, cell: Cell, base: TrainedChe
         row.update(status="failed", error=f"{err.__class__.__name__}: {err}".splitlines()[0][:500])
     row["finished_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return record
+
+
+def detect_step(cell: Cell, base: TrainedCheckpoint, identified: torch.Tensor, settings: dict, device: str) -> Detection:
+    """A detecting entry's detection: from the identified samples (`detect+`), from the model's own
+    misbehaving triggered test images (`query-detect+`, seeded by the cell) or from the swapped pair
+    (`confused-detect+`)."""
+    selection = {"top": settings["detect_top"], "threshold": settings["detect_threshold"], "device": device, "signal": settings["detect_signal"]}
+    prefix = detect_prefix(cell.method)
+    if prefix == "query-detect+":
+        queries = misbehaving_test_images(base.checkpoint, base.inputs, SWEEP_QUERIES, seed=cell.seed, device=device)
+        return detect_from_queries(base.checkpoint, base.inputs, queries, **selection)
+    if prefix == "confused-detect+":
+        pair = tuple(int(c) for c in base.inputs.manifest.params["classes"])
+        return detect_confused(base.checkpoint, base.inputs, pair, seed=cell.seed, **selection)
+    return detect(base.checkpoint, base.inputs, identified, **selection)
 
 
 def forget_file(folder: SweepFolder, base: TrainedCheckpoint, rate: float) -> Path:

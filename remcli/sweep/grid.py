@@ -32,7 +32,7 @@ from remcli.data.corruption import (
 from remcli.errors import InputError
 from remcli.fileio import sha256_file
 from remcli.settings import parse_setting
-from remcli.sweep.entries import base_method, method_overrides, resolved_settings, split_detect_settings
+from remcli.sweep.entries import applies, base_method, method_overrides, resolved_settings, split_detect_settings
 from remcli.unlearning import get_method
 from remcli.unlearning.base import build_config
 
@@ -150,7 +150,7 @@ class SweepConfig:
         out = []
         for kind, seed in self.models():
             out.append(Cell(kind, seed, ORIGINAL, 0.0))
-            out.extend(Cell(kind, seed, method, rate) for rate in self.rates for method in self.methods)
+            out.extend(Cell(kind, seed, method, rate) for rate in self.rates for method in self.methods if applies(method, kind))
         return out
 
     # --- identities ---------------------------------------------------------------------------
