@@ -1,0 +1,4 @@
+# phase 1, 1852 s, exit 0
+/work/main/.venv/bin/remcli sweep --data imagefolder:/root/.cache/remcli/cifar10-1500 --arch resnet9 --width 0.5 --count 30 --train-epochs 40 --train-batch-size 128 --train-lr 0.005 --init /work/main/benchmarks/results/finetuned/pretrained.safetensors --kinds poison\,interclass\,label-noise --discovery 0.1\,0.5\,1.0 --seeds 0\,1\,2 --methods npo --set npo.batch_size=128 --device cpu --out /work/main/runs/sweep-finetuned3 --workers 2 
+# phase 2, 1754 s, exit 0
+/work/main/.venv/bin/remcli sweep --data imagefolder:/root/.cache/remcli/cifar10-1500 --arch resnet9 --width 0.5 --count 30 --train-epochs 40 --train-batch-size 128 --train-lr 0.005 --init /work/main/benchmarks/results/finetuned/pretrained.safetensors --kinds poison\,interclass\,label-noise --discovery 0.1\,0.5\,1.0 --seeds 0\,1\,2 --methods rem --set rem.batch_size=128 --set rem.epochs=10 --device cpu --out /work/main/runs/sweep-finetuned3 --workers 2 
