@@ -44,7 +44,7 @@ from torch import nn
 
 from remcli import __version__
 from remcli.checkpoints import Checkpoint
-from remcli.data.manifest import Manifest
+from remcli.data.manifest import ground_truth
 from remcli.data.pipeline import InputSpec
 from remcli.data.views import as_trained_view
 from remcli.engine import autocast, resolve_device, resolve_precision
@@ -302,15 +302,8 @@ def detect(
     searchable = scores > -1 if signal != "label-quality" else torch.ones_like(is_identified)
 
     others = torch.nonzero(~is_identified & searchable).flatten()
-    order = others[torch.argsort(scores[others], descending=True, stable=True)]
-    chosen = order[:top] if top is not None else order[scores[order] >= threshold]
+    chosen, ranked, score_stats = select_and_rank(scores, others, positions, dataset.train.paths, top, threshold)
     candidates = torch.sort(torch.cat([positions[is_identified], positions[chosen]])).values
-    paths = dataset.train.paths
-    ranked = [
-        {"position": int(positions[i]), "score": round(float(scores[i]), 6), **({"path": paths[int(positions[i])]} if paths else {})}
-        for i in chosen.tolist()
-    ]
-    kept = scores[chosen]
     summary = {
         "remcli_version": __version__,
         "signal": signal,
@@ -321,11 +314,7 @@ def detect(
         "selected": len(chosen),
         "candidates": len(candidates),
         "selection": {"top": top} if top is not None else {"threshold": threshold},
-        "scores": {
-            "selected_min": round(float(kept.min()), 6) if len(kept) else None,
-            "selected_max": round(float(kept.max()), 6) if len(kept) else None,
-            "others_median": round(float(scores[others].median()), 6) if len(others) else None,
-        },
+        "scores": score_stats,
         "labels_searched": sorted(int(v) for v in torch.unique(labels[searchable])),
         "wall_time_s": round(time.perf_counter() - start, 3),
     }
@@ -337,14 +326,19 @@ def detect(
     return Detection(candidates, ranked, summary)
 
 
-def ground_truth(manifest: Manifest, positions: torch.Tensor, candidates: torch.Tensor, detected: torch.Tensor) -> dict:
-    """Precision and recall of `candidates` against the recorded corruption, as trained on (a
-    corrupted sample held out for validation was never learnt, so it cannot be found)."""
-    corrupted = manifest.index_tensor[torch.isin(manifest.index_tensor, positions)]
-    hits = int(torch.isin(candidates, corrupted).sum())
-    return {
-        "corrupted": len(corrupted),
-        "precision": round(hits / max(len(candidates), 1), 6),
-        "recall": round(hits / max(len(corrupted), 1), 6),
-        "found_beyond_identified": int(torch.isin(detected, corrupted).sum()),
+def select_and_rank(scores, rows, positions, paths, top: int | None, threshold: float | None) -> tuple[torch.Tensor, list[dict], dict]:
+    """Rows of `rows` kept by `--top` or `--threshold` (best first), their ranked entries for the
+    index file and JSON, and the score summary: one selection for every start of `detect`."""
+    order = rows[torch.argsort(scores[rows], descending=True, stable=True)]
+    chosen = order[:top] if top is not None else order[scores[order] >= threshold]
+    ranked = [
+        {"position": int(positions[i]), "score": round(float(scores[i]), 6), **({"path": paths[int(positions[i])]} if paths else {})}
+        for i in chosen.tolist()
+    ]
+    kept = scores[chosen]
+    score_stats = {
+        "selected_min": round(float(kept.min()), 6) if len(kept) else None,
+        "selected_max": round(float(kept.max()), 6) if len(kept) else None,
+        "others_median": round(float(scores[rows].median()), 6) if len(rows) else None,
     }
+    return chosen, ranked, score_stats

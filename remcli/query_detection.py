@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from remcli import __version__
 from remcli.checkpoints import Checkpoint
 from remcli.data.datasets import Split
+from remcli.data.manifest import ground_truth
 from remcli.data.pipeline import stamp_trigger
 from remcli.data.views import clean_view
 from remcli.detection import (
@@ -46,9 +47,9 @@ from remcli.detection import (
     Detection,
     TrainedFeatures,
     check_selection,
-    ground_truth,
     label_quality_scores,
     penultimate_features,
+    select_and_rank,
     spectral_scores,
     trained_features,
 )
@@ -213,17 +214,10 @@ def finish(
 ) -> Detection:
     """The selection, ranked list and summary shared by both starting points (the same contract as
     `detection.detect`, with no identified samples: the candidates are the selected samples)."""
-    rows = torch.nonzero(pool).flatten()
-    order = rows[torch.argsort(scores[rows], descending=True, stable=True)]
-    chosen = order[:top] if top is not None else order[scores[order] >= threshold]
     positions = trained.positions
+    rows = torch.nonzero(pool).flatten()
+    chosen, ranked, score_stats = select_and_rank(scores, rows, positions, inputs.dataset.train.paths, top, threshold)
     candidates = torch.sort(positions[chosen]).values
-    paths = inputs.dataset.train.paths
-    ranked = [
-        {"position": int(positions[i]), "score": round(float(scores[i]), 6), **({"path": paths[int(positions[i])]} if paths else {})}
-        for i in chosen.tolist()
-    ]
-    kept = scores[chosen]
     summary = {
         "remcli_version": __version__,
         **about,
@@ -233,11 +227,7 @@ def finish(
         "selected": len(chosen),
         "candidates": len(candidates),
         "selection": {"top": top} if top is not None else {"threshold": threshold},
-        "scores": {
-            "selected_min": round(float(kept.min()), 6) if len(kept) else None,
-            "selected_max": round(float(kept.max()), 6) if len(kept) else None,
-            "others_median": round(float(scores[rows].median()), 6) if len(rows) else None,
-        },
+        "scores": score_stats,
         "labels_searched": sorted(int(v) for v in torch.unique(trained.labels[pool])),
         "wall_time_s": round(time.perf_counter() - start, 3),
     }

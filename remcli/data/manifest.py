@@ -117,3 +117,16 @@ def check_manifest_matches(manifest: Manifest, fingerprint: str, spec: str, wher
             f"{content_sha256}), so its positions would point at other images; restore the image files as they were or rerun `remcli "
             "corrupt` on this data"
         )
+
+
+def ground_truth(manifest: Manifest, positions: torch.Tensor, candidates: torch.Tensor, detected: torch.Tensor) -> dict:
+    """Precision and recall of `candidates` against the recorded corruption, as trained on (a
+    corrupted sample held out for validation was never learnt, so it cannot be found)."""
+    corrupted = manifest.index_tensor[torch.isin(manifest.index_tensor, positions)]
+    hits = int(torch.isin(candidates, corrupted).sum())
+    return {
+        "corrupted": len(corrupted),
+        "precision": round(hits / max(len(candidates), 1), 6),
+        "recall": round(hits / max(len(corrupted), 1), 6),
+        "found_beyond_identified": int(torch.isin(detected, corrupted).sum()),
+    }

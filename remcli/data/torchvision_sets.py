@@ -39,22 +39,23 @@ def _torchvision(name: str, spec: DataSpec, download: bool, **kwargs):
         raise
 
 
-@register_dataset("cifar10", layout="ROOT/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}", downloads=True)
-def _load_cifar10(spec: DataSpec, download: bool) -> LoadedSplits:
-    train = _torchvision("CIFAR10", spec, download, train=True)
-    test = _torchvision("CIFAR10", spec, download, train=False)
+def _cifar(class_name: str, spec: DataSpec, download: bool) -> LoadedSplits:
+    """CIFAR-10 and CIFAR-100 share torchvision's layout (HWC uint8 arrays) and remcli's statistics."""
+    train = _torchvision(class_name, spec, download, train=True)
+    test = _torchvision(class_name, spec, download, train=False)
     return LoadedSplits(
         split_from_hwc(train.data, train.targets), split_from_hwc(test.data, test.targets), tuple(train.classes), CIFAR_MEAN, CIFAR_STD
     )
+
+
+@register_dataset("cifar10", layout="ROOT/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}", downloads=True)
+def _load_cifar10(spec: DataSpec, download: bool) -> LoadedSplits:
+    return _cifar("CIFAR10", spec, download)
 
 
 @register_dataset("cifar100", layout="ROOT/cifar-100-python/{train,test,meta}", downloads=True)
 def _load_cifar100(spec: DataSpec, download: bool) -> LoadedSplits:
-    train = _torchvision("CIFAR100", spec, download, train=True)
-    test = _torchvision("CIFAR100", spec, download, train=False)
-    return LoadedSplits(
-        split_from_hwc(train.data, train.targets), split_from_hwc(test.data, test.targets), tuple(train.classes), CIFAR_MEAN, CIFAR_STD
-    )
+    return _cifar("CIFAR100", spec, download)
 
 
 @register_dataset("svhn", layout="ROOT/{train_32x32.mat,test_32x32.mat}", downloads=True)
