@@ -226,6 +226,11 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def forget_file_name(rate: float) -> str:
+    """'forget-0.1.txt': the one spelling of a discovery rate's index file, in `corrupt --out` and sweep folders alike."""
+    return f"forget-{rate_label(rate)}.txt"
+
+
 def write_forget_file(path: str | Path, manifest: Manifest, rate: float, manifest_sha256: str) -> Path:
     """DIR/forget-<rate>.txt: the samples identified at `rate`, as an index file naming its manifest."""
     ids = identified_at(manifest, rate)
@@ -244,7 +249,7 @@ def write_corruption(manifest: Manifest, out_dir: str | Path, rates: list[float]
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; give a directory")
     manifest.discovery = {rate_label(r): len(identified_at(manifest, r)) for r in rates}
-    targets = {"manifest": out / "corruption.json", **{rate_label(r): out / f"forget-{rate_label(r)}.txt" for r in rates}}
+    targets = {"manifest": out / "corruption.json", **{rate_label(r): out / forget_file_name(r) for r in rates}}
     if out.is_dir():
         for path in targets.values():
             check_writable_output(path, force)

@@ -17,7 +17,7 @@ import json
 import os
 from pathlib import Path
 
-from remcli.data.corruption import rate_label
+from remcli.data.corruption import forget_file_name
 from remcli.errors import InputError
 from remcli.fileio import atomic_write_text
 from remcli.sweep.claims import DEFAULT_TTL_S, Claims
@@ -63,7 +63,7 @@ class SweepFolder:
 
     def forget_file(self, kind: str, seed: int, rate: float) -> Path:
         """The identified samples at discovery `rate`, named as `write_corruption` names them."""
-        return self.model_folder(kind, seed) / f"forget-{rate_label(rate)}.txt"
+        return self.model_folder(kind, seed) / forget_file_name(rate)
 
     def has_model(self, kind: str, seed: int) -> bool:
         return self.checkpoint(kind, seed).is_file()
