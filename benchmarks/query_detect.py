@@ -2,7 +2,7 @@
 sees rather than from identified training samples:
 
 * poison: `--queries` triggered test images of non-target classes that the model sends to the
-  target (`query_detection.misbehaving_test_images`, seed 0), each query signal;
+  target (`detection.symptoms.misbehaving_test_images`, seed 0), each query signal;
 * interclass: `--confused` on the swapped pair;
 * label noise: no query exists (no shared trigger, no pair), reported as such.
 
@@ -23,8 +23,9 @@ from pathlib import Path
 import torch
 
 from remcli.checkpoints import load_checkpoint
+from remcli.detection import CONFUSED_SIGNALS, QUERY_SIGNALS, detect_confused, detect_from_queries
+from remcli.detection.symptoms import misbehaving_test_images
 from remcli.inputs import resolve_inputs
-from remcli.query_detection import CONFUSED_SIGNALS, QUERY_SIGNALS, detect_confused, detect_from_queries, misbehaving_test_images
 
 
 def runs(folder: Path, queries: int, device: str):

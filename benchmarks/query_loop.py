@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 
 from remcli.checkpoints import load_checkpoint
+from remcli.detection import detect_confused, detect_from_queries
+from remcli.detection.symptoms import misbehaving_test_images
 from remcli.evaluation import evaluate
 from remcli.inputs import read_identified, resolve_inputs
-from remcli.query_detection import detect_confused, detect_from_queries, misbehaving_test_images
 from remcli.settings import parse_settings
 from remcli.unlearning import unlearn
 
@@ -51,7 +52,7 @@ def main() -> None:
         row = {"model": folder.name, "identified": len(identified), **found.summary["ground_truth"]}
         for name, forget in (("found", identified), ("found+detected", torch.unique(torch.cat([identified, found.candidates])))):
             outcome = unlearn(checkpoint, inputs, forget, args.method, overrides, seed=manifest.seed, device=args.device)
-            metrics = evaluate(outcome.checkpoint(), inputs.dataset, manifest, identified, device=args.device)["metrics"]
+            metrics = evaluate(outcome.checkpoint(), inputs.dataset, manifest, identified, device=args.device).metrics
             row[name] = {key: metrics.get(key) for key in ("utility", "healed", "utility_x_healed", "attack_success_rate")}
         gains.append(row["found+detected"]["utility_x_healed"] - row["found"]["utility_x_healed"])
         print(json.dumps(row), flush=True)

@@ -14,7 +14,6 @@ LAYERS = [
     {"checkpoints", "engine", "distributed"},
     {"inputs"},
     {"train", "unlearning", "evaluation", "detection"},
-    {"query_detection"},
     {"sweep"},
     {"cli", "__main__"},
 ]

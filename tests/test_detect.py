@@ -13,7 +13,8 @@ from remcli.cli.main import app
 from remcli.data import identified_at
 from remcli.data.index_files import read_index_file
 from remcli.data.manifest import load_manifest
-from remcli.detection import choose_signal, held_out_rank, label_quality_scores, similarity_scores, spectral_scores
+from remcli.detection.identified import choose_signal
+from remcli.detection.signals import held_out_rank, label_quality_scores, similarity_scores, spectral_scores
 from remcli.inputs import resolve_inputs
 
 runner = CliRunner()

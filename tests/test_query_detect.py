@@ -13,9 +13,9 @@ from PIL import Image
 from remcli.checkpoints import load_checkpoint
 from remcli.data.index_files import read_index_file
 from remcli.data.queries import load_queries
+from remcli.detection.symptoms import misbehaving_test_images
 from remcli.errors import InputError
 from remcli.inputs import resolve_inputs
-from remcli.query_detection import misbehaving_test_images
 from tests.conftest import error_line, invoke
 
 pytestmark = pytest.mark.slow  # every test reads a model trained for it (the poisoned fixture, a swapped one); one unlearns with REM

@@ -19,13 +19,13 @@ from remcli.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from remcli.data.corruption import write_corruption, write_forget_file
 from remcli.data.datasets import Dataset
 from remcli.data.manifest import Manifest
-from remcli.detection import Detection, detect
+from remcli.detection import Detection, detect, detect_confused, detect_from_queries
+from remcli.detection.symptoms import misbehaving_test_images
 from remcli.engine import resolve_device
 from remcli.errors import InputError
 from remcli.evaluation import evaluate
 from remcli.fileio import atomic_write_text, sha256_file
 from remcli.inputs import RunInputs, fit_dataset_to, load_corruption, read_identified
-from remcli.query_detection import detect_confused, detect_from_queries, misbehaving_test_images
 from remcli.sweep.entries import SWEEP_QUERIES, base_method, detect_prefix, detects, method_overrides, split_detect_settings
 from remcli.sweep.folder import SweepFolder
 from remcli.sweep.grid import ORIGINAL, SCHEMA_VERSION, Cell, SweepConfig

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from remcli.detection import SIGNALS
+from remcli.detection import CONFUSED_SIGNALS, QUERY_SIGNALS, signal_choices
 from remcli.errors import InputError
-from remcli.query_detection import CONFUSED_SIGNALS, QUERY_SIGNALS
 from remcli.unlearning import get_method
 from remcli.unlearning.base import build_config
 
@@ -21,7 +20,7 @@ DETECT_PREFIX = "detect+"
 # `detect+METHOD` cells: which signal ranks (remcli.detection) and how many candidates to add; the
 # threshold is on the signal's own scale, so the default signal stays the one 0.3 was chosen for
 DETECT_DEFAULTS = {"detect_top": None, "detect_threshold": 0.3, "detect_signal": "similarity"}
-# Entries that detect from what a user saw instead (remcli.query_detection; signal `auto` unless
+# Entries that detect from what a user saw instead (remcli.detection.symptoms; signal `auto` unless
 # set, threshold 0.3 as measured in docs/detection.md), and the one kind each symptom exists for:
 # a trigger makes test images misbehave, a swap confuses its two classes.
 SYMPTOM_PREFIXES = {"query-detect+": "poison", "confused-detect+": "interclass"}
@@ -76,7 +75,7 @@ def split_detect_settings(method: str, settings: dict) -> tuple[dict, dict]:
         raise InputError(f"{method}: detect_top={top!r} must be an integer >= 0")
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not -1 <= threshold <= 1):
         raise InputError(f"{method}: detect_threshold={threshold!r} must be a number in [-1, 1]")
-    signals = ("auto", *(QUERY_SIGNALS if detect_prefix(method) == "query-detect+" else CONFUSED_SIGNALS).names()) if symptom else SIGNALS
+    signals = ("auto", *(QUERY_SIGNALS if detect_prefix(method) == "query-detect+" else CONFUSED_SIGNALS).names()) if symptom else signal_choices()
     if chosen["detect_signal"] not in signals:
         raise InputError(f"{method}: detect_signal={chosen['detect_signal']!r} must be one of: {', '.join(signals)}")
     return chosen, own

@@ -13,11 +13,10 @@ from remcli.cli.options import FORGET_HELP, CheckpointArg, CorruptionOpt, DataOp
 from remcli.cli.output import emit_json, errors_to_exit, stderr
 from remcli.data.index_files import write_index_file
 from remcli.data.queries import class_index, load_queries
-from remcli.detection import detect
+from remcli.detection import DETECT_SIGNALS, detect, detect_confused, detect_from_queries
 from remcli.errors import InputError
 from remcli.fileio import check_writable_output
 from remcli.inputs import read_identified, resolve_inputs
-from remcli.query_detection import detect_confused, detect_from_queries
 
 
 @errors_to_exit
@@ -61,8 +60,7 @@ def detect_command(
             "--signal",
             help="auto (with --forget: the signal under which held-out identified samples rank highest, a near-tie is warned about; "
             "with --query: similarity; with --confused: label-quality, the measured best, as queries and pairs give no identified samples "
-            "to check signals on), similarity (a shared trigger or concept), spectral (a label's strongest direction of variance: a backdoor "
-            "trigger) or label-quality (labels a model not trained on the sample would not predict). A name forces that signal.",
+            "to check signals on), " + ", ".join(f"{e.name} ({e.meta['help']})" for e in DETECT_SIGNALS.entries()) + ". A name forces that signal.",
         ),
     ] = "auto",
     data: DataOpt = None,

@@ -1,7 +1,7 @@
 """Detection that starts from what the user saw, not from training samples they identified.
 
 Two starting points, each ranking the trained-on samples (validation samples are never
-candidates) with a signal built on `remcli.detection`'s features:
+candidates) with a signal built on the features of `features.py`:
 
 * `detect_from_queries`: test-time images that misbehave (a sticker that turns everything into
   "airplane"). The label they wrongly get (`--query-label`, else the model's majority prediction
@@ -9,9 +9,9 @@ candidates) with a signal built on `remcli.detection`'s features:
   those samples share: in the classifier's input features both sit along one direction away from
   the label's clean samples. Signals, searched only within that label:
   - `similarity` (the default): cosine of each sample's features, centred on the label's mean, to
-    the direction the misbehaving queries point at (`query_similarity`): `detection`'s
+    the direction the misbehaving queries point at (`query_similarity`): `signals.py`'s
     `similarity` with the queries nominating the identified samples. Range [-1, 1].
-  - `spectral`: spectral signatures within the label (`detection.spectral_scores`); it ignores the
+  - `spectral`: spectral signatures within the label (`signals.spectral_scores`); it ignores the
     queries' direction. Range [0, 1].
   Only queries the model does put in the label feed the centroid: a query the model gets right
   says nothing about what the corruption taught it. A last-layer TracIn product
@@ -20,11 +20,11 @@ candidates) with a signal built on `remcli.detection`'s features:
   for `similarity` on the fine-tuned poison models).
 * `detect_confused`: two classes the model mixes up (`--confused cat,dog`). Signal
   `label-quality`: a binary linear probe on the two classes' samples, fitted out of fold
-  (`detection.label_quality_scores`), scores each sample by p(the other class): a swapped dog
+  (`signals.label_quality_scores`), scores each sample by p(the other class): a swapped dog
   labelled cat looks like the dogs to a probe that was not fitted on it. Range [0, 1].
 
 `auto` has no identified samples to hold out, so it cannot check signals against them as
-`detection.detect` does; it takes the signal measured best for each starting point
+`identified.detect` does; it takes the signal measured best for each starting point
 (docs/detection.md): `similarity` for queries, `label-quality` (the only one) for a pair.
 """
 
@@ -42,17 +42,9 @@ from remcli.data.datasets import Split
 from remcli.data.manifest import ground_truth
 from remcli.data.pipeline import stamp_trigger
 from remcli.data.views import clean_view
-from remcli.detection import (
-    PROBE_FOLDS,
-    Detection,
-    TrainedFeatures,
-    check_selection,
-    label_quality_scores,
-    penultimate_features,
-    select_and_rank,
-    spectral_scores,
-    trained_features,
-)
+from remcli.detection.candidates import Detection, check_selection, select_and_rank
+from remcli.detection.features import TrainedFeatures, penultimate_features, trained_features
+from remcli.detection.signals import PROBE_FOLDS, label_quality_scores, spectral_scores
 from remcli.engine import predict, resolve_device, resolve_precision
 from remcli.errors import InputError
 from remcli.inputs import RunInputs
@@ -213,7 +205,7 @@ def finish(
     about: dict,
 ) -> Detection:
     """The selection, ranked list and summary shared by both starting points (the same contract as
-    `detection.detect`, with no identified samples: the candidates are the selected samples)."""
+    `identified.detect`, with no identified samples: the candidates are the selected samples)."""
     positions = trained.positions
     rows = torch.nonzero(pool).flatten()
     chosen, ranked, score_stats = select_and_rank(scores, rows, positions, inputs.dataset.train.paths, top, threshold)
