@@ -9,7 +9,7 @@ CLI command and `remcli sweep` both call, returning a typed artefact:
     train     train_model(dataset, TrainConfig(...), manifest)      TrainResult; save_checkpoint writes it
     detect    detect(checkpoint, inputs, identified, top=N)         Detection
     unlearn   unlearn(checkpoint, inputs, identified, method)       UnlearnOutcome; save_checkpoint writes it
-    evaluate  evaluate(checkpoint, dataset, manifest, identified)   dict: the `evaluate --json` report
+    evaluate  evaluate(checkpoint, dataset, manifest, identified)   Evaluation; .as_dict() is the `evaluate --json` report
     sweep     run_sweep(SweepConfig(...), DIR)                      SweepOutcome: all of the above over a grid
 
 A checkpoint on disk is `load_checkpoint(path)` (a `Checkpoint`); `resolve_inputs(checkpoint, data,
@@ -44,6 +44,7 @@ _EXPORTS = {
     "detect": "remcli.detection",
     "UnlearnOutcome": "remcli.unlearning",
     "unlearn": "remcli.unlearning",
+    "Evaluation": "remcli.evaluation",
     "evaluate": "remcli.evaluation",
     "SweepConfig": "remcli.sweep",
     "SweepOutcome": "remcli.sweep",

@@ -33,7 +33,7 @@ def run(poisoned_setup, method, inputs=None, seed=0, **overrides):
 
 def metrics(poisoned_setup, state_dict) -> dict:
     ckpt, inputs, identified = poisoned_setup
-    return evaluate(Checkpoint(state_dict, ckpt.meta), inputs.dataset, inputs.manifest, identified, device="cpu")["metrics"]
+    return evaluate(Checkpoint(state_dict, ckpt.meta), inputs.dataset, inputs.manifest, identified, device="cpu").metrics
 
 
 @pytest.fixture(scope="module")

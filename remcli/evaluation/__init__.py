@@ -1,6 +1,7 @@
-"""Evaluation: pure metric functions and `evaluate()` for a checkpoint."""
+"""Evaluation: pure metric functions and `evaluate()` for a checkpoint, which returns an `Evaluation`."""
 
 from remcli.evaluation.evaluate import (
+    Evaluation,
     Gate,
     compare,
     evaluate,
@@ -9,4 +10,4 @@ from remcli.evaluation.evaluate import (
     parse_gates,
 )
 
-__all__ = ["Gate", "compare", "evaluate", "gates_summary", "missed_gates", "parse_gates"]
+__all__ = ["Evaluation", "Gate", "compare", "evaluate", "gates_summary", "missed_gates", "parse_gates"]

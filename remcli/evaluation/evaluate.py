@@ -1,4 +1,4 @@
-"""`remcli evaluate`: the corrective metrics of one checkpoint, as a dict.
+"""`remcli evaluate`: the corrective metrics of one checkpoint, as an `Evaluation`.
 
 * test_acc: clean test accuracy.
 * utility: test accuracy, without the two swapped classes for interclass (paper's Utility).
@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -48,6 +48,27 @@ from remcli.models import input_spec
 SCHEMA_VERSION = 1
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """What `evaluate()` measured on one checkpoint: what was evaluated, the metrics (module
+    docstring) and their sample counts. `as_dict()` is the `evaluate --json` report and a sweep
+    cell's `evaluation` record."""
+
+    checkpoint: str | None
+    checkpoint_sha256: str | None
+    arch: str | None
+    dataset: str
+    test_split: str
+    corruption: dict | None
+    discovery_rate: float | None
+    metrics: dict[str, float | None]
+    counts: dict[str, int]
+    wall_time_s: float
+
+    def as_dict(self) -> dict:
+        return {"schema_version": SCHEMA_VERSION, "remcli_version": __version__, **asdict(self)}
+
+
 def evaluate(
     checkpoint: Checkpoint,
     dataset: Dataset,
@@ -57,9 +78,9 @@ def evaluate(
     batch_size: int = 1024,
     eval_sets: dict[str, Split] | None = None,
     wrong_sets: dict[str, tuple[Split, int]] | None = None,
-) -> dict:
+) -> Evaluation:
     """The corrective metrics of `checkpoint` (what each means: the module docstring) with their
-    sample counts, as the dict `remcli evaluate --json` writes and a sweep cell records."""
+    sample counts."""
     start = time.perf_counter()
     dev = resolve_device(device)
     precision = resolve_precision("auto", dev, cpu_bf16=False)  # metrics in fp32 on CPUs: exact and comparable across machines
@@ -118,26 +139,25 @@ def evaluate(
         metrics[f"{name}_wrong"] = float((preds_of(clean_view(split, None, dev)) == wrong).float().mean())
         counts[name] = len(split)
 
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "remcli_version": __version__,
-        "checkpoint": str(checkpoint.path) if checkpoint.path else None,
-        "checkpoint_sha256": checkpoint.sha256,
-        "arch": checkpoint.arch,
-        "dataset": dataset.spec,
-        "test_split": dataset.test_split,
-        "corruption": None if manifest is None else {"kind": manifest.kind, "count": len(manifest.indices), "seed": manifest.seed},
-        "discovery_rate": None
+    return Evaluation(
+        checkpoint=str(checkpoint.path) if checkpoint.path else None,
+        checkpoint_sha256=checkpoint.sha256,
+        arch=checkpoint.arch,
+        dataset=dataset.spec,
+        test_split=dataset.test_split,
+        corruption=None if manifest is None else {"kind": manifest.kind, "count": len(manifest.indices), "seed": manifest.seed},
+        discovery_rate=None
         if identified is None or manifest is None
         else round(counts.get("identified_corrupted", 0) / max(len(manifest.indices), 1), 4),
-        "metrics": {k: (None if v is None else round(v, 6)) for k, v in metrics.items()},
-        "counts": counts,
-        "wall_time_s": round(time.perf_counter() - start, 3),
-    }
+        metrics={k: (None if v is None else round(v, 6)) for k, v in metrics.items()},
+        counts=counts,
+        wall_time_s=round(time.perf_counter() - start, 3),
+    )
 
 
 def compare(result: dict, baseline: dict, is_parent: bool | None = None) -> dict:
-    """`result` with `baseline`'s metrics beside it, for gates on the change rather than the level.
+    """The report `result` (`Evaluation.as_dict()`) with `baseline`'s metrics beside it, for gates
+    on the change rather than the level.
 
     Every metric measured in both becomes `delta_NAME` = result - baseline among the metrics (so
     `--gate 'delta_test_acc>=-0.02'` gates a drop of at most two points), and `against` records the

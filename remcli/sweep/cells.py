@@ -140,10 +140,10 @@ def run_cell(cfg: SweepConfig, folder: SweepFolder, cell: Cell, base: TrainedChe
             )
             record["unlearn"] = dict(outcome.summary)
             del outcome
-        row.update(evaluation["metrics"])
-        row["eval_wall_time_s"] = evaluation["wall_time_s"]
+        row.update(evaluation.metrics)
+        row["eval_wall_time_s"] = evaluation.wall_time_s
         row["device"] = str(resolve_device(cfg.device))
-        record["evaluation"] = evaluation
+        record["evaluation"] = evaluation.as_dict()
     except Exception as err:  # noqa: BLE001 - one failing cell must not end a long sweep; it is recorded and retried
         if raise_errors:
             raise

@@ -145,12 +145,12 @@ def evaluate_command(
     queries = {name: load_queries(path, shape, f"--eval-set {name}") for name, path in eval_folders.items() if "wrong=" in path.partition("?")[2]}
     wrong = {name: (images, class_index(label, classes, f"--eval-set {name} ?wrong=")) for name, (images, label) in queries.items()}
     extra = {name: load_labelled_folder(folder, classes) for name, folder in eval_folders.items() if name not in queries}
-    result = evaluate(ckpt, inputs.dataset, inputs.manifest, identified, device=device, eval_sets=extra, wrong_sets=wrong)
+    result = evaluate(ckpt, inputs.dataset, inputs.manifest, identified, device=device, eval_sets=extra, wrong_sets=wrong).as_dict()
     if against is not None:
         baseline, baseline_data = load_baseline(against, ckpt, inputs.dataset)
         parent = ckpt.history[-1].get("parent_sha256") if ckpt.history else None
         measured = evaluate(baseline, baseline_data, inputs.manifest, identified, device=device, eval_sets=extra, wrong_sets=wrong)
-        result = compare(result, measured, None if parent is None else parent == baseline.sha256)
+        result = compare(result, measured.as_dict(), None if parent is None else parent == baseline.sha256)
     missed = missed_gates(result, gates, GATE_OPTION)
     result["thresholds"] = gates_summary(gates, missed)
     if json_out:
