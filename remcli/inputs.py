@@ -18,6 +18,7 @@ import torch
 
 from remcli.checkpoints import Checkpoint
 from remcli.data.datasets import Dataset, load_dataset
+from remcli.data.identity import check_made_for
 from remcli.data.index_files import read_index_file, recorded_dataset
 from remcli.data.manifest import Manifest, check_manifest_matches, load_manifest
 from remcli.errors import InputError
@@ -79,18 +80,14 @@ def check_checkpoint_matches(checkpoint: Checkpoint, dataset: Dataset, spec: str
             f"checkpoint {checkpoint.path} {how} other class names than {spec} has: "
             f"{first_difference([str(c) for c in classes], list(dataset.classes))}; rename the class folders to match {fix}"
         )
-    recorded = checkpoint.meta.get("dataset_fingerprint")
-    if recorded and recorded != dataset.fingerprint:
-        raise InputError(
-            f"checkpoint {checkpoint.path} was trained on data {recorded}, but {spec} is {dataset.fingerprint}; pass the matching --data"
-        )
-    content = checkpoint.meta.get("dataset_content_sha256")
-    if content and dataset.content_sha256 and content != dataset.content_sha256:
-        raise InputError(
-            f"checkpoint {checkpoint.path} was trained on other images than {spec} holds (same labels, different pixels or image order: "
-            f"content {content} vs {dataset.content_sha256}); restore the image files as they were at training time or pass the --data it "
-            "was trained on"
-        )
+    check_made_for(
+        f"checkpoint {checkpoint.path}",
+        "was trained on",
+        (checkpoint.meta.get("dataset_fingerprint"), checkpoint.meta.get("dataset_content_sha256")),
+        (dataset.fingerprint, dataset.content_sha256),
+        spec,
+        "restore the image files as they were at training time or pass the --data it was trained on",
+    )
 
 
 def _normalisation(checkpoint: Checkpoint, dataset: Dataset) -> Dataset:

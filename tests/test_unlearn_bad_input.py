@@ -147,7 +147,7 @@ def test_corruption_manifest_for_other_data(plain_resnet18, poisoned_run, work, 
         "--corruption",
         str(poisoned_run / "c" / "corruption.json"),
     )
-    assert_refused(args, out, match="was made for dataset")
+    assert_refused(args, out, match="was made for data")
 
 
 def test_index_file_for_other_data(plain_resnet18, poisoned_run, work, small_folder):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from remcli.data.identity import check_made_for
 from remcli.errors import InputError
 from remcli.fileio import atomic_write_text
 
@@ -117,13 +118,15 @@ def read_index_file(
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         match = _FINGERPRINT_LINE.match(line)
-        if match and fingerprint is not None and match.group(1) != fingerprint:
-            raise InputError(f"index file {name} was written for data {match.group(1)}, not this dataset ({fingerprint}); use the matching --data")
         content = _CONTENT_LINE.match(line)
-        if content and content_sha256 and content.group(1) != content_sha256:
-            raise InputError(
-                f"index file {name} was written for other images ({content.group(1)}) than this data holds ({content_sha256}; same labels, "
-                "different pixels or image order), so its positions would point at other images; restore the image files or rerun `remcli corrupt`"
+        if (match and fingerprint is not None) or content:
+            check_made_for(
+                f"index file {name}",
+                "was written for",
+                (match.group(1) if match and fingerprint is not None else None, content.group(1) if content else None),
+                (fingerprint or "", content_sha256),
+                "this data",
+                "restore the image files or rerun `remcli corrupt`",
             )
         line = _INLINE_COMMENT.split(line, maxsplit=1)[0]
         if not line or line.startswith("#"):

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from remcli import __version__
+from remcli.data.identity import check_made_for
 from remcli.data.triggers import Trigger
 from remcli.errors import InputError
 
@@ -105,18 +106,14 @@ def load_manifest(path: str | Path) -> Manifest:
 
 def check_manifest_matches(manifest: Manifest, fingerprint: str, spec: str, where: str, content_sha256: str | None = None) -> None:
     """Labels and shape always; the training images' content when both the manifest and the caller know it."""
-    if manifest.fingerprint != fingerprint:
-        raise InputError(
-            f"{where} was made for dataset {manifest.dataset} ({manifest.fingerprint}) but the data is {spec} ({fingerprint}); use the "
-            "matching --data"
-        )
-    if manifest.content_sha256 and content_sha256 and manifest.content_sha256 != content_sha256:
-        raise InputError(
-            f"{where} was made for other images than {spec} holds (same labels, different pixels or image order: content "
-            f"{manifest.content_sha256} vs "
-            f"{content_sha256}), so its positions would point at other images; restore the image files as they were or rerun `remcli "
-            "corrupt` on this data"
-        )
+    check_made_for(
+        where,
+        "was made for",
+        (manifest.fingerprint, manifest.content_sha256),
+        (fingerprint, content_sha256),
+        spec,
+        "restore the image files as they were or rerun `remcli corrupt` on this data",
+    )
 
 
 def ground_truth(manifest: Manifest, positions: torch.Tensor, candidates: torch.Tensor, detected: torch.Tensor) -> dict:
