@@ -77,7 +77,7 @@ def test_the_drop_view_is_the_input_model_bit_for_bit_before_any_update(poisoned
     ckpt, _, _ = poisoned_setup
     run = _run(poisoned_setup)
     images = next(run.task.train_view.batches(run.task.spec, 64)).inputs
-    plain = copy.deepcopy(run.reference)
+    plain = copy.deepcopy(run.reference.model)
     plain.load_state_dict(ckpt.state_dict)
     with torch.no_grad():
         assert torch.equal(run.model.eval()(images), plain.eval()(images))

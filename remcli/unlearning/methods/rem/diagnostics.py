@@ -20,6 +20,7 @@ from remcli.unlearning.losses import npo_weight, per_sample_ce
 from remcli.unlearning.methods.rem.config import REDIRECTING_FIT, REMConfig
 from remcli.unlearning.methods.rem.expansion import Expansion
 from remcli.unlearning.methods.rem.masks import unit_masks
+from remcli.unlearning.methods.rem.reference import Reference
 
 
 def diagnostic_views(task: UnlearnTask, samples: int) -> dict[str, SampleView]:
@@ -39,17 +40,11 @@ class Diagnostics:
 
     The reference is frozen and the images are not augmented, so its CE is computed once."""
 
-    def __init__(self, task: UnlearnTask, reference: nn.Module, views: dict[str, SampleView], cfg: REMConfig, seed: int):
+    def __init__(self, task: UnlearnTask, reference: Reference, views: dict[str, SampleView], cfg: REMConfig, seed: int):
         self.task, self.views, self.cfg, self.seed = task, views, cfg, seed
-        with torch.no_grad(), eval_mode(reference):
-            self.ce_ref = {name: [self._ce(reference, batch) for batch in view.batches(task.spec, 1024)] for name, view in views.items()}
+        self.ce_ref = reference.ce_by_position(*views.values())
         self.reference_passes = sum(len(view) for view in views.values())  # sample-passes of the reference's CE, once
         self.passes = 2 * self.reference_passes  # sample-passes of each call: both views on every sample
-
-    def _ce(self, net: nn.Module, batch) -> torch.Tensor:
-        with autocast(self.task.device, self.task.precision):
-            logits = net(batch.inputs)
-        return per_sample_ce(logits, batch.labels)
 
     @torch.no_grad()
     def __call__(self, model: nn.Module, expansion: Expansion) -> dict:
@@ -59,7 +54,8 @@ class Diagnostics:
         with eval_mode(model, expansion.adapters):
             for name, view in self.views.items():
                 sums = {"drop": [0.0, 0.0, 0], "redirect": [0.0, 0.0, 0]}
-                for batch, ce_ref in zip(view.batches(task.spec, 1024), self.ce_ref[name]):
+                for batch in view.batches(task.spec, 1024):
+                    ce_ref = self.ce_ref[batch.indices]
                     with autocast(task.device, task.precision):
                         drop_logits = model(batch.inputs)
                         identified = task.identified_mask[batch.indices]

@@ -52,7 +52,7 @@ import time
 import torch
 
 from remcli.data.pipeline import SampleView
-from remcli.engine import Engine, OptimConfig, autocast, make_optimizer, synchronize
+from remcli.engine import Engine, OptimConfig, make_optimizer, synchronize
 from remcli.models.recipes import default_optimizer, unlearn_lr
 from remcli.seeding import generator
 from remcli.unlearning.base import MethodResult, UnlearnTask
@@ -63,6 +63,7 @@ from remcli.unlearning.methods.rem.config import REMConfig
 from remcli.unlearning.methods.rem.diagnostics import Diagnostics, diagnostic_views, rounded
 from remcli.unlearning.methods.rem.expansion import Expansion, default_targets
 from remcli.unlearning.methods.rem.masks import unit_masks
+from remcli.unlearning.methods.rem.reference import Reference
 from remcli.unlearning.selection import ProxySelection
 from remcli.unlearning.training import steps_per_epoch
 
@@ -79,7 +80,7 @@ class REMRun:
     def __init__(self, task: UnlearnTask, cfg: REMConfig):
         self.task, self.cfg, self.model, self.seed = task, cfg, task.model, task.seed
         self.selection = ProxySelection(task, self.model, cfg.gamma, cfg.select_on)
-        self.reference = task.frozen_copy()  # pi_ref: the input model, frozen, eval mode
+        self.reference = Reference(task)
         probe = next(task.forget_view.batches(task.spec, 2)).inputs
         targets = list(cfg.targets) if cfg.targets else default_targets(self.model, task.arch)
         self.expansion = Expansion(self.model, targets, cfg.capacity, probe, task.seed, cfg.units, cfg.kernel_size, cfg.chain, cfg.silent_write)
@@ -156,8 +157,7 @@ class REMRun:
         self.compute.spent += len(batch.labels) * self.world
         if self.cfg.flush == "ga":
             return -ce.mean()
-        with torch.no_grad():
-            ce_ref = per_sample_ce(self.reference(batch.inputs), batch.labels)
+        ce_ref = self.reference.ce(batch.inputs, batch.labels)
         self.compute.spent += FORWARD_ONLY * len(batch.labels) * self.world
         return npo_loss(ce, ce_ref, self.cfg.beta)
 
@@ -195,27 +195,19 @@ class REMRun:
 
     def reference_ce(self, batch, rows: torch.Tensor | None) -> torch.Tensor:
         """The frozen input model's CE on `rows` of the batch (None: all); zero elsewhere."""
-        with torch.no_grad():
-            if rows is None:
-                self.compute.spent += FORWARD_ONLY * len(batch.labels) * self.world
-                return per_sample_ce(self.reference(batch.inputs), batch.labels)
-            ce = torch.zeros(batch.labels.shape[0], device=batch.labels.device)
-            if len(rows):
-                self.compute.spent += FORWARD_ONLY * len(rows) * self.world
-                ce[rows] = per_sample_ce(self.reference(batch.inputs[rows]), batch.labels[rows])
-            return ce
+        if rows is None:
+            self.compute.spent += FORWARD_ONLY * len(batch.labels) * self.world
+            return self.reference.ce(batch.inputs, batch.labels)
+        ce = torch.zeros(batch.labels.shape[0], device=batch.labels.device)
+        if len(rows):
+            self.compute.spent += FORWARD_ONLY * len(rows) * self.world
+            ce[rows] = self.reference.ce(batch.inputs[rows], batch.labels[rows])
+        return ce
 
-    @torch.no_grad()
     def _cache_reference_ce(self) -> torch.Tensor:
         """The reference's CE on every training image (non-augmented), by training-split position."""
-        task = self.task
-        cache = torch.zeros(len(task.dataset.train), device=task.device)
-        for batch in task.train_view.batches(task.spec, 1024):
-            with autocast(task.device, task.precision):
-                logits = self.reference(batch.inputs)
-            cache[batch.indices] = per_sample_ce(logits, batch.labels)
-        self.compute.spent += FORWARD_ONLY * len(task.train_view)
-        return cache
+        self.compute.spent += FORWARD_ONLY * len(self.task.train_view)
+        return self.reference.ce_by_position(self.task.train_view)
 
     def drop_logits(self, batch, rows: torch.Tensor) -> torch.Tensor | None:
         """The drop view on the identified rows (module docstring): the whole batch's pass, sliced,
