@@ -41,7 +41,7 @@ from remcli import __version__
 from remcli.errors import InputError, ResultError
 from remcli.fileio import atomic_path, check_writable_output, sha256_file, write_failure
 from remcli.models import build_model, model_channels
-from remcli.models.blocks import list_blocks
+from remcli.models.blocks import classifier_keys
 
 _JSON_KEYS = ("arch_kwargs", "input_shape", "mean", "std", "classes", "validation", "history")
 
@@ -115,12 +115,6 @@ def check_state_dict_matches(model: nn.Module, state: dict[str, torch.Tensor], w
                 f"{what} does not fit arch {arch}: {key} has shape {list(got[key])}, expected {list(shape)}; check --arch, --num-classes "
                 "and --arch-arg"
             )
-
-
-def classifier_keys(model: nn.Module) -> list[str]:
-    """The state-dict keys of the model's last block, its classifier (resnet9's fc, a torchvision ViT's heads.head)."""
-    last = list_blocks(model)[-1]
-    return [key for key in model.state_dict() if key.startswith(last + ".")]
 
 
 def check_init_arch(path: str | Path, init_arch: str | None, arch: str) -> None:

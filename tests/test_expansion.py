@@ -16,8 +16,9 @@ from torchvision.models.vision_transformer import MLPBlock
 
 from remcli.errors import InputError
 from remcli.models import build_model
+from remcli.models.blocks import block_outputs
 from remcli.seeding import seeded_global_rng
-from remcli.unlearning.methods.rem.expansion import Expansion, default_targets
+from remcli.unlearning.methods.rem.expansion import Expansion
 from remcli.unlearning.methods.rem.masks import unit_masks
 
 
@@ -49,7 +50,7 @@ def wake(expansion: Expansion) -> Expansion:
     return expansion
 
 
-def check_views(model: nn.Module, arch: str, capacity: float = 1.0) -> Expansion:
+def check_views(model: nn.Module, capacity: float = 1.0) -> Expansion:
     """Drop view == plain model, redirect view != plain model, remove() restores; returns the expansion."""
     x = fixed_batch()
     plain = copy.deepcopy(model).eval()
@@ -57,7 +58,7 @@ def check_views(model: nn.Module, arch: str, capacity: float = 1.0) -> Expansion
     n_params = sum(p.numel() for p in model.parameters())
     with torch.no_grad():
         expected = plain(x)
-        expansion = Expansion(model, default_targets(model, arch), capacity, x, seed=0)
+        expansion = Expansion(model, block_outputs(model), capacity, x, seed=0)
         model.eval()
         expansion.train(False)
         with expansion.redirect(all_on(expansion, len(x))):
@@ -87,8 +88,8 @@ def units_per_target(expansion: Expansion) -> list[int]:
 
 def test_resnet9_views_and_unit_counts():
     model = make("resnet9", width=0.25)
-    expansion = check_views(model, "resnet9")
-    assert default_targets(model, "resnet9") == ["conv1", "conv2", "res1", "conv3", "res2", "conv4"]
+    expansion = check_views(model)
+    assert block_outputs(model) == ["conv1", "conv2", "res1", "conv3", "res2", "conv4"]
     widths = [16, 32, 32, 64, 64, 32]  # block output channels at width 0.25
     assert units_per_target(expansion) == widths
     assert expansion.num_units == sum(widths)
@@ -107,18 +108,18 @@ def test_resnet9_unit_count_scales_with_capacity():
 
 def test_resnet18_views_and_unit_counts():
     model = make("resnet18")
-    targets = default_targets(model, "resnet18")
+    targets = block_outputs(model)
     assert targets == [f"layer{i}.{j}" for i in range(1, 5) for j in range(2)]
     assert all(isinstance(model.get_submodule(t), BasicBlock) for t in targets)
-    expansion = check_views(model, "resnet18", capacity=0.5)
+    expansion = check_views(model, capacity=0.5)
     assert units_per_target(expansion) == [32, 32, 64, 64, 128, 128, 256, 256]
 
 
 def test_vit_cifar_views_and_unit_counts():
     model = make("vit_cifar", width=0.125)
-    targets = default_targets(model, "vit_cifar")
+    targets = block_outputs(model)
     assert len(targets) == 4 and all(isinstance(model.get_submodule(t), MLPBlock) for t in targets)
-    expansion = check_views(model, "vit_cifar")
+    expansion = check_views(model)
     mlp_dim = model.get_submodule(targets[0])[0].out_features
     assert mlp_dim == 192
     assert units_per_target(expansion) == [mlp_dim] * 4
@@ -131,20 +132,20 @@ def test_vit_cifar_views_and_unit_counts():
 @pytest.mark.slow
 def test_vit_b_16_views_and_unit_counts():
     model = make("vit_b_16", image_size=32)
-    targets = default_targets(model, "vit_b_16")
+    targets = block_outputs(model)
     assert len(targets) == 12
-    expansion = check_views(model, "vit_b_16", capacity=1.0)
+    expansion = check_views(model, capacity=1.0)
     assert units_per_target(expansion) == [3072] * 12
 
 
 def test_mobilenet_views():
     model = make("mobilenet_v3_small")
-    check_views(model, "mobilenet_v3_small", capacity=0.25)
+    check_views(model, capacity=0.25)
 
 
-def test_default_targets_for_other_archs_skip_the_classifier():
+def test_block_outputs_of_other_archs_skip_the_classifier():
     model = make("mobilenet_v3_small")
-    targets = default_targets(model, "mobilenet_v3_small")
+    targets = block_outputs(model)
     layers = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     assert layers[-1] == "classifier.3"
     assert targets == layers[:-1]
@@ -155,7 +156,7 @@ def test_default_targets_for_other_archs_skip_the_classifier():
 def test_all_zero_mask_is_the_drop_view():
     model = make("resnet9", width=0.25)
     x = fixed_batch()
-    expansion = Expansion(model, default_targets(model, "resnet9"), 1.0, x, seed=0)
+    expansion = Expansion(model, block_outputs(model), 1.0, x, seed=0)
     with torch.no_grad():
         drop = model(x)
         with expansion.redirect(torch.zeros(len(x), expansion.num_units)):
@@ -166,7 +167,7 @@ def test_masks_are_per_sample():
     """Sample 0 with all units on, sample 1 with none: only sample 0's output moves."""
     model = make("resnet9", width=0.25)
     x = fixed_batch()
-    expansion = wake(Expansion(model, default_targets(model, "resnet9"), 1.0, x, seed=0))
+    expansion = wake(Expansion(model, block_outputs(model), 1.0, x, seed=0))
     expansion.train(False)
     mask = torch.zeros(2, expansion.num_units)
     mask[0] = 1
@@ -181,7 +182,7 @@ def test_masks_are_per_sample():
 def test_redirect_with_real_masks_and_gradients_reach_new_units():
     model = make("resnet9", width=0.25)
     x = fixed_batch(4)
-    expansion = wake(Expansion(model, default_targets(model, "resnet9"), 1.0, x, seed=0))
+    expansion = wake(Expansion(model, block_outputs(model), 1.0, x, seed=0))
     masks = unit_masks(torch.arange(4), torch.tensor([True, True, False, False]), expansion.num_units, 0.2, 0)
     with expansion.redirect(masks):
         out = model(x)
@@ -193,7 +194,7 @@ def test_redirect_with_real_masks_and_gradients_reach_new_units():
 def test_conv_units_topology_size_and_chain():
     """Default units: k x k conv + own BatchNorm per target, each reading the previous target's new channels."""
     model = make("resnet9", width=0.25)
-    expansion = Expansion(model, default_targets(model, "resnet9"), 1.0, fixed_batch(), seed=0)
+    expansion = Expansion(model, block_outputs(model), 1.0, fixed_batch(), seed=0)
     widths = [16, 32, 32, 64, 64, 32]
     previous = 0
     for (key, adapter), width in zip(expansion.adapters.items(), widths):
@@ -213,7 +214,7 @@ def test_conv_units_chain_carries_information_forward():
     on the first target's new channels: the chain is real."""
     model = make("resnet9", width=0.25)
     x = fixed_batch()
-    expansion = Expansion(model, default_targets(model, "resnet9"), 1.0, x, seed=0)
+    expansion = Expansion(model, block_outputs(model), 1.0, x, seed=0)
     expansion.train(False)
     with torch.no_grad():
         nn.init.normal_(expansion.adapters["conv4"].write.weight, std=0.5)

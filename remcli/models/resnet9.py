@@ -38,6 +38,8 @@ class Residual(nn.Module):
 
 
 class ResNet9(nn.Module):
+    BLOCK_OUTPUTS = ("conv1", "conv2", "res1", "conv3", "res2", "conv4")  # `models.blocks.block_outputs`
+
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width: float = 1.0):
         super().__init__()
         c1, c2, c3, c4 = (max(1, round(c * width)) for c in (64, 128, 256, 128))

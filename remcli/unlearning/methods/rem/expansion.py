@@ -36,7 +36,6 @@ checkpoint has exactly the input's tensor names and shapes.
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Iterator
 
 import torch
@@ -44,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from remcli.errors import InputError
+from remcli.models.blocks import mlp_hidden_width
 from remcli.seeding import seeded_global_rng
 
 UNIT_KINDS = ("conv", "bottleneck")
@@ -98,48 +98,6 @@ class LinearUnits(nn.Module):
     def forward(self, source: torch.Tensor, mask: torch.Tensor, previous: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = _masked(self.act(self.read(source)), mask)
         return self.write(hidden), hidden
-
-
-def _imported_classes(module: str, *names: str) -> tuple[type, ...]:
-    """The named classes of `module` if it is imported, else none. A model can only hold instances
-    of classes whose module is loaded, so type checks never need the slow import itself."""
-    loaded = sys.modules.get(module)
-    return tuple(getattr(loaded, name) for name in names) if loaded is not None else ()
-
-
-def _residual_block_types() -> tuple[type, ...]:
-    """torchvision's and timm's ResNet blocks."""
-    return _imported_classes("torchvision.models.resnet", "BasicBlock", "Bottleneck") + _imported_classes(
-        "timm.models.resnet", "BasicBlock", "Bottleneck"
-    )
-
-
-def mlp_hidden_width(module: nn.Module) -> int | None:
-    """The hidden size of a transformer MLP block (torchvision's MLPBlock, timm's Mlp), else None.
-
-    New units of such a block are extra hidden neurons: they read the block's input."""
-    if isinstance(module, _imported_classes("torchvision.models.vision_transformer", "MLPBlock")):
-        return module[0].out_features
-    if isinstance(module, _imported_classes("timm.layers.mlp", "Mlp")) and isinstance(module.fc1, nn.Linear):
-        return module.fc1.out_features
-    return None
-
-
-def default_targets(model: nn.Module, arch: str) -> list[str]:
-    """resnet9: its 6 block outputs; torchvision and timm ResNets: every residual block; ViTs
-    (torchvision or timm): every MLP block; anything else: every Conv2d / Linear layer except the
-    final classifier."""
-    if arch == "resnet9":
-        return ["conv1", "conv2", "res1", "conv3", "res2", "conv4"]
-    named = list(model.named_modules())
-    found = [name for name, m in named if isinstance(m, _residual_block_types())]
-    if found:
-        return found
-    found = [name for name, m in named if mlp_hidden_width(m) is not None]
-    if found:
-        return found
-    layers = [name for name, m in named if isinstance(m, (nn.Conv2d, nn.Linear))]
-    return layers[:-1]
 
 
 class Expansion:

@@ -53,6 +53,7 @@ import torch
 
 from remcli.data.pipeline import SampleView
 from remcli.engine import Engine, OptimConfig, make_optimizer, synchronize
+from remcli.models.blocks import block_outputs
 from remcli.models.recipes import default_optimizer, unlearn_lr
 from remcli.seeding import generator
 from remcli.unlearning.base import MethodResult, UnlearnTask
@@ -61,7 +62,7 @@ from remcli.unlearning.methods.rem.batchnorm import Recalibration, frozen_bn_sta
 from remcli.unlearning.methods.rem.budget import FORWARD_ONLY, Compute
 from remcli.unlearning.methods.rem.config import REMConfig
 from remcli.unlearning.methods.rem.diagnostics import Diagnostics, diagnostic_views, rounded
-from remcli.unlearning.methods.rem.expansion import Expansion, default_targets
+from remcli.unlearning.methods.rem.expansion import Expansion
 from remcli.unlearning.methods.rem.masks import unit_masks
 from remcli.unlearning.methods.rem.reference import Reference
 from remcli.unlearning.selection import ProxySelection
@@ -82,7 +83,7 @@ class REMRun:
         self.selection = ProxySelection(task, self.model, cfg.gamma, cfg.select_on)
         self.reference = Reference(task)
         probe = next(task.forget_view.batches(task.spec, 2)).inputs
-        targets = list(cfg.targets) if cfg.targets else default_targets(self.model, task.arch)
+        targets = list(cfg.targets) if cfg.targets else block_outputs(self.model)
         self.expansion = Expansion(self.model, targets, cfg.capacity, probe, task.seed, cfg.units, cfg.kernel_size, cfg.chain, cfg.silent_write)
         self.optim = _optim(task, cfg)
         optimizer = make_optimizer(self.model.parameters(), self.optim)
