@@ -14,6 +14,7 @@ from remcli.unlearning.losses import (
     rem_repair_loss,
     selection_proxy,
 )
+from remcli.unlearning.selection import kept_by_rule, proxy_standard_error
 
 CE = [0.5, 2.0, 1.2, 3.0]
 CE_REF = [1.0, 0.5, 1.2, 0.1]
@@ -212,3 +213,22 @@ def test_rem_repair_loss_weights_the_identified_rows_terms(weight):
         weight * (npo_by_hand(f, r, 1.0) - npo_by_hand(d, r, 1.0)) if i else npo_by_hand(f, r, 1.0) for f, d, r, i in zip(FIT, DROP, REF, IDENT)
     ]
     assert float(got) == pytest.approx(sum(per_sample) / 4, rel=1e-6)
+
+
+def test_proxy_standard_error_is_the_accuracy_error_scaled_like_the_proxy():
+    assert proxy_standard_error(0.5, 0.0, 0.2, 100) == pytest.approx(0.05 * 0.8)  # forget below gamma: x (1 - gamma)
+    assert proxy_standard_error(0.5, 0.5, 0.2, 100) == pytest.approx(0.05 * 0.5)
+    assert proxy_standard_error(0.5, 0.0, 0.2, 10_000) == pytest.approx(0.005 * 0.8)  # 100x the samples: a tenth
+    assert proxy_standard_error(1.0, 0.0, 0.2, 50) == 0.0 and proxy_standard_error(0.5, 0.0, 0.2, 0) == 0.0
+
+
+def test_kept_by_rule_best_is_the_earliest_highest_proxy():
+    assert kept_by_rule([0.04, 0.42, 0.38, 0.42, 0.30], [0.05] * 5, "best") == 1
+
+
+def test_kept_by_rule_latest_tied_is_the_latest_iterate_within_one_se_of_the_best():
+    proxies = [0.04, 0.42, 0.38, 0.30, 0.39, 0.33]
+    assert kept_by_rule(proxies, [0.05] * 6, "latest-tied") == 4  # 0.39 >= 0.42 - 0.05; 0.33 is not
+    assert kept_by_rule(proxies, [0.001] * 6, "latest-tied") == 1  # a precise proxy: the best itself
+    assert kept_by_rule([0.30, 0.42, 0.20], [0.2, 0.01, 0.2], "latest-tied") == 1  # the best's own error decides
+    assert kept_by_rule([0.41, 0.40, 0.42], [0.05] * 3, "latest-tied") == 2  # never before the best

@@ -120,6 +120,22 @@ def test_batchnorm_running_statistics_follow_the_policy(poisoned_setup, bn, unch
     assert same == unchanged
 
 
+def test_keep_latest_tied_keeps_what_the_rule_chooses_over_the_logged_proxies(poisoned_setup):
+    """The iterate ProxySelection keeps as the run goes is the one `kept_by_rule` picks from the
+    whole run's proxies (kept_iteration in the log)."""
+    from remcli.unlearning.selection import kept_by_rule, proxy_standard_error
+
+    ckpt, inputs, identified = poisoned_setup
+    outcome = unlearn(ckpt, inputs, identified, "rem", {"epochs": 4, "batch_size": 64, "keep": "latest-tied"}, seed=0, device="cpu")
+    log = outcome.summary["log"]
+    its = log["iterations"]
+    acc_key = f"{log['select_on']}_acc"
+    samples = len(ckpt.validation_indices) if log["select_on"] == "validation" else len(inputs.dataset.train) - len(identified)
+    errors = [proxy_standard_error(it[acc_key], it["forget_acc"], 0.2, samples) for it in its]
+    assert log["kept_iteration"] == kept_by_rule([it["proxy"] for it in its], errors, "latest-tied") >= log["best_iteration"]
+    assert [it["selected"] for it in its].count(True) >= 1 and its[log["kept_iteration"]]["selected"]
+
+
 @pytest.mark.parametrize(
     ("setting", "value", "match"),
     [

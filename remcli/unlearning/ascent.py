@@ -46,7 +46,7 @@ def ascend_until(task: UnlearnTask, cfg: AscentConfig, loss_fn: Callable[[Batch]
         entry = {"epoch": epoch, "loss": round(stats.mean_loss, 5), **selection.consider(epoch)}
         task.reporter.advance(0, forget_acc=entry["forget_acc"], proxy=entry["proxy"])
         epochs.append(entry)
-    selection.restore_best()
+    selection.restore_kept()
     model.eval()
     log = {
         "select_on": selection.select_on,

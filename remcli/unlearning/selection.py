@@ -7,6 +7,14 @@ The research code picks the best iterate by test accuracy. Here the iterative re
 
 where the selection data is the checkpoint's held-out validation split (true labels) when it has
 one, else the retain set with its training labels (the paper's proxy).
+
+Which iterate is kept (`KEEP_RULES`): `best`, the highest proxy (the paper's), or `latest-tied`,
+the latest iterate whose proxy is within one standard error of the best. On a small selection set
+the proxy's sampling noise is as large as the differences between iterates, so `best` is often an
+early iterate that won by noise, before the repair has done its work; among iterates the data
+cannot tell apart, the later one has repaired longer (the one-standard-error rule of model
+selection, here leaning towards more repair rather than a simpler model). With thousands of
+selection samples the standard error is small and both rules keep the same iterate.
 """
 
 from __future__ import annotations
@@ -22,6 +30,24 @@ from remcli.unlearning.base import UnlearnTask
 from remcli.unlearning.losses import selection_proxy
 
 SELECT_ON = ("auto", "validation", "retain")
+KEEP_RULES = ("best", "latest-tied")
+
+
+def proxy_standard_error(keep_acc: float, forget_acc: float, gamma: float, samples: int) -> float:
+    """Sampling standard error of `selection_proxy` from `samples` selection samples: the binomial
+    error of the accuracy, scaled as the proxy scales it (the identified term is held fixed)."""
+    if samples <= 0:
+        return 0.0
+    return (keep_acc * (1.0 - keep_acc) / samples) ** 0.5 * (1.0 - max(forget_acc, gamma))
+
+
+def kept_by_rule(proxies: list[float], errors: list[float], keep: str) -> int:
+    """The iterate `keep` chooses from a whole run's proxies (and their standard errors): what
+    `ProxySelection` decides as it goes, written over the list for tests and offline analysis."""
+    best = max(range(len(proxies)), key=lambda i: (proxies[i], -i))
+    if keep == "best":
+        return best
+    return max(i for i in range(best, len(proxies)) if proxies[i] >= proxies[best] - errors[best])
 
 
 def selection_view(task: UnlearnTask, select_on: str) -> tuple[str, SampleView]:
@@ -34,14 +60,19 @@ def selection_view(task: UnlearnTask, select_on: str) -> tuple[str, SampleView]:
 
 
 class ProxySelection:
-    """Scores iterates and keeps a copy of the best one's weights."""
+    """Scores iterates and keeps a copy of the weights of the one `keep` chooses (`kept_by_rule`,
+    decided as the iterates come: one copy, never the whole run)."""
 
-    def __init__(self, task: UnlearnTask, model: nn.Module, gamma: float, select_on: str = "auto"):
-        self.task, self.model, self.gamma = task, model, gamma
+    def __init__(self, task: UnlearnTask, model: nn.Module, gamma: float, select_on: str = "auto", keep: str = "best"):
+        if keep not in KEEP_RULES:
+            raise InputError(f"keep {keep!r} is not a selection rule; use one of: {', '.join(KEEP_RULES)}")
+        self.task, self.model, self.gamma, self.keep = task, model, gamma, keep
         self.select_on, self.view = selection_view(task, select_on)
         self.best_proxy = float("-inf")
-        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_error = 0.0
         self.best_iteration = -1
+        self.kept_state: dict[str, torch.Tensor] | None = None
+        self.kept_iteration = -1
         self.last_forget_acc = float("nan")
 
     def consider(self, iteration: int, forget_acc: float | None = None) -> dict:
@@ -52,12 +83,15 @@ class ProxySelection:
         self.last_forget_acc = forget_acc
         keep_acc = self.task.accuracy(self.model, self.view)
         value = selection_proxy(keep_acc, forget_acc, self.gamma)
-        selected = value > self.best_proxy
-        if selected:
+        if value > self.best_proxy:
             self.best_proxy, self.best_iteration = value, iteration
-            self.best_state = copy.deepcopy(self.model.state_dict())
+            self.best_error = proxy_standard_error(keep_acc, forget_acc, self.gamma, len(self.view))
+        selected = self.best_iteration == iteration or (self.keep == "latest-tied" and value >= self.best_proxy - self.best_error)
+        if selected:
+            self.kept_iteration = iteration
+            self.kept_state = copy.deepcopy(self.model.state_dict())
         return {"forget_acc": round(forget_acc, 5), f"{self.select_on}_acc": round(keep_acc, 5), "proxy": round(value, 5), "selected": selected}
 
-    def restore_best(self) -> None:
-        if self.best_state is not None:
-            self.model.load_state_dict(self.best_state)
+    def restore_kept(self) -> None:
+        if self.kept_state is not None:
+            self.model.load_state_dict(self.kept_state)

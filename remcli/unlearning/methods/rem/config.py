@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from remcli.config import with_defaults
 from remcli.unlearning.losses import REMOVALS
 from remcli.unlearning.methods.rem.expansion import UNIT_KINDS
-from remcli.unlearning.selection import SELECT_ON
+from remcli.unlearning.selection import KEEP_RULES, SELECT_ON
 from remcli.unlearning.training import BudgetSettings, OptimiserSettings
 
 BN_POLICIES = ("frozen", "batch")
@@ -51,7 +51,7 @@ class REMConfig(BudgetSettings, OptimiserSettings):
         "units": UNIT_KINDS,
         "flush": ("npo", "ga"),
         "select_on": SELECT_ON,
-        "keep": ("best", "last"),
+        "keep": (*KEEP_RULES, "last"),
     }
 
     # epochs (10): outer iterations; each = flush-until-gamma + one repair epoch over D_tr
@@ -76,7 +76,8 @@ class REMConfig(BudgetSettings, OptimiserSettings):
     removal: str = "npo"  # npo: every identified row (research code); while-preferred: rows the drop view still predicts as labelled
     flush: str = "npo"  # "ga": gradient-ascent flush (the rem-ga ablation)
     select_on: str = "auto"  # auto (validation if recorded, else retain), validation, retain
-    keep: str = "best"  # best: the best-proxy iterate (the input model included, as in the paper); last: the final iterate
+    keep: str = "best"  # best: the best-proxy iterate (the input model counts, as in the paper); latest-tied: the
+    # latest within one standard error of the best (selection.py); last: the final iterate
     diagnostic_samples: int = 256  # retain samples (fixed, seeded) in the per-iteration diagnostics
     # what a repair step computes, and how many steps (method.py's docstring; FULL = the research code)
     drop_view: str = "identified"  # identified: drop view on identified rows only (running statistics); batch: every row, batch statistics
