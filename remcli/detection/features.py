@@ -12,17 +12,9 @@ from remcli.checkpoints import Checkpoint
 from remcli.data.pipeline import InputSpec
 from remcli.data.views import as_trained_view
 from remcli.engine import autocast, resolve_device, resolve_precision
-from remcli.errors import InputError
 from remcli.inputs import RunInputs
 from remcli.models import input_spec
-
-
-def classifier_layer(model: nn.Module) -> nn.Linear:
-    """The last nn.Linear in module order: the classifier of every supported family."""
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise InputError("detect needs a model whose last layer is a linear classifier; this one has no nn.Linear")
-    return linears[-1]
+from remcli.models.blocks import classifier_layer
 
 
 @torch.no_grad()
@@ -30,7 +22,7 @@ def penultimate_features(model: nn.Module, batches, precision: str) -> torch.Ten
     """(N, D) float32 inputs of the classifier for every batch, in order (eval mode is the caller's)."""
     device = next(model.parameters()).device
     captured: list[torch.Tensor] = []
-    handle = classifier_layer(model).register_forward_hook(lambda module, args, out: captured.append(args[0].detach().float().flatten(1)))
+    handle = classifier_layer(model, "detect").register_forward_hook(lambda module, args, out: captured.append(args[0].detach().float().flatten(1)))
     try:
         for batch in batches:
             with autocast(device, precision):
