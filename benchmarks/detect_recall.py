@@ -30,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     for folder in args.models:
         checkpoint = load_checkpoint(folder / "model.safetensors")
-        inputs = resolve_inputs(checkpoint, None, None)
+        inputs = resolve_inputs(checkpoint, None, folder / "corruption.json")
         manifest = load_manifest(folder / "corruption.json")
         trained = ~torch.isin(manifest.index_tensor, checkpoint.validation_indices)
         corrupted = manifest.index_tensor[trained]

@@ -39,7 +39,7 @@ def runs(folder: Path, queries: int, device: str):
         for signal in QUERY_SIGNALS.names():
             yield f"{queries} triggered test images", signal, detect_from_queries(checkpoint, inputs, images, top=top, device=device, signal=signal)
     elif manifest.kind == "interclass":
-        pair = tuple(int(c) for c in manifest.params["classes"])
+        pair = tuple(int(c) for c in manifest.params.get("classes") or sorted(set(manifest.true_labels)))  # older manifests: from the labels
         for signal in CONFUSED_SIGNALS.names():
             yield (
                 "confused " + ",".join(inputs.dataset.classes[c] for c in pair),

@@ -21,15 +21,21 @@ class Catalog:
 
     def __init__(self, body: dict):
         self.settings = {m["name"]: m["settings"] for m in body["methods"]}
-        self.detect_prefix = body["sweep"]["detect_prefix"]
+        self.prefixes = (body["sweep"]["detect_prefix"], *body["sweep"].get("symptom_prefixes", {}))
         self.detect_settings = body["sweep"]["detect_settings"]
 
+    def prefix(self, method: str) -> str:
+        """The detection prefix `method` starts with (`detect+`, `query-detect+`, ...), or ''."""
+        return next((p for p in self.prefixes if method.startswith(p)), "")
+
     def base(self, method: str) -> str:
-        """`rem-redirect@bottleneck` -> `rem-redirect`, `detect+rem` -> `rem`: entries take the settings of their registered method."""
-        return method.split("@", 1)[0].removeprefix(self.detect_prefix)
+        """`rem-redirect@bottleneck` -> `rem-redirect`, `detect+rem` and `query-detect+rem` -> `rem`: entries take the settings of
+        their registered method."""
+        name = method.split("@", 1)[0]
+        return name.removeprefix(self.prefix(name))
 
     def has_setting(self, method: str, name: str) -> bool:
-        return name in self.settings[self.base(method)] or (method.startswith(self.detect_prefix) and name in self.detect_settings)
+        return name in self.settings[self.base(method)] or (bool(self.prefix(method)) and name in self.detect_settings)
 
 
 def main() -> None:

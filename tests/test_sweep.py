@@ -625,27 +625,34 @@ def test_benchmark_scripts_parse():
 def test_sweep_args_keeps_registered_methods_and_settings():
     registry = {
         "methods": [{"name": "rem", "settings": {"epochs": 10}}, {"name": "ssd", "settings": {"alpha": 10}}],
-        "sweep": {"detect_prefix": "detect+", "detect_settings": {"detect_top": None, "detect_signal": "similarity"}},
+        "sweep": {
+            "detect_prefix": "detect+",
+            "symptom_prefixes": {"query-detect+": "poison", "confused-detect+": "interclass"},
+            "detect_settings": {"detect_top": None, "detect_signal": "similarity"},
+        },
     }
     result = subprocess.run(
         [
             sys.executable,
             str(REPO / "benchmarks" / "sweep_args.py"),
             "--methods",
-            "rem,retrain,ssd,detect+rem",
+            "rem,retrain,ssd,detect+rem,query-detect+rem@b",
             "rem.epochs=3",
             "detect+rem.detect_signal=loss",
             "ssd.epochs=2",
             "retrain.epochs=9",
             "*.alpha=5",
+            "query-detect+rem@b.epochs=4",
+            "*.detect_top=7",
         ],
         input=json.dumps(registry),
         capture_output=True,
         text=True,
         check=True,
     )
-    sets = ["--set", "rem.epochs=3", "--set", "detect+rem.detect_signal=loss", "--set", "ssd.alpha=5"]
-    assert result.stdout.split() == ["--methods", "rem,ssd,detect+rem", *sets]
+    sets = ["--set", "rem.epochs=3", "--set", "detect+rem.detect_signal=loss", "--set", "ssd.alpha=5", "--set", "query-detect+rem@b.epochs=4"]
+    sets += ["--set", "detect+rem.detect_top=7", "--set", "query-detect+rem@b.detect_top=7"]  # detection settings: every detecting entry
+    assert result.stdout.split() == ["--methods", "rem,ssd,detect+rem,query-detect+rem@b", *sets]
     assert "retrain is not registered" in result.stderr and "ssd has no setting 'epochs'" in result.stderr
 
 

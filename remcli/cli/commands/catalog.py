@@ -11,7 +11,7 @@ from remcli.cli.options import JsonOpt
 from remcli.cli.output import emit_json, stdout_console
 from remcli.models import list_archs
 from remcli.models.registry import TIMM_EXTRA
-from remcli.sweep.entries import DETECT_DEFAULTS, DETECT_PREFIX
+from remcli.sweep.entries import DETECT_DEFAULTS, DETECT_PREFIX, SYMPTOM_PREFIXES
 from remcli.unlearning import list_methods
 
 
@@ -31,8 +31,9 @@ def methods_command(json_out: JsonOpt = None) -> None:
         for m in list_methods()
     ]
     if json_out:
-        # `sweep`: how `remcli sweep --methods` entries add detection to a method, and the settings that adds
-        sweep = {"detect_prefix": DETECT_PREFIX, "detect_settings": DETECT_DEFAULTS}
+        # `sweep`: how `remcli sweep --methods` entries add detection to a method, and the settings that adds;
+        # symptom prefixes detect from what a user saw instead, each in cells of one kind
+        sweep = {"detect_prefix": DETECT_PREFIX, "symptom_prefixes": SYMPTOM_PREFIXES, "detect_settings": DETECT_DEFAULTS}
         emit_json({"methods": rows, "sweep": sweep}, json_out)
         return
     table = Table()
