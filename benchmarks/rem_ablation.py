@@ -60,14 +60,15 @@ def diagnostics(record: dict) -> dict[str, float]:
     iterations = log.get("iterations") or []
     if not iterations or "identified_redirect_acc" not in iterations[-1]:
         return {}
-    last, kept = iterations[-1], iterations[log.get("best_iteration", -1)]
+    kept_at = log.get("kept_iteration", len(iterations) - 1 if log.get("kept") == "last" else log.get("best_iteration", -1))
+    last, kept = iterations[-1], iterations[kept_at]
     out = {f"last_{k}": last[k] for k in DIAGNOSTICS}
     out.update({f"kept_{k}": kept[k] for k in DIAGNOSTICS})
     if len(iterations) > 1 and "identified_drop_ce" in iterations[1]:
         out["first_identified_drop_ce"] = iterations[1]["identified_drop_ce"]  # how far the first flush (and repair) pushed: overshoot
     out["min_retain_drop_acc"] = min(it["retain_drop_acc"] for it in iterations[1:]) if len(iterations) > 1 else last["retain_drop_acc"]
     out["redirecting_share"] = sum(1 for it in iterations[1:] if it.get("redirecting")) / max(len(iterations) - 1, 1)
-    out["kept_iteration"] = log.get("best_iteration", 0)
+    out["kept_iteration"] = kept["iteration"]
     return out
 
 
