@@ -207,7 +207,7 @@ def test_logged_accuracies_are_those_of_the_returned_model(poisoned_setup, main_
     ckpt, inputs, identified = poisoned_setup
     outcome, _, _ = main_run
     log = outcome.summary["log"]
-    selected = log["iterations"][log["best_iteration"]]
+    selected = log["iterations"][log["kept_iteration"]]
     assert selected["selected"] and log["select_on"] == "validation"
     task = build_task(Checkpoint(outcome.state_dict, ckpt.meta), inputs, identified, device="cpu", precision=outcome.summary["precision"])
     model = task.model

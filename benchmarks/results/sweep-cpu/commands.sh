@@ -13,3 +13,7 @@
 # the same runs today: PHASES=4 PHASE4_METHODS=rem@plain-recal,rem@unscaled benchmarks/sweep_cpu.sh
 # phase 2+5 (rem after the cost change), 1576 s, exit 0
 .venv/bin/remcli sweep --data imagefolder:/root/.cache/remcli/cifar10-1500 --arch resnet9 --width 0.5 --count 30 --train-epochs 60 --train-batch-size 128 --kinds poison\,interclass\,label-noise --discovery 0.1\,0.3\,0.5\,0.7\,1.0 --seeds 0\,1\,2 --methods rem --set rem.batch_size=128 --set rem.epochs=15 --device cpu --out runs/cost --workers 2 
+# 2026-12-06 (session 12): rem's default became keep=latest-tied (docs/rem.md, "Which iterate to keep"). The 45 cells run
+# as rem@tied (keep=latest-tied; runs/tied, code at eee9d30) are now named rem; the earlier rem cells (keep=best, the
+# default when they ran) are rem@best, and rem@unscaled / rem@plain-recal record keep=best in their overrides:
+remcli sweep --data imagefolder:$HOME/.cache/remcli/cifar10-1500 --arch resnet9 --width 0.5 --count 30 --train-epochs 60 --train-batch-size 128 --kinds interclass,poison,label-noise --discovery 1.0,0.7,0.5,0.3,0.1 --seeds 0,1,2 --methods rem@tied --set rem@tied.batch_size=128 --set rem@tied.epochs=15 --set rem@tied.keep=latest-tied --out runs/tied --workers 2

@@ -51,12 +51,12 @@ def rem_diagnostics_table(log: dict) -> Table | None:
     table.add_column("it", justify="right")
     for _, name in DIAGNOSTIC_COLUMNS:
         table.add_column(name, justify="right")
-    best = log.get("best_iteration")
+    kept = log.get("kept_iteration", log.get("best_iteration"))
     for it in iterations:
         cells = [
             "" if it.get(key) is None else ("yes" if it[key] is True else "no" if it[key] is False else str(it[key])) for key, _ in DIAGNOSTIC_COLUMNS
         ]
-        table.add_row(f"{it['iteration']}{'*' if it['iteration'] == best else ''}", *cells)
+        table.add_row(f"{it['iteration']}{'*' if it['iteration'] == kept else ''}", *cells)
     table.caption = "* kept iterate; redirecting = redirect view fits >= 0.8 of the identified set while the drop view is at or below gamma"
     return table
 

@@ -211,7 +211,8 @@ def unlearn_command(
     for warning in outcome.summary["log"].get("warnings", []):
         stderr.print(f"[bold yellow]warning:[/] {method}: {escape(warning)}", soft_wrap=True)
     if not outcome.summary["changed"]:
-        kept = outcome.summary["log"].get("best_iteration", outcome.summary["log"].get("best_epoch"))
+        log = outcome.summary["log"]
+        kept = log.get("kept_iteration", log.get("best_iteration", log.get("best_epoch")))
         why = f" (it kept iteration {kept}: no iterate scored better than the input model on the selection proxy)" if kept == 0 else ""
         if fail_if_unchanged:
             raise UnchangedError(

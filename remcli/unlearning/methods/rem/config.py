@@ -7,10 +7,12 @@ Four registered methods share them; each variant is a table of defaults over `RE
   across phases, gamma checked once per flush epoch, 1x1 bottleneck units) with a repair that does
   only the work its loss reads: the drop view on the identified rows only, the retain rows' NPO
   reference CE computed once instead of every step, a seeded `repair_fraction` of the retain rows
-  per iteration. Its cost and healing against `rem-full` are in docs/rem.md.
+  per iteration; and it keeps the latest iterate tied with the best on the selection proxy
+  (`keep=latest-tied`) rather than the best, which on a small selection set is often an early
+  iterate that won by noise. Its cost and healing against `rem-full` are in docs/rem.md.
 * `rem-full`: the research code's repair as written (`FULL`): the drop view over every batch, NPO
-  on every row, the whole training set every iteration, every iteration run. It reproduces the
-  earlier `rem` and its measured figures.
+  on every row, the whole training set every iteration, every iteration run, the best-proxy
+  iterate kept. It reproduces the earlier `rem` and its measured figures.
 * `rem-redirect`: `rem-full` plus the five changes that make the redirect real (`REDIRECTING`): frozen
   BatchNorm, fresh optimiser state at each phase switch, gamma checked after every flush step,
   chained conv units, and a 10x learning rate for the new units. Its redirect view holds the
@@ -34,7 +36,7 @@ DROP_VIEWS = ("identified", "batch")
 RETAIN_LOSSES = ("npo-cached", "npo", "ce")
 IDENTIFIED_WEIGHTS = ("fraction", "one")
 REDIRECTING_FIT = 0.8  # the redirect view must still fit this much of the identified set
-FULL = {"drop_view": "batch", "retain_loss": "npo", "repair_fraction": 1.0, "patience": 0, "bn_recalibration": 0}
+FULL = {"drop_view": "batch", "retain_loss": "npo", "repair_fraction": 1.0, "patience": 0, "bn_recalibration": 0, "keep": "best"}
 REDIRECTING = {"bn": "frozen", "fresh_optimizer": True, "flush_stop": "step", "units": "conv", "new_units_lr_scale": 10.0}
 
 
@@ -76,8 +78,8 @@ class REMConfig(BudgetSettings, OptimiserSettings):
     removal: str = "npo"  # npo: every identified row (research code); while-preferred: rows the drop view still predicts as labelled
     flush: str = "npo"  # "ga": gradient-ascent flush (the rem-ga ablation)
     select_on: str = "auto"  # auto (validation if recorded, else retain), validation, retain
-    keep: str = "best"  # best: the best-proxy iterate (the input model counts, as in the paper); latest-tied: the
-    # latest within one standard error of the best (selection.py); last: the final iterate
+    keep: str = "latest-tied"  # the latest iterate within one standard error of the best proxy (selection.py); best: the
+    # best-proxy iterate (the input model counts; the paper's, rem-full's); last: the final iterate
     diagnostic_samples: int = 256  # retain samples (fixed, seeded) in the per-iteration diagnostics
     # what a repair step computes, and how many steps (method.py's docstring; FULL = the research code)
     drop_view: str = "identified"  # identified: drop view on identified rows only (running statistics); batch: every row, batch statistics

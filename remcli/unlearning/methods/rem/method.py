@@ -303,7 +303,7 @@ def rem(task: UnlearnTask, cfg: REMConfig) -> MethodResult:
         "kept": cfg.keep,
         "best_iteration": run.selection.best_iteration,
         "best_proxy": round(run.selection.best_proxy, 5),
-        **({"kept_iteration": run.selection.kept_iteration if cfg.keep != "last" else iterations[-1]["iteration"]} if cfg.keep != "best" else {}),
+        "kept_iteration": run.selection.kept_iteration if cfg.keep != "last" else iterations[-1]["iteration"],
         "redirecting_iterations": sum(1 for it in iterations[1:] if it["redirecting"]),
         "stopped": run.stopped,
         "warnings": warnings,
