@@ -8,8 +8,8 @@ The research code picks the best iterate by test accuracy. Here the iterative re
 where the selection data is the checkpoint's held-out validation split (true labels) when it has
 one, else the retain set with its training labels (the paper's proxy).
 
-Which iterate is kept (`KEEP_RULES`): `best`, the highest proxy (the paper's), or `latest-tied`,
-the latest iterate whose proxy is within one standard error of the best. On a small selection set
+Which iterate is kept (`KEEP_RULES`): `best`, the highest proxy (the paper's), `latest-tied`,
+the latest iterate whose proxy is within one standard error of the best, or `last`. On a small selection set
 the proxy's sampling noise is as large as the differences between iterates, so `best` is often an
 early iterate that won by noise, before the repair has done its work; among iterates the data
 cannot tell apart, the later one has repaired longer (the one-standard-error rule of model
@@ -30,7 +30,7 @@ from remcli.unlearning.base import UnlearnTask
 from remcli.unlearning.losses import selection_proxy
 
 SELECT_ON = ("auto", "validation", "retain")
-KEEP_RULES = ("best", "latest-tied")
+KEEP_RULES = ("best", "latest-tied", "last")
 
 
 def proxy_standard_error(keep_acc: float, forget_acc: float, gamma: float, samples: int) -> float:
@@ -41,10 +41,17 @@ def proxy_standard_error(keep_acc: float, forget_acc: float, gamma: float, sampl
     return (keep_acc * (1.0 - keep_acc) / samples) ** 0.5 * (1.0 - max(forget_acc, gamma))
 
 
+def best_index(proxies: list[float]) -> int:
+    """The highest proxy, the earliest of equals (-1 for none)."""
+    return max(range(len(proxies)), key=lambda i: (proxies[i], -i), default=-1)
+
+
 def kept_by_rule(proxies: list[float], errors: list[float], keep: str) -> int:
-    """The iterate `keep` chooses from a whole run's proxies (and their standard errors): what
-    `ProxySelection` decides as it goes, written over the list for tests and offline analysis."""
-    best = max(range(len(proxies)), key=lambda i: (proxies[i], -i))
+    """The index of the iterate `keep` chooses from the proxies so far (and their standard errors);
+    `ProxySelection` asks it after every iterate, so a run keeps what this says of the whole run."""
+    if keep == "last":
+        return len(proxies) - 1
+    best = best_index(proxies)
     if keep == "best":
         return best
     return max(i for i in range(best, len(proxies)) if proxies[i] >= proxies[best] - errors[best])
@@ -61,19 +68,29 @@ def selection_view(task: UnlearnTask, select_on: str) -> tuple[str, SampleView]:
 
 class ProxySelection:
     """Scores iterates and keeps a copy of the weights of the one `keep` chooses (`kept_by_rule`,
-    decided as the iterates come: one copy, never the whole run)."""
+    decided as the iterates come: one copy, never the whole run; none for `last`, whose iterate is
+    the model as it ends)."""
 
     def __init__(self, task: UnlearnTask, model: nn.Module, gamma: float, select_on: str = "auto", keep: str = "best"):
         if keep not in KEEP_RULES:
             raise InputError(f"keep {keep!r} is not a selection rule; use one of: {', '.join(KEEP_RULES)}")
         self.task, self.model, self.gamma, self.keep = task, model, gamma, keep
         self.select_on, self.view = selection_view(task, select_on)
-        self.best_proxy = float("-inf")
-        self.best_error = 0.0
-        self.best_iteration = -1
+        self.iterations: list[int] = []
+        self.proxies: list[float] = []
+        self.errors: list[float] = []  # each proxy's standard error (`proxy_standard_error`)
         self.kept_state: dict[str, torch.Tensor] | None = None
         self.kept_iteration = -1
         self.last_forget_acc = float("nan")
+
+    @property
+    def best_iteration(self) -> int:
+        best = best_index(self.proxies)
+        return self.iterations[best] if best >= 0 else -1
+
+    @property
+    def best_proxy(self) -> float:
+        return max(self.proxies, default=float("-inf"))
 
     def consider(self, iteration: int, forget_acc: float | None = None) -> dict:
         """Score the model as it is now. `forget_acc`: its identified-set accuracy if the caller
@@ -83,13 +100,14 @@ class ProxySelection:
         self.last_forget_acc = forget_acc
         keep_acc = self.task.accuracy(self.model, self.view)
         value = selection_proxy(keep_acc, forget_acc, self.gamma)
-        if value > self.best_proxy:
-            self.best_proxy, self.best_iteration = value, iteration
-            self.best_error = proxy_standard_error(keep_acc, forget_acc, self.gamma, len(self.view))
-        selected = self.best_iteration == iteration or (self.keep == "latest-tied" and value >= self.best_proxy - self.best_error)
+        self.iterations.append(iteration)
+        self.proxies.append(value)
+        self.errors.append(proxy_standard_error(keep_acc, forget_acc, self.gamma, len(self.view)))
+        selected = kept_by_rule(self.proxies, self.errors, self.keep) == len(self.proxies) - 1
         if selected:
             self.kept_iteration = iteration
-            self.kept_state = copy.deepcopy(self.model.state_dict())
+            if self.keep != "last":
+                self.kept_state = copy.deepcopy(self.model.state_dict())
         return {"forget_acc": round(forget_acc, 5), f"{self.select_on}_acc": round(keep_acc, 5), "proxy": round(value, 5), "selected": selected}
 
     def restore_kept(self) -> None:

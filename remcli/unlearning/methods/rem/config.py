@@ -53,7 +53,7 @@ class REMConfig(BudgetSettings, OptimiserSettings):
         "units": UNIT_KINDS,
         "flush": ("npo", "ga"),
         "select_on": SELECT_ON,
-        "keep": (*KEEP_RULES, "last"),
+        "keep": KEEP_RULES,
     }
 
     # epochs (10): outer iterations; each = flush-until-gamma + one repair epoch over D_tr

@@ -80,7 +80,7 @@ class REMRun:
 
     def __init__(self, task: UnlearnTask, cfg: REMConfig):
         self.task, self.cfg, self.model, self.seed = task, cfg, task.model, task.seed
-        self.selection = ProxySelection(task, self.model, cfg.gamma, cfg.select_on, keep="best" if cfg.keep == "last" else cfg.keep)
+        self.selection = ProxySelection(task, self.model, cfg.gamma, cfg.select_on, keep=cfg.keep)
         self.reference = Reference(task)
         probe = next(task.forget_view.batches(task.spec, 2)).inputs
         targets = list(cfg.targets) if cfg.targets else block_outputs(self.model)
@@ -289,8 +289,7 @@ def rem(task: UnlearnTask, cfg: REMConfig) -> MethodResult:
             run.stopped = "patience"
             break
     run.expansion.remove()
-    if cfg.keep != "last":
-        run.selection.restore_kept()
+    run.selection.restore_kept()
     run.model.eval()
     log = {
         "targets": run.expansion.targets,
@@ -303,7 +302,7 @@ def rem(task: UnlearnTask, cfg: REMConfig) -> MethodResult:
         "kept": cfg.keep,
         "best_iteration": run.selection.best_iteration,
         "best_proxy": round(run.selection.best_proxy, 5),
-        "kept_iteration": run.selection.kept_iteration if cfg.keep != "last" else iterations[-1]["iteration"],
+        "kept_iteration": run.selection.kept_iteration,
         "redirecting_iterations": sum(1 for it in iterations[1:] if it["redirecting"]),
         "stopped": run.stopped,
         "warnings": warnings,
