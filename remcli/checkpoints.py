@@ -151,16 +151,17 @@ def load_init_weights(model: nn.Module, init: Checkpoint, arch: str) -> list[str
     return fresh
 
 
-def load_recorded_init(record: dict) -> Checkpoint:
-    """The init a checkpoint's history says it was fine-tuned from, refused unless its sha256 still matches."""
+def load_recorded_init(record: dict, purpose: str = "retrain from it") -> Checkpoint:
+    """The init a checkpoint's history says it was fine-tuned from, refused unless its sha256 still
+    matches; `purpose` ends the error lines (what the file is needed for)."""
     path, sha = Path(record["path"]), record["sha256"]
     if not path.is_file():
-        raise InputError(f"the init this model was fine-tuned from, {path} (sha256 {sha[:12]}), is missing; put that file back to retrain from it")
+        raise InputError(f"the init this model was fine-tuned from, {path} (sha256 {sha[:12]}), is missing; put that file back to {purpose}")
     init = load_checkpoint(path)
     if init.sha256 != sha:
         raise InputError(
             f"the init {path} has sha256 {init.sha256[:12]}, not the {sha[:12]} this model was fine-tuned from; put the original init back at {path} "
-            "to retrain from it"
+            f"to {purpose}"
         )
     return init
 

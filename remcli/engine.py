@@ -84,6 +84,13 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def inference_batch_size(device: torch.device) -> int:
+    """Rows per forward-only pass at the training precision (REM's reference and diagnostics, the
+    accuracy checks of unlearning, training's validation). On CPUs 256 ran about a quarter more
+    images/s than 1024 (the activations stay in cache) with bit-identical outputs; GPUs keep 1024."""
+    return 256 if device.type == "cpu" else 1024
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """The one mixed-precision context: nothing for fp32, else autocast to bf16 / fp16."""
     if precision == "fp32":

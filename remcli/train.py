@@ -31,6 +31,7 @@ from remcli.engine import (
     PRECISIONS,
     Engine,
     OptimConfig,
+    inference_batch_size,
     make_optimizer,
     predict,
     resolve_device,
@@ -156,7 +157,8 @@ def train_model(
         return F.cross_entropy(model(batch.inputs), batch.labels)
 
     def validation_accuracy() -> dict:
-        return {"val_acc": round(float((predict(model, val_view.batches(spec, 1024), precision) == val_view.labels).float().mean()), 5)}
+        preds = predict(model, val_view.batches(spec, inference_batch_size(device)), precision)
+        return {"val_acc": round(float((preds == val_view.labels).float().mean()), 5)}
 
     start = time.perf_counter()
     epochs_log, train_seconds = engine.fit(

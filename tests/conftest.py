@@ -40,13 +40,17 @@ def profile_script_env(tmp_path: Path, **extra) -> dict:
     return env
 
 
-def copy_imagefolder_subset(source: Path, dest: Path, per_class: dict[str, int]) -> Path:
-    """Copy the first `per_class[split]` images of every class of an imagefolder tree."""
+def copy_imagefolder_subset(source: Path, dest: Path, per_class: dict[str, int | slice], classes: tuple[str, ...] | None = None) -> Path:
+    """Copy the first `per_class[split]` images (or that slice of them, in name order) of every class
+    of an imagefolder tree, or of `classes` only."""
     for split, keep in per_class.items():
+        part = keep if isinstance(keep, slice) else slice(keep)
         for class_dir in sorted((source / split).iterdir()):
+            if classes is not None and class_dir.name not in classes:
+                continue
             target = dest / split / class_dir.name
             target.mkdir(parents=True)
-            for image in sorted(class_dir.iterdir())[:keep]:
+            for image in sorted(class_dir.iterdir())[part]:
                 shutil.copy(image, target / image.name)
     return dest
 

@@ -22,6 +22,7 @@ from remcli.errors import InputError
 from remcli.fileio import sha256_file
 from remcli.seeding import seeded_global_rng
 from remcli.train import TrainConfig, train_model
+from tests.conftest import copy_imagefolder_subset
 
 pytestmark = pytest.mark.slow  # trains a backbone, fine-tunes and retrains from it
 
@@ -59,12 +60,9 @@ def pretrained(tmp_path_factory, cifar_spec) -> Path:
 @pytest.fixture(scope="module")
 def three_classes(tmp_path_factory, cifar_root) -> str:
     """airplane, automobile, bird: 40 training and 10 test images each."""
-    root = tmp_path_factory.mktemp("three-classes")
-    for split, keep in (("train", 40), ("test", 10)):
-        for name in ("airplane", "automobile", "bird"):
-            (root / split / name).mkdir(parents=True)
-            for image in sorted((cifar_root / split / name).iterdir())[:keep]:
-                shutil.copy(image, root / split / name / image.name)
+    root = copy_imagefolder_subset(
+        cifar_root, tmp_path_factory.mktemp("three-classes"), {"train": 40, "test": 10}, ("airplane", "automobile", "bird")
+    )
     return f"imagefolder:{root}"
 
 

@@ -463,7 +463,7 @@ def test_query_and_confused_detect_cells(cifar_spec, tmp_path, one_thread):
     for record in (query, confused):
         assert record["row"]["status"] == "ok" and record["row"]["detected"] == 10, record["row"]
         assert 0.0 <= record["row"]["detect_recall"] <= 1.0 and record["unlearn"]["identified"] >= record["row"]["identified"]
-    assert query["detect"]["signal"] == "similarity" and 1 <= query["detect"]["query"]["misbehaving"] <= 8
+    assert query["detect"]["signal"] == "block-similarity" and 1 <= query["detect"]["query"]["misbehaving"] <= 8
     assert query["detect"]["query"]["label"] == 0 and query["detect"]["labels_searched"] == [0]  # the poison's target
     assert confused["detect"]["signal"] == "label-quality" and confused["detect"]["confused"]["labels"] == [3, 5]
 
@@ -500,6 +500,11 @@ def assert_input_error(result, *needles):
         (["--methods", "detect+nosuch"], ["unknown method 'nosuch'"]),
         (["--methods", "confused-detect+rem", "--set", "confused-detect+rem.detect_signal=similarity"], ["must be one of: auto, label-quality"]),
         (["--methods", "query-detect+nosuch"], ["unknown method 'nosuch'"]),
+        (["--methods", "detect+rem", "--set", "detect+rem.detect_features=backbone"], ["detect_features='backbone' must be one of: model, init"]),
+        (
+            ["--methods", "query-detect+rem", "--set", "query-detect+rem.detect_features=init"],
+            ["detect_features goes with detect+ and confused-detect+"],
+        ),
     ],
 )
 def test_bad_input_writes_nothing(cifar_spec, tmp_path, args, needles):

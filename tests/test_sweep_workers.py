@@ -20,8 +20,8 @@ pytestmark = pytest.mark.slow  # worker processes each running a sweep
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = ["--width", "0.125", "--count", "40", "--train-epochs", "1", "--train-batch-size", "64", "--device", "cpu",
-        "--kinds", "poison,label-noise", "--discovery", "1.0", "--methods", "ga,npo",
-        "--set=ga.max_epochs=2", "--set=ga.batch_size=64", "--set=npo.max_epochs=2", "--set=npo.batch_size=64"]  # fmt: skip
+        "--kinds", "poison,label-noise", "--discovery", "1.0", "--methods", "ga,finetune",
+        "--set=ga.max_epochs=2", "--set=ga.batch_size=64", "--set=finetune.epochs=1", "--set=finetune.batch_size=64"]  # fmt: skip
 METRICS = ("cell", "status", "test_acc", "utility", "healed", "attack_success_rate", "corrupted_label_acc", "steps")
 
 
@@ -66,15 +66,17 @@ def test_workers_share_a_folder_and_match_one_worker(single, cifar_spec, tmp_pat
 
 def test_a_killed_workers_claim_is_taken_over(single, cifar_spec, tmp_path):
     out = tmp_path / "sweep"
-    slow = [*GRID, "--set=npo.max_epochs=400", "--set=npo.gamma=0"]  # an npo cell that runs until killed
+    # a finetune cell that runs until killed: a fixed number of epochs, unlike npo, which stops as soon as
+    # the identified samples' accuracy reaches its gamma (at once when they start there)
+    slow = [*GRID, "--set=finetune.epochs=400"]
     first = remcli("sweep", "--data", cifar_spec, *slow, "--out", out, wait=False)
     try:
         deadline = time.time() + 300
-        while not [p for p in (out / "claims").glob("*npo*.claim")] and time.time() < deadline:
+        while not [p for p in (out / "claims").glob("*finetune*.claim")] and time.time() < deadline:
             assert first.poll() is None, first.stderr.read()
             time.sleep(0.2)
-        held = [p.stem for p in (out / "claims").glob("*npo*.claim")]
-        assert held, "the first worker never claimed an npo cell"
+        held = [p.stem for p in (out / "claims").glob("*finetune*.claim")]
+        assert held, "the first worker never claimed a finetune cell"
     finally:
         first.send_signal(signal.SIGKILL)  # no cleanup: the claim stays behind
         first.wait()
@@ -86,6 +88,28 @@ def test_a_killed_workers_claim_is_taken_over(single, cifar_spec, tmp_path):
     assert held[0] in {r["cell"] for r in rows(out) if r["status"] == "ok"}
     assert not list((out / "claims").glob("*.claim"))
     assert rows(out) == rows(single)
+
+
+def test_sigterm_stops_every_worker_without_a_traceback(cifar_spec, tmp_path):
+    """SIGTERM to `remcli sweep --workers 2` (`timeout`, a scheduler): the workers stop, release their
+    claims and print no traceback; the run exits 143 and says how to continue."""
+    out = tmp_path / "sweep"
+    slow = [*GRID, "--set=finetune.epochs=400", "--workers", "2"]
+    main = remcli("sweep", "--data", cifar_spec, *slow, "--out", out, wait=False)
+    try:
+        deadline = time.time() + 300
+        while not list((out / "claims").glob("*finetune*.claim")) and time.time() < deadline:
+            assert main.poll() is None, main.stderr.read()
+            time.sleep(0.2)
+        assert list((out / "claims").glob("*finetune*.claim")), "no worker claimed a finetune cell"
+        main.send_signal(signal.SIGTERM)
+        stderr = main.communicate(timeout=120)[1]
+    finally:
+        if main.poll() is None:
+            main.kill()
+    assert main.returncode == 143, stderr
+    assert "Traceback" not in stderr and "rerun the same command to continue" in stderr, stderr
+    assert not list((out / "claims").glob("*.claim"))
 
 
 def test_a_live_claim_is_respected_and_a_stale_one_taken_over(tmp_path):

@@ -19,7 +19,7 @@ from remcli import __version__
 from remcli.checkpoints import Checkpoint
 from remcli.data.manifest import ground_truth
 from remcli.detection.candidates import Detection, check_selection, select_and_rank
-from remcli.detection.features import trained_features
+from remcli.detection.features import source_record, trained_features
 from remcli.detection.signals import DETECT_SIGNALS, held_out_percentiles
 from remcli.errors import InputError
 from remcli.inputs import RunInputs
@@ -100,10 +100,11 @@ def detect(
     device: str = "auto",
     batch_size: int = 1024,
     signal: str = "auto",
+    features_from: Checkpoint | None = None,
 ) -> Detection:
     """Rank every trained-on sample by `signal` (or the one `auto` chooses) and keep the identified
     plus `top` others (or every other scoring >= `threshold`); with a recorded corruption, report
-    precision and recall."""
+    precision and recall. `features_from`: score on that model's features (`features.feature_model`)."""
     if signal != "auto":
         DETECT_SIGNALS.entry(signal)  # an unknown name: one line listing the valid ones
     check_selection(top, threshold)
@@ -111,7 +112,7 @@ def detect(
         raise InputError("the index file lists no samples; detect starts from at least one identified sample")
     start = time.perf_counter()
     dataset, manifest = inputs.dataset, inputs.manifest
-    trained = trained_features(checkpoint, inputs, device, batch_size)
+    trained = trained_features(checkpoint, inputs, device, batch_size, features_from=features_from)
     positions, features, labels = trained.positions, trained.features, trained.labels
     is_identified = torch.isin(positions, identified)
     classes = dataset.num_classes
@@ -131,6 +132,7 @@ def detect(
         "remcli_version": __version__,
         "signal": signal,
         "signal_chosen_by": chosen_by,
+        **source_record(features_from),
         "signal_checks": checks,
         **signal_margin(evidence, signal),
         "identified": len(identified),

@@ -8,8 +8,14 @@ candidates) with a signal built on the features of `features.py`:
   on them) is where the corruption put its samples, and what makes the queries misbehave is what
   those samples share: in the classifier's input features both sit along one direction away from
   the label's clean samples. Signals, searched only within that label:
-  - `similarity` (the default): cosine of each sample's features, centred on the label's mean, to
-    the direction the misbehaving queries point at (`query_similarity`): `signals.py`'s
+  - `block-similarity` (the default): `similarity` on every block's output, not only the
+    classifier's input: each block's pooled features (`features.model_features`), centred on the
+    label's mean and scaled to unit length, side by side, so every block weighs the same. A trigger
+    is a low-level pattern the early blocks see wherever the later ones have spread the samples
+    apart; recall from 8 triggered images rose from 0.73 to 0.84 over nine poisoned models
+    (docs/detection.md). Range [-1, 1].
+  - `similarity`: cosine of each sample's classifier-input features, centred on the label's mean,
+    to the direction the misbehaving queries point at (`query_similarity`): `signals.py`'s
     `similarity` with the queries nominating the identified samples. Range [-1, 1].
   - `spectral`: spectral signatures within the label (`signals.spectral_scores`); it ignores the
     queries' direction. Range [0, 1].
@@ -25,7 +31,7 @@ candidates) with a signal built on the features of `features.py`:
 
 `auto` has no identified samples to hold out, so it cannot check signals against them as
 `identified.detect` does; it takes the signal measured best for each starting point
-(docs/detection.md): `similarity` for queries, `label-quality` (the only one) for a pair.
+(docs/detection.md): `block-similarity` for queries, `label-quality` (the only one) for a pair.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from remcli.data.manifest import ground_truth
 from remcli.data.pipeline import stamp_trigger
 from remcli.data.views import clean_view
 from remcli.detection.candidates import Detection, check_selection, select_and_rank
-from remcli.detection.features import TrainedFeatures, penultimate_features, trained_features
+from remcli.detection.features import TrainedFeatures, model_features, source_record, trained_features
 from remcli.detection.signals import PROBE_FOLDS, label_quality_scores, spectral_scores
 from remcli.engine import predict, resolve_device, resolve_precision
 from remcli.errors import InputError
@@ -53,13 +59,26 @@ from remcli.registry import Registry
 from remcli.seeding import generator
 
 QueryScore = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (features, label rows, query features) -> scores
-QUERY_SIGNALS = Registry[QueryScore]("--query signal", hint="or auto")
+QUERY_SIGNALS = Registry[QueryScore]("--query signal", hint="or auto")  # meta `blocks`: reads `side_by_side` block features
 ConfusedScore = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]  # (features of the pair's rows, 1 = second class, seed) -> scores
 CONFUSED_SIGNALS = Registry[ConfusedScore]("--confused signal", hint="or auto")
-AUTO = {"query": "similarity", "confused": "label-quality"}
+AUTO = {"query": "block-similarity", "confused": "label-quality"}
 
 
-@QUERY_SIGNALS.register("similarity")
+def side_by_side(blocks: list[torch.Tensor], rows: torch.Tensor, queries: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(samples, queries): each block's features centred on the mean of the `rows` and scaled to unit
+    length, concatenated, so that every block counts the same in a cosine over all of them."""
+    centres = [block[rows].mean(dim=0, keepdim=True) for block in blocks]
+    return tuple(torch.cat([F.normalize(part - centre, dim=1) for part, centre in zip(parts, centres)], dim=1) for parts in (blocks, queries))
+
+
+@QUERY_SIGNALS.register("block-similarity", blocks=True)
+def query_block_similarity(features: torch.Tensor, rows: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """`similarity` on the blocks' features side by side (`side_by_side`)."""
+    return query_similarity(features, rows, queries)
+
+
+@QUERY_SIGNALS.register("similarity", blocks=False)
 def query_similarity(features: torch.Tensor, rows: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
     """Centred cosine of the `rows` to a direction the queries point at; -1 elsewhere. Two steps:
     the queries' mean centred, normalised direction nominates as many training rows as there are
@@ -75,7 +94,7 @@ def query_similarity(features: torch.Tensor, rows: torch.Tensor, queries: torch.
     return scores
 
 
-@QUERY_SIGNALS.register("spectral")
+@QUERY_SIGNALS.register("spectral", blocks=False)
 def query_spectral(features: torch.Tensor, rows: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
     """Spectral signatures within the `rows` (one label); the queries are not used."""
     return spectral_scores(features, rows.long(), rows)
@@ -112,9 +131,10 @@ def detect_from_queries(
     signal, chosen_by = resolve_signal(signal, "query")
     check_selection(top, threshold)
     start = time.perf_counter()
-    trained = trained_features(checkpoint, inputs, device, batch_size)
+    blocks = QUERY_SIGNALS.meta(signal)["blocks"]
+    trained = trained_features(checkpoint, inputs, device, batch_size, blocks)
     view = clean_view(queries, None, next(trained.model.parameters()).device)
-    query_features = penultimate_features(trained.model, view.batches(trained.spec, batch_size), trained.precision)
+    query_features = model_features(trained.model, view.batches(trained.spec, batch_size), trained.precision, blocks)
     predicted = predict(trained.model, view.batches(trained.spec, batch_size), trained.precision).cpu()
     classes = inputs.dataset.classes
     label = int(torch.bincount(predicted, minlength=len(classes)).argmax()) if query_label is None else query_label
@@ -127,7 +147,11 @@ def detect_from_queries(
     rows = trained.labels == label
     if not rows.any():
         raise InputError(f"no trained-on sample is labelled {classes[label]!r}; give the --query-label the queries wrongly get")
-    scores = QUERY_SIGNALS.get(signal)(trained.features, rows, query_features[misbehaving])
+    if blocks:
+        features, query_rows = side_by_side(trained.blocks, rows, [part[misbehaving] for part in query_features])
+    else:
+        features, query_rows = trained.features, query_features[-1][misbehaving]
+    scores = QUERY_SIGNALS.get(signal)(features, rows, query_rows)
     about = {
         "query": {
             "count": len(predicted),
@@ -150,15 +174,17 @@ def detect_confused(
     batch_size: int = 1024,
     signal: str = "auto",
     seed: int = 0,
+    features_from: Checkpoint | None = None,
 ) -> Detection:
     """Rank the samples trained with label A or B by how strongly an out-of-fold probe places them
-    in the other one; keep `top` (or every one scoring >= `threshold`)."""
+    in the other one; keep `top` (or every one scoring >= `threshold`). `features_from`: probe that
+    model's features (`features.feature_model`), e.g. the pretrained init of a fine-tuned model."""
     signal, chosen_by = resolve_signal(signal, "confused")
     check_selection(top, threshold)
     if pair[0] == pair[1]:
         raise InputError(f"--confused names {inputs.dataset.classes[pair[0]]!r} twice; give two different classes, e.g. --confused cat,dog")
     start = time.perf_counter()
-    trained = trained_features(checkpoint, inputs, device, batch_size)
+    trained = trained_features(checkpoint, inputs, device, batch_size, features_from=features_from)
     rows = torch.isin(trained.labels, torch.tensor(pair))
     counts = [int((trained.labels == c).sum()) for c in pair]
     if min(counts) < PROBE_FOLDS:
@@ -166,7 +192,10 @@ def detect_confused(
         raise InputError(f"--confused: only {min(counts)} trained-on samples are labelled {small!r}; the probe needs {PROBE_FOLDS} per class")
     scores = torch.full((len(rows),), -1.0)
     scores[rows] = CONFUSED_SIGNALS.get(signal)(trained.features[rows], (trained.labels[rows] == pair[1]).long(), seed)
-    about = {"confused": {"labels": list(pair), "names": [inputs.dataset.classes[c] for c in pair], "samples": counts}}
+    about = {
+        "confused": {"labels": list(pair), "names": [inputs.dataset.classes[c] for c in pair], "samples": counts},
+        **source_record(features_from),
+    }
     return finish(inputs, trained, scores, rows, top, threshold, signal, chosen_by, start, about)
 
 

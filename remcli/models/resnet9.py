@@ -1,6 +1,6 @@
 """ResNet-9 as used by every REM / corrective-unlearning paper run on CIFAR-10.
 
-ConvBN = Conv2d(bias=True) -> BatchNorm2d -> CELU(alpha=0.075). The six block outputs
+ConvBN = Conv2d(bias=True) -> BatchNorm2d -> CELU(alpha=0.075) (`layers`: torch's layers, faster on CPUs). The six block outputs
 (conv1, conv2, res1, conv3, res2, conv4) are where REM adds its dedicated units by default.
 `width` scales every channel count so CPU runs stay feasible (width 1.0 = the paper's net,
 about 2.28 M parameters).
@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from remcli.models.layers import CELU, MaxPool2d
+
 
 class ConvBN(nn.Sequential):
     """A named Sequential type, so `list_blocks` treats it as one block."""
@@ -19,13 +21,13 @@ class ConvBN(nn.Sequential):
         super().__init__(
             nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=True),
             nn.BatchNorm2d(c_out, momentum=0.1),
-            nn.CELU(alpha=0.075),
+            CELU(alpha=0.075),
         )
 
 
 class ConvBNPool(nn.Sequential):
     def __init__(self, c_in: int, c_out: int):
-        super().__init__(ConvBN(c_in, c_out), nn.MaxPool2d(2))
+        super().__init__(ConvBN(c_in, c_out), MaxPool2d(2))
 
 
 class Residual(nn.Module):

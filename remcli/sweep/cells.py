@@ -20,6 +20,7 @@ from remcli.data.corruption import write_corruption, write_forget_file
 from remcli.data.datasets import Dataset
 from remcli.data.manifest import Manifest
 from remcli.detection import Detection, detect, detect_confused, detect_from_queries
+from remcli.detection.features import INIT, feature_model
 from remcli.detection.symptoms import misbehaving_test_images
 from remcli.engine import resolve_device
 from remcli.errors import InputError
@@ -161,6 +162,8 @@ def detect_step(cell: Cell, base: TrainedCheckpoint, identified: torch.Tensor, s
     if prefix == "query-detect+":
         queries = misbehaving_test_images(base.checkpoint, base.inputs, SWEEP_QUERIES, seed=cell.seed, device=device)
         return detect_from_queries(base.checkpoint, base.inputs, queries, **selection)
+    source = INIT if settings["detect_features"] == "init" else None
+    selection["features_from"] = feature_model(base.checkpoint, source, base.inputs.dataset.input_shape)
     if prefix == "confused-detect+":
         pair = tuple(int(c) for c in base.inputs.manifest.params["classes"])
         return detect_confused(base.checkpoint, base.inputs, pair, seed=cell.seed, **selection)

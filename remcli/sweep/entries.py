@@ -18,8 +18,10 @@ from remcli.unlearning.base import build_config
 
 DETECT_PREFIX = "detect+"
 # `detect+METHOD` cells: which signal ranks (remcli.detection) and how many candidates to add; the
-# threshold is on the signal's own scale, so the default signal stays the one 0.3 was chosen for
-DETECT_DEFAULTS = {"detect_top": None, "detect_threshold": 0.3, "detect_signal": "similarity"}
+# threshold is on the signal's own scale, so the default signal stays the one 0.3 was chosen for;
+# detect_features=init scores on the model's recorded init (`detect --features-from init`)
+DETECT_DEFAULTS = {"detect_top": None, "detect_threshold": 0.3, "detect_signal": "similarity", "detect_features": "model"}
+DETECT_FEATURES = ("model", "init")
 # Entries that detect from what a user saw instead (remcli.detection.symptoms; signal `auto` unless
 # set, threshold 0.3 as measured in docs/detection.md), and the one kind each symptom exists for:
 # a trigger makes test images misbehave, a swap confuses its two classes.
@@ -52,9 +54,14 @@ def applies(name: str, kind: str) -> bool:
 
 
 def resolved_settings(method: str, overrides: dict) -> dict:
-    """Every setting of a sweep entry's method, defaults filled in (and detection's, for detect+)."""
+    """Every setting of a sweep entry's method, defaults filled in (and detection's, for detect+).
+
+    detect_features is left out at its default: cells recorded before the setting existed read the
+    model's own features, and their configs must still match to be reused."""
     detection, own = split_detect_settings(method, overrides)
     settings = asdict(build_config(get_method(base_method(method)), method_overrides(own)))
+    if detection["detect_features"] == DETECT_DEFAULTS["detect_features"]:
+        del detection["detect_features"]
     return {**settings, **(detection if detects(method) else {})}
 
 
@@ -78,6 +85,12 @@ def split_detect_settings(method: str, settings: dict) -> tuple[dict, dict]:
     signals = ("auto", *(QUERY_SIGNALS if detect_prefix(method) == "query-detect+" else CONFUSED_SIGNALS).names()) if symptom else signal_choices()
     if chosen["detect_signal"] not in signals:
         raise InputError(f"{method}: detect_signal={chosen['detect_signal']!r} must be one of: {', '.join(signals)}")
+    if chosen["detect_features"] not in DETECT_FEATURES:
+        raise InputError(f"{method}: detect_features={chosen['detect_features']!r} must be one of: {', '.join(DETECT_FEATURES)}")
+    if chosen["detect_features"] != "model" and detect_prefix(method) == "query-detect+":
+        raise InputError(
+            f"{method}: detect_features goes with detect+ and confused-detect+ entries (queries are read by the model they misbehave on)"
+        )
     return chosen, own
 
 

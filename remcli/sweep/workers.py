@@ -13,6 +13,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -182,9 +183,16 @@ def _run_processes(cfg: SweepConfig, out: Path, devices: list[str | None], claim
 
 
 def _worker(cfg: SweepConfig, out: Path, index: int, threads: int, claim_ttl: float, poll_s: float, make_reporter: Callable) -> None:
-    """One spawned worker: its share of the threads, SIGTERM as a stop between cells, its lines numbered."""
+    """One spawned worker: its share of the threads, SIGTERM as a stop between cells, its lines numbered.
+
+    Stopped (SIGTERM from the main process or a scheduler, Ctrl-C in a terminal), it releases its
+    claims and exits with the shell's code for that signal (143, 130) and no traceback: the main
+    process says what to do."""
     if not os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(threads)
-    with stop_on_sigterm(), make_reporter() as reporter:
-        folder = SweepFolder(out)
-        run_worker(cfg, folder, prepare(cfg, folder), PrefixedReporter(reporter, f"worker {index}:"), False, claim_ttl, poll_s)
+    try:
+        with stop_on_sigterm(), make_reporter() as reporter:
+            folder = SweepFolder(out)
+            run_worker(cfg, folder, prepare(cfg, folder), PrefixedReporter(reporter, f"worker {index}:"), False, claim_ttl, poll_s)
+    except KeyboardInterrupt as stop:
+        sys.exit(143 if isinstance(stop, Terminated) else 130)

@@ -29,7 +29,7 @@ from remcli.data.manifest import Manifest
 from remcli.data.pipeline import InputSpec, SampleView
 from remcli.data.views import as_trained_view, clean_view
 from remcli.distributed import DataParallel
-from remcli.engine import predict
+from remcli.engine import inference_batch_size, predict
 from remcli.errors import InputError
 from remcli.progress import NullReporter
 from remcli.registry import Registry
@@ -86,10 +86,10 @@ class UnlearnTask:
         """Training samples as the model was trained on them (corrupted labels, triggers), on the task's device."""
         return as_trained_view(self.dataset, self.manifest, positions, self.device)
 
-    def accuracy(self, model: nn.Module, view: SampleView, batch_size: int = 1024) -> float:
+    def accuracy(self, model: nn.Module, view: SampleView) -> float:
         """Eval-mode accuracy of `model` on `view` against the view's labels."""
         with eval_mode(model):
-            preds = predict(model, view.batches(self.spec, batch_size), self.precision)
+            preds = predict(model, view.batches(self.spec, inference_batch_size(self.device)), self.precision)
         return float((preds == view.labels).float().mean()) if len(view) else 0.0
 
     def fresh_model(self, purpose: str) -> nn.Module:

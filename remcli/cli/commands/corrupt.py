@@ -11,17 +11,19 @@ from remcli.cli.options import DATA_HELP, DownloadOpt, ForceOpt, JsonOpt, SeedOp
 from remcli.cli.output import emit_json, errors_to_exit, stderr
 from remcli.data.corruption import KINDS, corrupt_dataset, kind_parameters, parse_rates, resolve_count, write_corruption
 from remcli.data.datasets import load_dataset
+from remcli.data.queries import class_index
 from remcli.data.triggers import COLOURS, POSITIONS, Trigger
 from remcli.errors import InputError
 
 KIND_HELP = ", ".join(f"{entry.name} ({entry.meta['summary']})" for entry in KINDS.entries()) + "."
 
 
-def parse_classes(text: str) -> tuple[int, int]:
-    try:
-        first, second = (int(v) for v in text.split(","))
-    except ValueError:
-        raise InputError(f"--classes {text!r} must be two class indices such as 3,5") from None
+def parse_classes(text: str, names: tuple[str, ...]) -> tuple[int, int]:
+    """Two classes, by name or number (`cat,dog` or `3,5`), as `detect --confused` takes them."""
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) != 2:
+        raise InputError(f"--classes {text!r} must name two classes, e.g. cat,dog or 3,5")
+    first, second = (class_index(part, names, "--classes") for part in parts)
     return first, second
 
 
@@ -38,7 +40,7 @@ def corrupt_command(
     patch_size: Annotated[int, typer.Option("--patch-size", help="poison: side of the square trigger, in pixels.")] = 3,
     position: Annotated[str, typer.Option("--position", help=f"poison: trigger position, one of {', '.join(POSITIONS)}.")] = "bottom-right",
     colour: Annotated[str, typer.Option("--colour", help=f"poison: trigger colour, a name ({', '.join(COLOURS)}) or R,G,B in [0,1].")] = "white",
-    classes: Annotated[str, typer.Option("--classes", help="interclass: the two classes to swap.")] = "3,5",
+    classes: Annotated[str, typer.Option("--classes", help="interclass: the two classes to swap, by name or number (cat,dog or 3,5).")] = "3,5",
     force: ForceOpt = False,
     download: DownloadOpt = False,
     json_out: JsonOpt = None,
@@ -54,7 +56,7 @@ def corrupt_command(
     options = {  # built only when the kind takes them, so options another kind ignores are never parsed
         "target": lambda: target,
         "trigger": lambda: Trigger(patch_size, position, colour),  # checks position, size and colour
-        "classes": lambda: parse_classes(classes),
+        "classes": lambda: parse_classes(classes, dataset.classes),
     }
     params = {name: options[name]() for name in kind_parameters(kind)}
     manifest = corrupt_dataset(dataset, kind, size, seed, **params)

@@ -14,6 +14,7 @@ from remcli.cli.output import emit_json, errors_to_exit, stderr
 from remcli.data.index_files import write_index_file
 from remcli.data.queries import class_index, load_queries
 from remcli.detection import DETECT_SIGNALS, detect, detect_confused, detect_from_queries
+from remcli.detection.features import INIT, feature_model
 from remcli.errors import InputError
 from remcli.fileio import check_writable_output
 from remcli.inputs import read_identified, resolve_inputs
@@ -45,6 +46,16 @@ def detect_command(
         Optional[str],
         typer.Option("--confused", metavar="A,B", help="Start instead from two classes the model mixes up (names or numbers, e.g. cat,dog)."),
     ] = None,
+    features_from: Annotated[
+        Optional[str],
+        typer.Option(
+            "--features-from",
+            metavar="CKPT",
+            help="Score on the features of this checkpoint instead of the model's: one never trained on the corrupted labels, such as "
+            "the pretrained model it was fine-tuned from ('init': the init its history records, checked by sha256). It sees a swapped or "
+            "noisy label as the image shows it, where the fine-tuned model has memorised it. With --forget or --confused.",
+        ),
+    ] = None,
     top: Annotated[Optional[int], typer.Option("--top", metavar="N", help="Keep the N best-scored samples beyond the identified ones.")] = None,
     threshold: Annotated[
         Optional[float],
@@ -59,8 +70,10 @@ def detect_command(
         typer.Option(
             "--signal",
             help="auto (with --forget: the signal under which held-out identified samples rank highest, a near-tie is warned about; "
-            "with --query: similarity; with --confused: label-quality, the measured best, as queries and pairs give no identified samples "
-            "to check signals on), " + ", ".join(f"{e.name} ({e.meta['help']})" for e in DETECT_SIGNALS.entries()) + ". A name forces that signal.",
+            "with --query: block-similarity, similarity on every block's pooled output; with --confused: label-quality; the measured best, "
+            "as queries and pairs give no identified samples to check signals on), "
+            + ", ".join(f"{e.name} ({e.meta['help']})" for e in DETECT_SIGNALS.entries())
+            + ". A name forces that signal.",
         ),
     ] = "auto",
     data: DataOpt = None,
@@ -87,24 +100,34 @@ def detect_command(
 
     Without identified samples, start from what you saw. --query PATH: images that misbehave at
     test time (e.g. with a sticker); the training samples of the label they wrongly get are ranked
-    by similarity to them (what the queries share is what the corruption shares). --confused A,B:
+    by similarity to them in every block's features (what the queries share is what the corruption
+    shares). --confused A,B:
     the training samples labelled A or B are ranked by how strongly an out-of-fold probe places them
     in the other class. Then unlearn the candidates and check the queries with evaluate --eval-set
     'NAME=PATH?wrong=LABEL'.
+
+    A model fine-tuned from a pretrained one has memorised its wrong labels; --features-from init
+    scores on the pretrained model's features instead (with --forget or --confused).
     """
     starts = [name for name, given in (("--forget", forget), ("--query", query), ("--confused", confused)) if given is not None]
     if len(starts) != 1:
         raise InputError("give exactly one of --forget FILE (samples you found), --query PATH (images that misbehave) or --confused A,B")
     if query_label is not None and query is None:
         raise InputError("--query-label goes with --query PATH; drop it or add the misbehaving images")
-    check_writable_output(out, force, (checkpoint, forget, query and query.partition("?")[0]))
+    if features_from is not None and query is not None:
+        raise InputError(
+            "--features-from goes with --forget or --confused: --query looks for what the misbehaving images share in the model they "
+            "misbehave on; drop --features-from"
+        )
+    check_writable_output(out, force, (checkpoint, forget, query and query.partition("?")[0], features_from if features_from != INIT else None))
     ckpt = load_checkpoint(checkpoint)
     inputs = resolve_inputs(ckpt, data, corruption, download)
+    reader = feature_model(ckpt, features_from, inputs.dataset.input_shape)
     classes = inputs.dataset.classes
     identified = torch.empty(0, dtype=torch.int64)
     if forget is not None:
         identified = read_identified(forget, inputs.dataset)
-        result = detect(ckpt, inputs, identified, top=top, threshold=threshold, device=device, signal=signal)
+        result = detect(ckpt, inputs, identified, top=top, threshold=threshold, device=device, signal=signal, features_from=reader)
         source = f"from {forget}"
     elif query is not None:
         images, _ = load_queries(query, inputs.dataset.input_shape)
@@ -116,9 +139,11 @@ def detect_command(
         if len(parts) != 2:
             raise InputError(f"--confused {confused!r} must name two classes, A,B, e.g. --confused cat,dog")
         pair = (class_index(parts[0], classes, "--confused"), class_index(parts[1], classes, "--confused"))
-        result = detect_confused(ckpt, inputs, pair, top=top, threshold=threshold, device=device, signal=signal)
+        result = detect_confused(ckpt, inputs, pair, top=top, threshold=threshold, device=device, signal=signal, features_from=reader)
         source = f"from the confused classes {classes[pair[0]]},{classes[pair[1]]}"
     summary = result.summary
+    if reader is not None:
+        source += f", on the features of {reader.path}"
     comments = [f"remcli detect: {summary['identified']} identified + {summary['selected']} detected by {summary['signal']} {source}"]
     write_index_file(
         out,
@@ -138,6 +163,12 @@ def detect_command(
             f"[bold yellow]warning:[/] --signal auto chose {summary['signal']} ({checks[summary['signal']]:.4f}) within noise of {other} "
             f"({checks[other]:.4f}; margin {summary['signal_margin']:.4f}, noise ±{summary['signal_margin_noise']:.4f}): the identified "
             f"samples do not tell them apart; compare with --signal {other}",
+            soft_wrap=True,
+        )
+    if reader is None and query is None and ckpt.init is not None:
+        stderr.print(
+            f"hint: this model was fine-tuned from {ckpt.init['path']}; --features-from init scores on that model, which never saw the "
+            "wrong labels, and often finds more (docs/detection.md)",
             soft_wrap=True,
         )
     truth = summary.get("ground_truth")

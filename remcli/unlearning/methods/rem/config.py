@@ -80,15 +80,15 @@ class REMConfig(BudgetSettings, OptimiserSettings):
     select_on: str = "auto"  # auto (validation if recorded, else retain), validation, retain
     keep: str = "latest-tied"  # the latest iterate within one standard error of the best proxy (selection.py); best: the
     # best-proxy iterate (the input model counts; the paper's, rem-full's); last: the final iterate
-    diagnostic_samples: int = 256  # retain samples (fixed, seeded) in the per-iteration diagnostics
+    diagnostic_samples: int = 64  # retain samples (fixed, seeded) in the per-iteration diagnostics (measurements only)
     # what a repair step computes, and how many steps (method.py's docstring; FULL = the research code)
     drop_view: str = "identified"  # identified: drop view on identified rows only (running statistics); batch: every row, batch statistics
     retain_loss: str = "npo-cached"  # NPO against the reference's CE, cached once per image; npo: live every step; ce: plain CE
-    repair_fraction: float = 0.4  # retain rows repaired per iteration (seeded; every identified row always)
+    repair_fraction: float = 0.35  # retain rows repaired per iteration (seeded; every identified row always)
     identified_weight: str = "fraction"  # fraction: identified rows' terms x repair_fraction (a full epoch's batch mix); one: unscaled
     patience: int = 0  # stop after this many iterations without a better selection proxy; 0: run every iteration
     budget: float | None = None  # cap on sample-passes as a fraction of the recorded training run; sets repair_fraction
-    bn_recalibration: int = 512  # retain samples that re-estimate BatchNorm statistics after each phase (drop_view=identified)
+    bn_recalibration: int = 256  # retain samples that re-estimate BatchNorm statistics after each phase (drop_view=identified)
     bn_recalibration_augment: bool = True  # augment them as in training (non-augmented statistics cost ~1 point of accuracy)
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from remcli.data.pipeline import SampleView
-from remcli.engine import autocast
+from remcli.engine import autocast, inference_batch_size
 from remcli.seeding import generator
 from remcli.unlearning.base import UnlearnTask, eval_mode
 from remcli.unlearning.losses import npo_weight, per_sample_ce
@@ -54,7 +54,7 @@ class Diagnostics:
         with eval_mode(model, expansion.adapters):
             for name, view in self.views.items():
                 sums = {"drop": [0.0, 0.0, 0], "redirect": [0.0, 0.0, 0]}
-                for batch in view.batches(task.spec, 1024):
+                for batch in view.batches(task.spec, inference_batch_size(task.device)):
                     ce_ref = self.ce_ref[batch.indices]
                     with autocast(task.device, task.precision):
                         drop_logits = model(batch.inputs)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from remcli.data.pipeline import SampleView
-from remcli.engine import autocast
+from remcli.engine import autocast, inference_batch_size
 from remcli.unlearning.base import UnlearnTask
 from remcli.unlearning.losses import per_sample_ce
 
@@ -32,6 +32,6 @@ class Reference:
         """The CE on every image of `views`, not augmented, by training-split position (0 elsewhere)."""
         cache = torch.zeros(len(self.task.dataset.train), device=self.task.device)
         for view in views:
-            for batch in view.batches(self.task.spec, 1024):
+            for batch in view.batches(self.task.spec, inference_batch_size(self.task.device)):
                 cache[batch.indices] = self.ce(batch.inputs, batch.labels)
         return cache
