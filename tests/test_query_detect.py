@@ -86,9 +86,10 @@ def test_unlearning_the_query_candidates_removes_the_backdoor(poisoned, tmp_path
     before, after = payload["against"]["metrics"], payload["metrics"]
     assert before["seen_wrong"] == 1.0 and before["attack_success_rate"] > 0.5, before
     assert after["attack_success_rate"] <= before["attack_success_rate"] / 5, (before, after)
-    # utility on the fixture's 200 test images (one image = 0.005): REM's default repairs 35 % of the retain rows per
-    # iteration, and three iterations of it on this 33 %-accurate model cost 9 images (0.335 -> 0.29; 0.4 of them: within 8)
-    assert after["seen_wrong"] <= 0.25 and after["utility"] >= before["utility"] - 0.05, (before, after)
+    # utility on the fixture's 200 test images (one image = 0.005): three iterations of REM's default (35 % of the retain
+    # rows each) on this 33 %-accurate model cost 9 images in bf16 on an AVX512-BF16 CPU (0.335 -> 0.29) and 13 in fp32
+    # on an AVX2 one (0.355 -> 0.29); a broken repair loses far more
+    assert after["seen_wrong"] <= 0.25 and after["utility"] >= before["utility"] - 0.1, (before, after)
     assert "seen_wrong=" in error_line(invoke(["evaluate", healed, *seen, "--gate", "seen_wrong<=-1"]), 3)
 
 
@@ -143,7 +144,8 @@ def test_bad_queries_and_classes_are_one_line_errors(poisoned, tmp_path):
 def finetuned_swap(cifar_root, tmp_path_factory) -> tuple[Path, Path]:
     """(init, model): a tiny model pretrained on clean images 50-99 of every class, then fine-tuned
     (`train --init`, a new 2-class head) on automobile and frog images 0-49 with 10 of them swapped (5
-    each way, 10 % of each class), until it fits the swapped labels."""
+    each way, 10 % of each class), until it fits the swapped labels (60 epochs: 40 fitted 0.9 of them in
+    bf16 on an AVX512-BF16 CPU but 0.7 in fp32 on an AVX2 one; 60 fitted all 10 in both precisions)."""
     root = tmp_path_factory.mktemp("finetuned-swap")
     copy_imagefolder_subset(cifar_root, root / "pretrain", {"train": slice(50, 100), "test": slice(None)})
     copy_imagefolder_subset(cifar_root, root / "own", {"train": slice(0, 50), "test": slice(None)}, classes=("automobile", "frog"))
@@ -153,7 +155,7 @@ def finetuned_swap(cifar_root, tmp_path_factory) -> tuple[Path, Path]:
     own = f"imagefolder:{root / 'own'}"
     result = invoke(["corrupt", own, "--kind", "interclass", "--classes", "automobile,frog", "--count", "10", "--out", root / "c"])
     assert result.exit_code == 0, result.output
-    result = invoke(["train", "--data", own, "--corruption", root / "c" / "corruption.json", "--init", init, *tiny, "--epochs", "40", "--out", model])
+    result = invoke(["train", "--data", own, "--corruption", root / "c" / "corruption.json", "--init", init, *tiny, "--epochs", "60", "--out", model])
     assert result.exit_code == 0, result.output
     fitted = invoke(["evaluate", model, "--device", "cpu", "--json", "-"])
     assert json.loads(fitted.stdout)["metrics"]["corrupted_label_acc"] >= 0.9  # the swap is memorised
