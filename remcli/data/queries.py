@@ -67,7 +67,8 @@ def query_files(path: Path, option: str) -> list[str]:
             raise InputError(f"{option} folder {path} holds no images ({' '.join(IMAGE_EXTENSIONS)}); put the misbehaving images in it")
         return files
     if not path.is_file():
-        raise InputError(f"{option} {path} does not exist; give a folder of images or a file listing image paths")
+        problem = "is neither a folder nor a regular file" if path.exists() else "does not exist"
+        raise InputError(f"{option} {path} {problem}; give a folder of images or a file listing image paths")
     lines = [_INLINE_NOTE.sub("", line).strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
     files = [str(path.parent / line) if not os.path.isabs(line) else line for line in lines if line and not line.startswith("#")]
     if not files:

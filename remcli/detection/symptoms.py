@@ -238,6 +238,13 @@ def finish(
     positions = trained.positions
     rows = torch.nonzero(pool).flatten()
     chosen, ranked, score_stats = select_and_rank(scores, rows, positions, inputs.dataset.train.paths, top, threshold)
+    if len(chosen) == 0:  # no identified samples to keep either: an empty index file would only fail at `unlearn`
+        if top is not None:
+            raise InputError("--top 0 keeps nothing, and this start has no identified samples to keep; give --top N with N >= 1")
+        best = float(scores[rows].max()) if len(rows) else float("nan")
+        raise InputError(
+            f"--threshold {threshold} keeps none of the {len(rows)} samples searched (best score {best:.4f}); lower it, or keep N with --top N"
+        )
     candidates = torch.sort(positions[chosen]).values
     summary = {
         "remcli_version": __version__,
