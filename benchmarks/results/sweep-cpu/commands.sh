@@ -13,12 +13,12 @@
 # the same runs today: PHASES=4 PHASE4_METHODS=rem@plain-recal,rem@unscaled benchmarks/sweep_cpu.sh
 # phase 2+5 (rem after the cost change), 1576 s, exit 0
 .venv/bin/remcli sweep --data imagefolder:/root/.cache/remcli/cifar10-1500 --arch resnet9 --width 0.5 --count 30 --train-epochs 60 --train-batch-size 128 --kinds poison\,interclass\,label-noise --discovery 0.1\,0.3\,0.5\,0.7\,1.0 --seeds 0\,1\,2 --methods rem --set rem.batch_size=128 --set rem.epochs=15 --device cpu --out runs/cost --workers 2 
-# 2026-12-06 (session 12): rem's default became keep=latest-tied (docs/rem.md, "Which iterate to keep"). The 45 cells run
+# 2026-12-06 (4d84673): rem's default became keep=latest-tied (docs/rem.md, "Which iterate to keep"). The 45 cells run
 # as rem@tied (keep=latest-tied; runs/tied, code at eee9d30) are now named rem; the earlier rem cells (keep=best, the
 # default when they ran) are rem@best, and rem@unscaled / rem@plain-recal record keep=best in their overrides:
 remcli sweep --data imagefolder:$HOME/.cache/remcli/cifar10-1500 --arch resnet9 --width 0.5 --count 30 --train-epochs 60 --train-batch-size 128 --kinds interclass,poison,label-noise --discovery 1.0,0.7,0.5,0.3,0.1 --seeds 0,1,2 --methods rem@tied --set rem@tied.batch_size=128 --set rem@tied.epochs=15 --set rem@tied.keep=latest-tied --out runs/tied --workers 2
-# 2026-12-06 (session 13): rem's default became repair_fraction=0.35, bn_recalibration=256, diagnostic_samples=64
-# (docs/rem.md, "Healing"). The cells run as rem@c2 (those settings; code 67d8176) are now named rem; the earlier
+# 2026-12-06 (e59f0ee): rem's default became repair_fraction=0.35, bn_recalibration=256, diagnostic_samples=64
+# (docs/rem.md, "Healing"). The cells run as rem@c2 (those settings; code 67d8176, landed in e59f0ee) are now named rem; the earlier
 # rem cells (repair_fraction 0.4, bn_recalibration 512, diagnostic_samples 256, the defaults then) are rem@frac0.4, and
 # rem@c1 (bn_recalibration 256, diagnostic_samples 64, repair_fraction 0.4) is rem@recal256; the renamed cells record
 # those settings in their overrides. Cells of other REM variants that ran before this commit ran with the old three
@@ -27,4 +27,4 @@ remcli sweep --data imagefolder:$HOME/.cache/remcli/cifar10-1500 --arch resnet9 
 remcli sweep --data imagefolder:$HOME/.cache/remcli/cifar10-1500 --arch resnet9 --width 0.5 --count 30 --train-epochs 60 --train-batch-size 128 --kinds interclass,poison,label-noise --discovery 1.0,0.7,0.5,0.3,0.1 --seeds 0,1,2 --methods rem@c2 --set rem@c2.batch_size=128 --set rem@c2.epochs=15 --set rem@c2.diagnostic_samples=64 --set rem@c2.bn_recalibration=256 --set rem@c2.repair_fraction=0.35 --device cpu --out runs/q24 --workers 2
 remcli sweep --data imagefolder:$HOME/.cache/remcli/cifar10-1500 --arch resnet9 --width 0.5 --count 30 --train-epochs 60 --train-batch-size 128 --kinds interclass,poison,label-noise --discovery 1.0,0.7,0.5,0.3,0.1 --seeds 0,1,2 --methods rem@c1 --set rem@c1.batch_size=128 --set rem@c1.epochs=15 --set rem@c1.diagnostic_samples=64 --set rem@c1.bn_recalibration=256 --device cpu --out runs/q24 --workers 2
 # (seeds 3,4 with --kinds interclass --discovery 1.0,0.7, also rem itself, in benchmarks/results/sweep-cpu-interclass-s34)
-# issue 27's loop with block-similarity (code c70fb07), poison at 10 %: --kinds poison --discovery 0.1 --methods query-detect+rem
+# issue 27's loop with block-similarity (code c70fb07, landed in e59f0ee), poison at 10 %: --kinds poison --discovery 0.1 --methods query-detect+rem

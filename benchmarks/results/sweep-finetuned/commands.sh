@@ -4,7 +4,7 @@
 /work/main/.venv/bin/remcli sweep --data imagefolder:/root/.cache/remcli/cifar10-1500 --arch resnet9 --width 0.5 --count 30 --train-epochs 40 --train-batch-size 128 --train-lr 0.005 --init /work/main/benchmarks/results/finetuned/pretrained.safetensors --kinds poison\,interclass\,label-noise --discovery 0.1\,0.5\,1.0 --seeds 0\,1\,2 --methods rem --set rem.batch_size=128 --set rem.epochs=10 --device cpu --out /work/main/runs/sweep-finetuned3 --workers 2 
 # phase 1, 325 s, exit 0
 .venv/bin/remcli sweep --data imagefolder:/root/.cache/remcli/cifar10-1500 --arch resnet9 --width 0.5 --count 30 --train-epochs 40 --train-batch-size 128 --train-lr 0.005 --init benchmarks/results/finetuned/pretrained.safetensors --kinds poison\,interclass\,label-noise --discovery 0.1\,0.5\,1.0 --seeds 0\,1\,2 --methods ga --set ga.batch_size=128 --device cpu --out runs/sweep-finetuned3 
-# 2026-12-06 (session 12), issue 24: rem with keep=latest-tied (as rem@tied) at 0.1/0.5/1.0, then both keep rules at 0.3/0.7,
+# 2026-12-06, issue 24: rem with keep=latest-tied (as rem@tied) at 0.1/0.5/1.0, then both keep rules at 0.3/0.7,
 # and issue 27's loop at 10 %, on this folder's nine models (runs/fttied, code at eee9d30, two workers). rem's default then
 # became keep=latest-tied: the rem@tied cells are now named rem, the keep=best cells rem@best, query-detect+rem@best and
 # confused-detect+rem@best (they ran with keep=best):
@@ -14,8 +14,8 @@ remcli sweep --data imagefolder:$HOME/.cache/remcli/cifar10-1500 --arch resnet9 
 remcli sweep --data imagefolder:$HOME/.cache/remcli/cifar10-1500 --arch resnet9 --width 0.5 --count 30 --train-epochs 40 --train-batch-size 128 --train-lr 0.005 --init benchmarks/results/finetuned/pretrained.safetensors --seeds 0,1,2 --device cpu --kinds interclass,poison,label-noise --discovery 0.7,0.3 --methods rem,rem@tied --set rem.batch_size=128 --set rem.epochs=10 --set rem@tied.batch_size=128 --set rem@tied.epochs=10 --set rem@tied.keep=latest-tied --out runs/fttied --workers 2
 # phase 3, 121 s, exit 137
 .venv/bin/remcli sweep --data imagefolder:/root/.cache/remcli/cifar10-1500 --arch resnet9 --width 0.5 --count 30 --train-epochs 40 --train-batch-size 128 --train-lr 0.005 --init benchmarks/results/finetuned/pretrained.safetensors --kinds poison\,interclass\,label-noise --discovery 0.1\,0.5\,1.0 --seeds 0\,1\,2 --methods retrain\,finetune --set retrain.batch_size=128 --set finetune.batch_size=128 --set finetune.epochs=10 --device cpu --out runs/sweep-finetuned3 --workers 2 
-# 2026-12-06 (session 13): rem's default became repair_fraction=0.35, bn_recalibration=256, diagnostic_samples=64
-# (docs/rem.md, "Healing"). The cells run as rem@c2 (those settings; code 67d8176) are now named rem; the earlier
+# 2026-12-06 (e59f0ee): rem's default became repair_fraction=0.35, bn_recalibration=256, diagnostic_samples=64
+# (docs/rem.md, "Healing"). The cells run as rem@c2 (those settings; code 67d8176, landed in e59f0ee) are now named rem; the earlier
 # rem cells (repair_fraction 0.4, bn_recalibration 512, diagnostic_samples 256, the defaults then) are rem@frac0.4, and
 # rem@c1 (bn_recalibration 256, diagnostic_samples 64, repair_fraction 0.4) is rem@recal256; the renamed cells record
 # those settings in their overrides. Cells of other REM variants that ran before this commit ran with the old three
@@ -24,12 +24,12 @@ remcli sweep --data imagefolder:$HOME/.cache/remcli/cifar10-1500 --arch resnet9 
 remcli sweep --data imagefolder:$HOME/.cache/remcli/cifar10-1500 --arch resnet9 --width 0.5 --count 30 --train-epochs 60 --train-batch-size 128 --kinds interclass,poison,label-noise --discovery 1.0,0.7,0.5,0.3,0.1 --seeds 0,1,2 --methods rem@c2 --set rem@c2.batch_size=128 --set rem@c2.epochs=15 --set rem@c2.diagnostic_samples=64 --set rem@c2.bn_recalibration=256 --set rem@c2.repair_fraction=0.35 --device cpu --out runs/q24 --workers 2
 remcli sweep --data imagefolder:$HOME/.cache/remcli/cifar10-1500 --arch resnet9 --width 0.5 --count 30 --train-epochs 60 --train-batch-size 128 --kinds interclass,poison,label-noise --discovery 1.0,0.7,0.5,0.3,0.1 --seeds 0,1,2 --methods rem@c1 --set rem@c1.batch_size=128 --set rem@c1.epochs=15 --set rem@c1.diagnostic_samples=64 --set rem@c1.bn_recalibration=256 --device cpu --out runs/q24 --workers 2
 # (seeds 3,4 with --kinds interclass --discovery 1.0,0.7, also rem itself, in benchmarks/results/sweep-cpu-interclass-s34)
-# issue 27's loop with block-similarity (code c70fb07), poison at 10 %: --kinds poison --discovery 0.1 --methods query-detect+rem
+# issue 27's loop with block-similarity (code c70fb07, landed in e59f0ee), poison at 10 %: --kinds poison --discovery 0.1 --methods query-detect+rem
 # phase 3, 1081 s, exit 124
 .venv/bin/remcli sweep --data imagefolder:/root/.cache/remcli/cifar10-1500 --arch resnet9 --width 0.5 --count 30 --train-epochs 40 --train-batch-size 128 --train-lr 0.005 --init benchmarks/results/finetuned/pretrained.safetensors --kinds poison\,interclass\,label-noise --discovery 0.1\,0.5\,1.0 --seeds 0\,1\,2 --methods retrain\,finetune --set retrain.batch_size=128 --set finetune.batch_size=128 --set finetune.epochs=10 --device cpu --out runs/sweep-finetuned3 --workers 2 
 # phase 3, 1017 s, exit 124
 .venv/bin/remcli sweep --data imagefolder:/root/.cache/remcli/cifar10-1500 --arch resnet9 --width 0.5 --count 30 --train-epochs 40 --train-batch-size 128 --train-lr 0.005 --init benchmarks/results/finetuned/pretrained.safetensors --kinds poison\,interclass\,label-noise --discovery 0.1\,0.5\,1.0 --seeds 0\,1\,2 --methods retrain\,finetune --set retrain.batch_size=128 --set finetune.batch_size=128 --set finetune.epochs=10 --device cpu --out runs/sweep-finetuned3 --workers 2 
-# 2026-12-07 (session 14, code f6d60d4, two single-thread workers beside other jobs): the rest of phase 3, then phase 2's
+# 2026-12-07 (code f6d60d4, landed in e59f0ee; two single-thread workers beside other jobs): the rest of phase 3, then phase 2's
 # rem-redirect and rem-full (PHASES=3 PHASE3_METHODS=retrain,finetune,scrub,potion, then PHASES=2 PHASE2_METHODS=rem-redirect,rem-full,
 # stopped after 16 minutes with its finished cells kept, then PHASE2_METHODS=rem-redirect and PHASE2_METHODS=rem-full: the two lines below)
 # phase 3, 2965 s, exit 0
