@@ -118,15 +118,26 @@ def test_repair_fraction_repairs_every_identified_row_and_that_share_of_the_rest
     assert 0 < log["compute"]["fraction_of_training"] < 1 and log["compute"]["sample_passes"] > 0
 
 
-def test_patience_stops_once_the_proxy_has_not_improved(poisoned_setup):
+@pytest.mark.parametrize("keep", ["best", "latest-tied"])
+def test_patience_stops_once_the_keep_rule_has_kept_nothing_for_that_long(poisoned_setup, keep):
+    """keep=best: `patience` iterations without a better proxy; latest-tied: without an iterate tied
+    with the best, so a run whose later iterates stay within noise of the best keeps going."""
     ckpt, inputs, identified = poisoned_setup
-    outcome = unlearn(ckpt, inputs, identified, "rem", {**SMALL, "epochs": 6, "patience": 1, "repair_fraction": 0.2}, seed=0, device="cpu")
-    log = outcome.summary["log"]
+    settings = {**SMALL, "epochs": 6, "patience": 1, "repair_fraction": 0.2, "keep": keep}
+    log = unlearn(ckpt, inputs, identified, "rem", settings, seed=0, device="cpu").summary["log"]
     ran = len(log["iterations"]) - 1
+    kept = log["kept_iteration"]
+    if keep == "best":
+        assert kept == log["best_iteration"]
     if log["stopped"] == "patience":
-        assert ran == log["best_iteration"] + 1 and ran < 6
-    else:  # every iteration improved the proxy
-        assert ran == 6 and log["best_iteration"] == 6
+        assert ran == kept + 1 and ran < 6
+    else:  # the rule kept every iteration's model
+        assert ran == 6 and kept == 6
+
+
+def test_patience_with_keep_last_is_refused():
+    with pytest.raises(InputError, match="keep=last keeps every one"):
+        REMConfig(patience=2, keep="last")
 
 
 def test_a_budget_picks_the_repair_fraction_and_is_not_exceeded(poisoned_setup):

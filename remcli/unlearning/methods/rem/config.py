@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from remcli.config import with_defaults
+from remcli.errors import InputError
 from remcli.unlearning.losses import REMOVALS
 from remcli.unlearning.methods.rem.expansion import UNIT_KINDS
 from remcli.unlearning.selection import KEEP_RULES, SELECT_ON
@@ -86,10 +87,18 @@ class REMConfig(BudgetSettings, OptimiserSettings):
     retain_loss: str = "npo-cached"  # NPO against the reference's CE, cached once per image; npo: live every step; ce: plain CE
     repair_fraction: float = 0.35  # retain rows repaired per iteration (seeded; every identified row always)
     identified_weight: str = "fraction"  # fraction: identified rows' terms x repair_fraction (a full epoch's batch mix); one: unscaled
-    patience: int = 0  # stop after this many iterations without a better selection proxy; 0: run every iteration
+    patience: int = 0  # stop after this many iterations in which the keep rule kept none (keep=best: none better); 0: run every iteration
     budget: float | None = None  # cap on sample-passes as a fraction of the recorded training run; sets repair_fraction
     bn_recalibration: int = 256  # retain samples that re-estimate BatchNorm statistics after each phase (drop_view=identified)
     bn_recalibration_augment: bool = True  # augment them as in training (non-augmented statistics cost ~1 point of accuracy)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.patience > 0 and self.keep == "last":
+            raise InputError(
+                f"patience={self.patience} stops once the keep rule has kept no iterate for that many, and keep=last keeps every one; "
+                "use keep=best or latest-tied, or patience=0"
+            )
 
 
 REMFullConfig = with_defaults(REMConfig, "REMFullConfig", FULL)  # `rem-full`: the research code's repair, every row, every iteration

@@ -28,7 +28,7 @@ What a repair step computes (`REMConfig`, docs/rem.md):
 `repair_fraction` repairs on all identified rows plus a seeded fraction f of the retain rows each
 iteration, the identified rows' terms weighted by f (`identified_weight="fraction"`) so that each
 batch mixes them with the retain rows as a full epoch's batch would; `patience` stops when the
-selection proxy has not improved for that many iterations; and `budget` caps the compute in
+keep rule has kept no iterate for that many iterations (keep=best: the proxy has not improved); and `budget` caps the compute in
 sample-passes at a fraction of the checkpoint's recorded training (epochs x training images) and
 picks the repair fraction to fit (`budget.Compute`, which counts the sample-passes spent).
 
@@ -240,7 +240,10 @@ class REMRun:
         return view.subset(torch.sort(torch.cat([id_rows, picked])).values)
 
     def patience_spent(self, iteration: int) -> bool:
-        return self.cfg.patience > 0 and iteration - self.selection.best_iteration >= self.cfg.patience
+        """`patience` iterations have passed since the keep rule last kept an iterate: with keep=best,
+        since the best proxy; with latest-tied, since the last iterate tied with the best, so a
+        repair still healing within the proxy's noise keeps going."""
+        return self.cfg.patience > 0 and iteration - self.selection.kept_iteration >= self.cfg.patience
 
 
 def clock(device: torch.device) -> float:
