@@ -32,6 +32,8 @@ def check_writable_output(path: str | Path, force: bool, inputs: tuple[str | Pat
     for source in inputs:
         if source and Path(source).exists() and out.exists() and out.resolve() == Path(source).resolve():
             raise InputError(f"output {out} is also an input; choose a different output path")
+    if out.is_dir():  # even with --force: found only when the result is renamed onto it, after all the work
+        raise InputError(f"output {out} is a directory; give the path of a file (in it, or elsewhere)")
     if out.exists() and not force:
         raise InputError(f"output {out} already exists; pass --force to overwrite it or choose another path")
     if not out.parent.exists():

@@ -356,6 +356,17 @@ def test_import_malformed_input_shape_is_input_error(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("count", ["0", "-3"])
+def test_import_with_no_output_classes_is_input_error(count, tmp_path):
+    """--num-classes below 1 reached the model constructor (a traceback for -3, a warning for 0)."""
+    source = tmp_path / "w.pth"
+    torch.save(build_model("resnet9", 10, width=0.25).state_dict(), source)
+    out = tmp_path / "w.safetensors"
+    result = invoke(["import", source, "--arch", "resnet9", "--num-classes", count, "--arch-arg", "width=0.25", "--out", out])
+    assert_input_error(result, f"at least one output class, not {count}")
+    assert not out.exists()
+
+
 def test_non_numeric_width_arch_arg_is_input_error(cifar_spec, tmp_path):
     out = tmp_path / "m.safetensors"
     result = invoke(["train", "--data", cifar_spec, "--out", out, "--arch-arg", "width=wide", "--epochs", "1", "--device", "cpu", "--quiet"])

@@ -216,6 +216,15 @@ def test_output_equal_to_the_index_file(private_copy):
     assert sha256_file(forget) == digest
 
 
+def test_a_directory_as_output_is_refused_before_any_work_even_with_force(private_copy):
+    """It used to fail only when the result was renamed onto it, after the whole run (exit 1)."""
+    model, forget = private_copy
+    out = model.parent / "results"
+    out.mkdir()
+    assert_refused(unlearn_args(model, forget, out, "--force"), out, match="is a directory", out_existed=True)
+    assert list(out.iterdir()) == []
+
+
 def test_existing_output_without_force(private_copy):
     model, forget = private_copy
     out = model.parent / "taken.safetensors"

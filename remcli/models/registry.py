@@ -250,5 +250,7 @@ def build_model(arch: str, num_classes: int, in_channels: int = 3, input_size: i
     `input_size` is the data's side length. Recorded constructor arguments may carry it too (a
     torchvision ViT's `image_size`), so it is a separate name and the two never collide.
     """
+    if num_classes < 1:
+        raise InputError(f"a classifier needs at least one output class, not {num_classes}; give the number of classes its weights were trained on")
     size = input_size if input_size is not None else int(kwargs.get("image_size", 32))
     return arch_source(arch).build(arch, num_classes, in_channels, size, kwargs)
