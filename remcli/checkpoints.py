@@ -287,7 +287,8 @@ def import_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def _existing(path: str | Path) -> Path:
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"checkpoint {p} not found; check the path")
+        problem = "is a directory, not a checkpoint file" if p.is_dir() else "is not a regular file" if p.exists() else "not found"
+        raise InputError(f"checkpoint {p} {problem}; check the path")
     return p
 
 

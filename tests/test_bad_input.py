@@ -196,6 +196,11 @@ def test_missing_checkpoint(tmp_path):
     assert_input_error(result, "nope.safetensors", "not found")
 
 
+def test_a_directory_or_device_as_checkpoint_says_what_it_is(tmp_path):
+    assert_input_error(invoke(["inspect", tmp_path]), str(tmp_path), "is a directory, not a checkpoint file")
+    assert_input_error(invoke(["inspect", "/dev/null"]), "/dev/null is not a regular file")
+
+
 # --- datasets, archs ---------------------------------------------------------------------------
 
 
