@@ -10,12 +10,16 @@ import torch
 from remcli.errors import InputError
 
 
-def check_selection(top: int | None, threshold: float | None) -> None:
-    """Exactly one of `top` (>= 0) and `threshold`: how many to keep, or how good a score must be."""
+def check_selection(top: int | None, threshold: float | None, identified: bool = True) -> None:
+    """Exactly one of `top` (>= 0) and `threshold`: how many to keep, or how good a score must be.
+    A start without `identified` samples (queries, a pair) keeps only what it selects, so `top`
+    must be >= 1 there."""
     if (top is None) == (threshold is None):
         raise InputError("give exactly one of --top N (how many more samples to keep) or --threshold T (a minimum score in [-1, 1])")
     if top is not None and top < 0:
         raise InputError(f"--top {top} must be >= 0")
+    if top == 0 and not identified:
+        raise InputError("--top 0 keeps nothing, and this start has no identified samples to keep; give --top N with N >= 1")
 
 
 @dataclass

@@ -62,11 +62,6 @@ def model_features(model: nn.Module, batches, precision: str, blocks: bool = Fal
     return [torch.cat(parts).cpu() if parts else torch.empty(0, 0) for parts in captured]
 
 
-def penultimate_features(model: nn.Module, batches, precision: str) -> torch.Tensor:
-    """(N, D) float32 inputs of the classifier for every batch, in order (eval mode is the caller's)."""
-    return model_features(model, batches, precision)[-1]
-
-
 @dataclass
 class TrainedFeatures:
     """The model in eval mode and the classifier-input features of every trained-on sample

@@ -129,7 +129,7 @@ def detect_from_queries(
     """Rank the samples trained with the queries' wrong label by how much they share what the
     misbehaving queries share; keep `top` (or every one scoring >= `threshold`)."""
     signal, chosen_by = resolve_signal(signal, "query")
-    check_selection(top, threshold)
+    check_selection(top, threshold, identified=False)
     start = time.perf_counter()
     blocks = QUERY_SIGNALS.meta(signal)["blocks"]
     trained = trained_features(checkpoint, inputs, device, batch_size, blocks)
@@ -180,7 +180,7 @@ def detect_confused(
     in the other one; keep `top` (or every one scoring >= `threshold`). `features_from`: probe that
     model's features (`features.feature_model`), e.g. the pretrained init of a fine-tuned model."""
     signal, chosen_by = resolve_signal(signal, "confused")
-    check_selection(top, threshold)
+    check_selection(top, threshold, identified=False)
     if pair[0] == pair[1]:
         raise InputError(f"--confused names {inputs.dataset.classes[pair[0]]!r} twice; give two different classes, e.g. --confused cat,dog")
     start = time.perf_counter()
@@ -238,9 +238,7 @@ def finish(
     positions = trained.positions
     rows = torch.nonzero(pool).flatten()
     chosen, ranked, score_stats = select_and_rank(scores, rows, positions, inputs.dataset.train.paths, top, threshold)
-    if len(chosen) == 0:  # no identified samples to keep either: an empty index file would only fail at `unlearn`
-        if top is not None:
-            raise InputError("--top 0 keeps nothing, and this start has no identified samples to keep; give --top N with N >= 1")
+    if len(chosen) == 0:  # no identified samples to keep either (--top 0 is refused up front): an empty index file would only fail at `unlearn`
         best = float(scores[rows].max()) if len(rows) else float("nan")
         raise InputError(
             f"--threshold {threshold} keeps none of the {len(rows)} samples searched (best score {best:.4f}); lower it, or keep N with --top N"

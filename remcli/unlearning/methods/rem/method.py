@@ -28,9 +28,10 @@ What a repair step computes (`REMConfig`, docs/rem.md):
 `repair_fraction` repairs on all identified rows plus a seeded fraction f of the retain rows each
 iteration, the identified rows' terms weighted by f (`identified_weight="fraction"`) so that each
 batch mixes them with the retain rows as a full epoch's batch would; `patience` stops when the
-keep rule has kept no iterate for that many iterations (keep=best: the proxy has not improved); and `budget` caps the compute in
-sample-passes at a fraction of the checkpoint's recorded training (epochs x training images) and
-picks the repair fraction to fit (`budget.Compute`, which counts the sample-passes spent).
+keep rule has kept no iterate for that many iterations (keep=best: the proxy has not improved);
+and `budget` caps the compute in sample-passes at a fraction of the checkpoint's recorded training
+(epochs x training images) and picks the repair fraction to fit (`budget.Compute`, which counts
+the sample-passes spent).
 
 `rem-full` runs the research code's repair (whole-batch drop view, NPO on every row, full training
 set every iteration, no early stop); `rem-redirect` adds the five mechanism changes of
