@@ -38,6 +38,15 @@ def rows(out: Path) -> list[dict]:
         return sorted(({k: r[k] for k in METRICS} for r in csv.DictReader(handle)), key=lambda r: r["cell"])
 
 
+def claimed_finetune_cells(process: subprocess.Popen, out: Path, timeout: float = 300) -> list[str]:
+    """Wait until the running sweep `process` has claimed a finetune cell (the slow one); their names."""
+    deadline = time.time() + timeout
+    while not list((out / "claims").glob("*finetune*.claim")) and time.time() < deadline:
+        assert process.poll() is None, process.stderr.read()
+        time.sleep(0.2)
+    return [p.stem for p in (out / "claims").glob("*finetune*.claim")]
+
+
 @pytest.fixture(scope="module")
 def single(cifar_spec, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("single") / "sweep"
@@ -71,11 +80,7 @@ def test_a_killed_workers_claim_is_taken_over(single, cifar_spec, tmp_path):
     slow = [*GRID, "--set=finetune.epochs=400"]
     first = remcli("sweep", "--data", cifar_spec, *slow, "--out", out, wait=False)
     try:
-        deadline = time.time() + 300
-        while not [p for p in (out / "claims").glob("*finetune*.claim")] and time.time() < deadline:
-            assert first.poll() is None, first.stderr.read()
-            time.sleep(0.2)
-        held = [p.stem for p in (out / "claims").glob("*finetune*.claim")]
+        held = claimed_finetune_cells(first, out)
         assert held, "the first worker never claimed a finetune cell"
     finally:
         first.send_signal(signal.SIGKILL)  # no cleanup: the claim stays behind
@@ -97,11 +102,7 @@ def test_sigterm_stops_every_worker_without_a_traceback(cifar_spec, tmp_path):
     slow = [*GRID, "--set=finetune.epochs=400", "--workers", "2"]
     main = remcli("sweep", "--data", cifar_spec, *slow, "--out", out, wait=False)
     try:
-        deadline = time.time() + 300
-        while not list((out / "claims").glob("*finetune*.claim")) and time.time() < deadline:
-            assert main.poll() is None, main.stderr.read()
-            time.sleep(0.2)
-        assert list((out / "claims").glob("*finetune*.claim")), "no worker claimed a finetune cell"
+        assert claimed_finetune_cells(main, out), "no worker claimed a finetune cell"
         main.send_signal(signal.SIGTERM)
         stderr = main.communicate(timeout=120)[1]
     finally:
